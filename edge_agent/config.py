@@ -1,0 +1,342 @@
+"""Typed node configuration, loaded from one TOML file and validated at the edge.
+
+Every error names the field path and the reason; nothing downstream re-validates."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+Point = tuple[float, float]
+Severity = Literal["info", "warning", "critical"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; `errors` holds one `path: reason` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _segment(value: str) -> str:
+    if not SEGMENT.match(value):
+        raise ValueError(
+            "must be 1-64 characters of letters, digits, '-' or '_', starting with a letter "
+            "or digit (it is used as an MQTT topic segment)"
+        )
+    return value
+
+
+class NodeConfig(_Model):
+    id: str
+    site: str
+    state_dir: Path = Path("/var/lib/safecity-edge")
+    """Boot counter and spool live here; the only directory the service may write."""
+
+    _check_id = field_validator("id", "site")(_segment)
+
+
+class TlsConfig(_Model):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    telemetry_interval_s: float = Field(30.0, gt=0)
+    topic_prefix: str = "safecity/v1"
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+
+
+class CameraConfig(_Model):
+    kind: Literal["opencv", "picamera2", "folder"] = "opencv"
+    source: str = "0"
+    """opencv: device index ("0"), RTSP/HTTP URL or video file; folder: a directory of images."""
+    loop: bool = False
+    """Restart a video file or image folder at its end (for demos and tests)."""
+    realtime: bool = True
+    """Pace files at their native frame rate, like a live camera; off reads as fast as possible."""
+    fps: float | None = Field(None, gt=0)
+    """Rate for image folders and picamera2; files use their own rate."""
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class DetectorConfig(_Model):
+    model: Path
+    format: Literal["auto", "yolox", "ultralytics", "e2e"] = "auto"
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    threads: int = Field(2, ge=1, le=64)
+    score: float = Field(0.35, gt=0, le=1)
+    nms_iou: float = Field(0.45, gt=0, le=1)
+    labels: Path | None = None
+    """Labels file (one per line); default: model metadata, else COCO for 80-class models."""
+    classes: list[str] | None = None
+    """Keep only these labels; None keeps all."""
+    min_box_area: float = Field(0.0, ge=0)
+    max_box_area: float | None = Field(None, gt=0)
+    """Box area bounds in source-frame pixels."""
+
+
+class MotionConfig(_Model):
+    enabled: bool = True
+    width: int = Field(160, ge=32, le=1280)
+    """Motion is computed on a frame downscaled to this width."""
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.001, ge=0, le=1)
+    """Fraction of the frame that must change before it counts as motion."""
+    refresh_s: float = Field(2.0, gt=0)
+    """Run the detector at least this often, so still objects are re-checked."""
+
+
+class TrackerConfig(_Model):
+    iou_threshold: float = Field(0.3, gt=0, le=1)
+    max_age_s: float = Field(2.0, gt=0)
+    min_hits: int = Field(2, ge=1)
+
+
+class ZoneConfig(_Model):
+    name: str
+    points: list[Point]
+    """Polygon in source-frame pixels."""
+
+    _check_name = field_validator("name")(_segment)
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, v: list[Point]) -> list[Point]:
+        if len(v) < 3:
+            raise ValueError("polygon needs at least 3 points")
+        return v
+
+
+class LineConfig(_Model):
+    name: str
+    a: Point
+    b: Point
+
+    _check_name = field_validator("name")(_segment)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LineConfig:
+        if self.a == self.b:
+            raise ValueError("a and b must be different points")
+        return self
+
+
+class _Rule(_Model):
+    cooldown_s: float = Field(10.0, ge=0)
+    severity: Severity = "warning"
+
+
+class IntrusionRule(_Rule):
+    type: Literal["intrusion"]
+    zone: str
+    labels: list[str] = ["person"]
+    min_score: float = Field(0.0, ge=0, le=1)
+
+
+class LineCrossingRule(_Rule):
+    type: Literal["line_crossing"]
+    line: str
+    direction: Literal["any", "a_to_b", "b_to_a"] = "any"
+    labels: list[str] = ["person"]
+
+
+class LoiteringRule(_Rule):
+    type: Literal["loitering"]
+    zone: str
+    dwell_s: float = Field(30.0, gt=0)
+    labels: list[str] = ["person"]
+
+
+class CrowdingRule(_Rule):
+    type: Literal["crowding"]
+    zone: str
+    label: str = "person"
+    max_count: int = Field(5, ge=0)
+    """An event starts when more than max_count objects are in the zone."""
+    min_duration_s: float = Field(1.0, ge=0)
+
+
+class FallRule(_Rule):
+    type: Literal["fall"]
+    severity: Severity = "critical"
+    model: Path | None = None
+    """A fall-detector model; without one, falls are judged from the person box shape."""
+    label: str = "Fall"
+    score: float = Field(0.5, gt=0, le=1)
+    threads: int = Field(1, ge=1, le=64)
+    aspect_ratio: float = Field(1.2, gt=0)
+    """Shape method: width/height above this counts as lying down."""
+    min_duration_s: float = Field(1.0, ge=0)
+
+
+class TamperRule(_Rule):
+    type: Literal["tamper"]
+    blocked_brightness: float = Field(20.0, ge=0, le=255)
+    defocus_ratio: float = Field(0.25, gt=0, lt=1)
+    """Sharpness below this fraction of the learnt baseline counts as defocused."""
+    moved_ratio: float = Field(0.5, gt=0, le=1)
+    """Background similarity below this counts as moved."""
+    min_duration_s: float = Field(3.0, ge=0)
+    learn_s: float = Field(10.0, gt=0)
+
+
+Rule = Annotated[
+    IntrusionRule | LineCrossingRule | LoiteringRule | CrowdingRule | FallRule | TamperRule,
+    Field(discriminator="type"),
+]
+
+
+class SnapshotConfig(_Model):
+    mode: Literal["publish", "reference", "off"] = "publish"
+    """publish: JPEG on the snapshot topic; reference: saved under state_dir, path in event."""
+    max_bytes: int = Field(150_000, ge=1_000)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+    max_width: int = Field(1280, ge=64)
+    redact_people: bool = True
+    privacy_zones: list[list[Point]] = []
+
+    @field_validator("privacy_zones")
+    @classmethod
+    def _polygons(cls, v: list[list[Point]]) -> list[list[Point]]:
+        for i, poly in enumerate(v):
+            if len(poly) < 3:
+                raise ValueError(f"privacy_zones[{i}]: polygon needs at least 3 points")
+        return v
+
+
+class Config(_Model):
+    node: NodeConfig
+    mqtt: MqttConfig = MqttConfig()
+    camera: CameraConfig
+    detector: DetectorConfig
+    motion: MotionConfig = MotionConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    zones: list[ZoneConfig] = []
+    lines: list[LineConfig] = []
+    rules: list[Rule] = []
+    snapshot: SnapshotConfig = SnapshotConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems: list[str] = []
+        for kind, items in (("zones", self.zones), ("lines", self.lines)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    problems.append(f"{kind}[{i}].name: duplicate name {item.name!r}")
+                seen.add(item.name)
+        zones = {z.name for z in self.zones}
+        lines = {ln.name for ln in self.lines}
+        for i, rule in enumerate(self.rules):
+            zone = getattr(rule, "zone", None)
+            if zone is not None and zone not in zones:
+                problems.append(f"rules[{i}].zone: no zone named {zone!r}")
+            line = getattr(rule, "line", None)
+            if line is not None and line not in lines:
+                problems.append(f"rules[{i}].line: no line named {line!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"intrusion", "line_crossing", "loitering", "crowding", "fall", "tamper"}:
+            continue  # the discriminator tag pydantic adds for rule unions
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        for line in msg.split("\n"):
+            if not err["loc"] and ": " in line:
+                lines.append(line)
+            else:
+                lines.append(f"{_path(err['loc'])}: {line}")
+    return lines
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate; relative model/labels paths are taken from the file's folder."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    config = parse_config(data, str(path))
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    det = config.detector
+    updates: dict[str, Any] = {}
+    det_upd = {k: v for k, v in (("model", fix(det.model)), ("labels", fix(det.labels))) if v}
+    if det_upd:
+        updates["detector"] = det.model_copy(update=det_upd)
+    rules = [
+        r.model_copy(update={"model": fix(r.model)}) if isinstance(r, FallRule) and fix(r.model) else r
+        for r in config.rules
+    ]
+    updates["rules"] = rules
+    if not config.node.state_dir.is_absolute():
+        updates["node"] = config.node.model_copy(update={"state_dir": base / config.node.state_dir})
+    return config.model_copy(update=updates)

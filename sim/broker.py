@@ -1,0 +1,95 @@
+"""Starts a private Mosquitto broker on a free loopback port with a generated config.
+
+Used by tests and the simulator; never binds anything but 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+class MosquittoBroker:
+    """A Mosquitto process; `extra_config` lines are appended to the generated config.
+
+    Mosquitto 2.x ignores `-p` once a config defines a listener, so the port is written
+    into the config file."""
+
+    def __init__(self, port: int | None = None, extra_config: str = "",
+                 anonymous: bool = True, persistence: bool = False) -> None:
+        exe = find_mosquitto()
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed (make test installs it)")
+        self.exe = exe
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._dir = Path(tempfile.mkdtemp(prefix="mosq-"))
+        self.log_path = self._dir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'true' if anonymous else 'false'}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+        ]
+        if persistence:
+            lines += ["persistence true", f"persistence_location {self._dir}/"]
+        self.config_path = self._dir / "mosquitto.conf"
+        self.config_path.write_text("\n".join(lines) + "\n" + extra_config + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.config_path)],
+                                     stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a real Mosquitto broker per test, the shared models and media."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sim.broker import MosquittoBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SAFECITY_SHARED", ROOT.parent / "shared"))
+MODELS = SHARED / "models"
+MEDIA = SHARED / "media"
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoBroker]:
+    with MosquittoBroker() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def yolox_path() -> Path:
+    p = MODELS / "yolox_nano.onnx"
+    if not p.exists():
+        pytest.fail(f"{p} missing: the tests need ../shared/models (see its README)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def fall_model_path() -> Path:
+    p = MODELS / "fall_yolov8s.onnx"
+    if not p.exists():
+        pytest.fail(f"{p} missing: the tests need ../shared/models (see its README)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def vtest_path() -> Path:
+    p = MEDIA / "vtest.avi"
+    if not p.exists():
+        pytest.fail(f"{p} missing: the tests need ../shared/media (see its README)")
+    return p
