@@ -1,0 +1,266 @@
+"""The node's MQTT link: paho-mqtt 2.x fed from the durable spool, plus status and commands.
+
+paho keeps unacknowledged messages in memory only; here every spooled message stays on
+disk until its PUBACK arrives. This module never decides what an event is."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.config import MqttConfig
+from edge_agent.uplink import messages
+from edge_agent.uplink.messages import Identity
+from edge_agent.uplink.spool import Spool, Spooled
+from edge_agent.uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+
+WINDOW = 16
+"""Spooled messages in flight at once; also paho's max_inflight_messages."""
+RESEND_AFTER_S = 10.0
+"""After a reconnect paho retransmits what was in flight; if no PUBACK comes by then,
+the spool republishes those rows itself (same event_id, so consumers de-duplicate)."""
+
+CommandHandler = Callable[[bytes], dict[str, Any]]
+
+
+class Uplink:
+    """Connects, announces the node (birth + Last Will), pumps the spool in order."""
+
+    def __init__(self, cfg: MqttConfig, topics: Topics, ident: Identity, spool: Spool,
+                 on_command: CommandHandler | None = None) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.ident = ident
+        self.spool = spool
+        self._on_command = on_command
+        self._status_extra: dict[str, Any] = {}
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=f"{ident.site}-{ident.node}",
+                                   clean_session=True)
+        self._client.max_inflight_messages_set(WINDOW)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(int(cfg.reconnect_min_s), int(cfg.reconnect_max_s))
+        if cfg.username is not None:
+            self._client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            self._client.tls_set(
+                ca_certs=str(cfg.tls.ca_file),
+                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED)
+            self._client.tls_insecure_set(cfg.tls.insecure)
+        will = messages.status(ident, time.time(), "offline", "connection_lost")
+        self._client.will_set(topics.status, messages.dumps(will), qos=1, retain=True)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_publish = self._handle_publish
+        self._client.on_message = self._handle_message
+
+        self._connected = threading.Event()
+        self._gen = 0
+        self._connected_at = 0.0
+        self._connected_since = 0.0
+        self._wake = threading.Event()
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._inflight: dict[int, tuple[int, int]] = {}
+        self._last_sent = 0
+        self._stopping = threading.Event()
+        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=16)
+        self.delivered = 0
+        self._pump = threading.Thread(target=self._run_pump, name="uplink-pump", daemon=True)
+        self._cmd_worker = threading.Thread(target=self._run_commands, name="uplink-cmd",
+                                            daemon=True)
+
+    # -- public -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self._client.loop_start()
+        self._pump.start()
+        self._cmd_worker.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish(self, kind: str, topic: str, payload: bytes, qos: int,
+                created: float | None = None) -> None:
+        """Store durably, then let the pump send it (in order, after earlier messages)."""
+        self.spool.put(kind, topic, payload, qos, created=created)
+        self._wake.set()
+
+    def set_status(self, **extra: Any) -> None:
+        """Merge extra fields into the retained birth message and republish it."""
+        self._status_extra.update(extra)
+        if self.connected:
+            self._publish_status("online")
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the spool is empty (everything acknowledged)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.spool.depth() == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return self.spool.depth() == 0
+
+    def stop(self, reason: str = "shutdown", flush_s: float = 5.0) -> None:
+        """Graceful stop: deliver what can be delivered, then a retained offline status.
+
+        What is not acknowledged stays in the spool for the next start."""
+        if self.connected:
+            self.flush(flush_s)
+            info = self._client.publish(
+                self.topics.status,
+                messages.dumps(messages.status(self.ident, time.time(), "offline", reason,
+                                               **self._status_extra)),
+                qos=1, retain=True)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self._stopping.set()
+        self._wake.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._pump.join(5)
+        self._commands.put_nowait(b"") if not self._commands.full() else None
+        self._cmd_worker.join(2)
+
+    def publish_ack(self, doc: dict[str, Any]) -> None:
+        self._client.publish(self.topics.ack, messages.dumps(doc), qos=1)
+
+    # -- paho callbacks (network thread: never block, never take the pump's locks) ------
+    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                        reason: mqtt.ReasonCode, props: Any = None) -> None:
+        if reason.is_failure:
+            log.warning("event=mqtt_connect_refused reason=%s", reason)
+            return
+        self._gen += 1
+        self._connected_at = time.monotonic()
+        self._connected_since = time.time()
+        self._publish_status("online")
+        client.subscribe(self.topics.cmd, qos=1)
+        self._connected.set()
+        self._wake.set()
+        log.info("event=mqtt_connected host=%s port=%s", self.cfg.host, self.cfg.port)
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                           reason: mqtt.ReasonCode, props: Any = None) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._stopping.is_set():
+            log.warning("event=mqtt_disconnected reason=%s", reason)
+
+    def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                        reason: mqtt.ReasonCode, props: Any = None) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any,
+                        msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.topics.cmd:
+            return
+        try:
+            self._commands.put_nowait(bytes(msg.payload))
+        except queue.Full:
+            self.publish_ack(messages.ack(self.ident, time.time(), None, None, False,
+                                          error=("busy", "command queue is full")))
+
+    # -- internals ------------------------------------------------------------------------
+    def _publish_status(self, state: str) -> None:
+        doc = messages.status(self.ident, time.time(), state, **self._status_extra)
+        self._client.publish(self.topics.status, messages.dumps(doc), qos=1, retain=True)
+
+    def _run_commands(self) -> None:
+        while not self._stopping.is_set():
+            payload = self._commands.get()
+            if self._stopping.is_set():
+                return
+            if self._on_command is None:
+                continue
+            try:
+                self.publish_ack(self._on_command(payload))
+            except Exception:  # a command must never take the node down
+                log.exception("event=command_failed")
+                self.publish_ack(messages.ack(self.ident, time.time(), None, None, False,
+                                              error=("internal", "command handler failed")))
+
+    def _drain_acks(self) -> None:
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
+                self.spool.ack(entry[0])
+                self.delivered += 1
+
+    def _run_pump(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self._pump_once()
+            except Exception:
+                log.exception("event=uplink_pump_error")
+                time.sleep(0.5)
+
+    def _pump_once(self) -> None:
+        self._drain_acks()
+        if not self._connected.is_set():
+            return
+        gen = self._gen
+        stale = [mid for mid, (_, g) in self._inflight.items() if g != gen]
+        if stale:
+            # paho retransmits these itself after a reconnect; wait for their PUBACKs so
+            # newer messages never overtake older ones.
+            if time.monotonic() - self._connected_at < RESEND_AFTER_S:
+                self._wake.set() if not self._acks.empty() else None
+                return
+            rows = self.spool.get([self._inflight.pop(mid)[0] for mid in stale])
+            self._send(rows, gen)
+        room = WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        rows = self.spool.after(self._last_sent, room)
+        if rows:
+            self._send(rows, gen)
+            self._wake.set()
+
+    def _send(self, rows: list[Spooled], gen: int) -> None:
+        for row in rows:
+            payload = row.payload
+            if row.kind != "snapshot" and row.created < self._connected_since:
+                payload = _mark_historical(payload)
+            info = self._client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS and row.qos == 0:
+                return  # not sent; picked up again after reconnect
+            self._inflight[info.mid] = (row.id, gen)
+            self._last_sent = max(self._last_sent, row.id)
+
+
+def _mark_historical(payload: bytes) -> bytes:
+    """Messages that waited out an outage (or a restart) say so; their ts stays original."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return payload
+    if isinstance(doc, dict) and not doc.get("historical"):
+        doc["historical"] = True
+        return messages.dumps(doc)
+    return payload

@@ -1,0 +1,96 @@
+"""Builds contract messages (docs/contract.md) and numbers events within a boot.
+
+Pure: never publishes, never reads clocks other than the timestamps it is given."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_agent import __version__
+
+CONTRACT_VERSION = 1
+
+
+def utc_iso(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds and 'Z', as the contract requires."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    site: str
+    node: str
+    kind: str
+    boot: int
+
+    def header(self, ts: float) -> dict[str, Any]:
+        return {"v": CONTRACT_VERSION, "site": self.site, "node": self.node, "ts": utc_iso(ts)}
+
+
+def status(ident: Identity, ts: float, state: str, reason: str | None = None,
+           **extra: Any) -> dict[str, Any]:
+    doc = ident.header(ts) | {"state": state, "kind": ident.kind, "boot": ident.boot,
+                              "version": __version__}
+    if reason:
+        doc["reason"] = reason
+    doc.update({k: v for k, v in extra.items() if v is not None})
+    return doc
+
+
+def telemetry(ident: Identity, ts: float, uptime_s: float,
+              metrics: dict[str, float | int | str | bool | None]) -> dict[str, Any]:
+    return ident.header(ts) | {"kind": ident.kind, "boot": ident.boot,
+                               "uptime_s": round(uptime_s, 3), "metrics": metrics}
+
+
+def ack(ident: Identity, ts: float, cmd_id: str | None, cmd: str | None, ok: bool,
+        result: Any = None, error: tuple[str, str] | None = None) -> dict[str, Any]:
+    doc = ident.header(ts) | {"id": cmd_id, "cmd": cmd, "ok": ok}
+    if ok:
+        doc["result"] = result
+    else:
+        assert error is not None
+        doc["error"] = {"code": error[0], "message": error[1]}
+    return doc
+
+
+@dataclass
+class EventNumbering:
+    """Assigns seq within the boot and keeps one event_id through start/update/end."""
+
+    ident: Identity
+    seq: int = 0
+    _open: dict[str, str] = field(default_factory=dict)
+
+    def number(self, key: str, phase: str) -> tuple[str, int]:
+        self.seq += 1
+        if phase in ("start", "instant") or key not in self._open:
+            event_id = f"{self.ident.node}-{self.ident.boot}-{self.seq}"
+            if phase == "start":
+                self._open[key] = event_id
+        else:
+            event_id = self._open[key]
+        if phase == "end":
+            self._open.pop(key, None)
+        return event_id, self.seq
+
+
+def event(ident: Identity, ts: float, event_id: str, seq: int, event_type: str, phase: str,
+          severity: str, details: dict[str, Any], duration_s: float | None = None,
+          snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = ident.header(ts) | {
+        "event_id": event_id, "boot": ident.boot, "seq": seq, "type": event_type,
+        "phase": phase, "severity": severity, "details": details,
+    }
+    if duration_s is not None or phase == "end":
+        doc["duration_s"] = round(duration_s or 0.0, 3)
+    if snapshot is not None:
+        doc["snapshot"] = snapshot
+    return doc

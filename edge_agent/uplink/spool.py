@@ -1,0 +1,143 @@
+"""Durable store-and-forward queue (SQLite in WAL mode) between the agent and the broker.
+
+A message is written here before it is published and deleted only when the broker has
+acknowledged it, so neither a broker outage nor a crash loses it. It never publishes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Drop order when the spool is over its bounds: cheapest loss first.
+KINDS = ("telemetry", "snapshot", "event")
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    created: float
+
+
+class Spool:
+    """Bounded by total payload bytes and by age; drops telemetry, then snapshots, then
+    events, oldest first, and counts every drop (persisted, reported in telemetry)."""
+
+    def __init__(self, path: Path, max_bytes: int = 64 * 1024 * 1024,
+                 max_age_s: float = 7 * 24 * 3600) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS spool (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    kind TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL);
+                CREATE TABLE IF NOT EXISTS dropped (
+                    kind TEXT PRIMARY KEY, count INTEGER NOT NULL);
+                """
+            )
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ValueError(f"{path}: spool database is unusable ({exc})") from None
+        self._bytes = int(self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
+
+    def put(self, kind: str, topic: str, payload: bytes, qos: int, retain: bool = False,
+            created: float | None = None) -> int:
+        if kind not in KINDS:
+            raise ValueError(f"spool kind must be one of {KINDS}, not {kind!r}")
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO spool (kind, topic, payload, qos, retain, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, topic, payload, qos, int(retain), created or time.time()))
+            self._bytes += len(payload)
+            self._enforce_bounds()
+            return int(cur.lastrowid or 0)
+
+    def after(self, last_id: int, limit: int) -> list[Spooled]:
+        """Messages with id > last_id, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, topic, payload, qos, retain, created FROM spool "
+                "WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()
+        return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
+
+    def get(self, ids: list[int]) -> list[Spooled]:
+        with self._lock:
+            q = ",".join("?" * len(ids))
+            rows = self._db.execute(
+                "SELECT id, kind, topic, payload, qos, retain, created FROM spool "
+                f"WHERE id IN ({q}) ORDER BY id", ids).fetchall()
+        return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
+
+    def ack(self, row_id: int) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT LENGTH(payload) FROM spool WHERE id = ?",
+                                   (row_id,)).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+            self._bytes -= int(row[0])
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+    def dropped(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, count FROM dropped").fetchall()
+        out = dict.fromkeys(KINDS, 0)
+        out.update({k: int(c) for k, c in rows})
+        return out
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _count_drop(self, kind: str, n: int) -> None:
+        if n:
+            self._db.execute(
+                "INSERT INTO dropped (kind, count) VALUES (?, ?) "
+                "ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
+
+    def _enforce_bounds(self) -> None:
+        cutoff = time.time() - self.max_age_s
+        for kind in KINDS:
+            rows = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
+                "WHERE kind = ? AND created < ?", (kind, cutoff)).fetchone()
+            if rows[0]:
+                self._db.execute("DELETE FROM spool WHERE kind = ? AND created < ?",
+                                 (kind, cutoff))
+                self._bytes -= int(rows[1])
+                self._count_drop(kind, int(rows[0]))
+        for kind in KINDS:
+            while self._bytes > self.max_bytes:
+                row = self._db.execute(
+                    "SELECT id, LENGTH(payload) FROM spool WHERE kind = ? ORDER BY id LIMIT 1",
+                    (kind,)).fetchone()
+                if row is None:
+                    break
+                self._db.execute("DELETE FROM spool WHERE id = ?", (row[0],))
+                self._bytes -= int(row[1])
+                self._count_drop(kind, 1)

@@ -1,0 +1,136 @@
+"""The uplink against a real Mosquitto: birth/will, ordered delivery, outage and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge_agent.config import MqttConfig
+from edge_agent.uplink import messages
+from edge_agent.uplink.client import Uplink
+from edge_agent.uplink.messages import EventNumbering, Identity
+from edge_agent.uplink.spool import Spool
+from edge_agent.uplink.topics import Topics
+from tests.mqtt_helpers import Recorder, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_uplink(broker, spool_path: Path, boot: int = 1) -> tuple[Uplink, EventNumbering]:
+    ident = Identity("site-a", "cam-01", "camera", boot)
+    topics = Topics("safecity/v1", "site-a", "cam-01")
+    cfg = MqttConfig(host=broker.host, port=broker.port, keepalive_s=5, reconnect_max_s=1)
+    up = Uplink(cfg, topics, ident, Spool(spool_path))
+    return up, EventNumbering(ident)
+
+
+def send_event(up: Uplink, numbering: EventNumbering, n: int) -> str:
+    event_id, seq = numbering.number(f"k{n}", "instant")
+    doc = messages.event(numbering.ident, time.time(), event_id, seq, "sos", "instant",
+                         "critical", {"input": f"button{n}"})
+    up.publish("event", up.topics.event("sos"), messages.dumps(doc), 1)
+    return event_id
+
+
+def test_birth_retained_events_in_order_and_schema_valid(broker, tmp_path):
+    rec = Recorder(broker.host, broker.port, "safecity/#")
+    up, numbering = make_uplink(broker, tmp_path / "spool.db")
+    up.start()
+    assert up.wait_connected(10)
+    ids = [send_event(up, numbering, i) for i in range(30)]
+    assert up.flush(10)
+    msgs = rec.wait_for(lambda m: sum("/event/" in x.topic for x in m) >= 30)
+    got = [x.json()["event_id"] for x in msgs if "/event/" in x.topic]
+    assert got == ids
+    for m in msgs:
+        validate(m.topic, m.payload)
+    status = [m.json() for m in msgs if m.topic.endswith("/status")]
+    assert status[0]["state"] == "online" and status[0]["boot"] == 1
+    up.stop()
+    msgs = rec.wait_for(lambda m: m[-1].topic.endswith("/status"))
+    assert msgs[-1].json()["state"] == "offline" and msgs[-1].json()["reason"] == "shutdown"
+    late = Recorder(broker.host, broker.port, "safecity/v1/site-a/cam-01/status")
+    retained = late.wait_for(lambda m: len(m) >= 1)[0]
+    assert retained.retain and retained.json()["state"] == "offline"
+    rec.close()
+    late.close()
+
+
+def test_broker_outage_loses_nothing_and_marks_historical(broker, tmp_path):
+    up, numbering = make_uplink(broker, tmp_path / "spool.db")
+    up.start()
+    assert up.wait_connected(10)
+    rec = Recorder(broker.host, broker.port, "safecity/+/+/+/event/#", client_id="rec")
+    before = [send_event(up, numbering, i) for i in range(5)]
+    assert up.flush(10)
+    broker.stop()
+    during = [send_event(up, numbering, i) for i in range(5, 25)]
+    assert up.spool.depth() == 20
+    time.sleep(2)
+    broker.start()
+    rec2 = Recorder(broker.host, broker.port, "safecity/+/+/+/event/#", client_id="rec2")
+    assert up.flush(30), f"spool still holds {up.spool.depth()} messages"
+    msgs = rec2.wait_for(lambda m: len(m) >= 20)
+    docs = [m.json() for m in msgs]
+    assert [d["event_id"] for d in docs] == during
+    assert all(d["historical"] for d in docs)
+    assert [d["seq"] for d in docs] == sorted(d["seq"] for d in docs)
+    assert before[0] not in {d["event_id"] for d in docs}
+    up.stop()
+    rec.client.loop_stop()
+    rec2.close()
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.test_uplink import make_uplink, send_event
+class B: host = '127.0.0.1'; port = {port}
+up, numbering = make_uplink(B, __import__('pathlib').Path({spool!r}))
+ids = [send_event(up, numbering, i) for i in range(10)]
+print(' '.join(ids), flush=True)
+time.sleep(60)
+"""
+
+
+def test_messages_spooled_before_a_kill_arrive_after_restart(broker, tmp_path):
+    spool = tmp_path / "spool.db"
+    broker.stop()  # nothing can be delivered before the kill
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=str(ROOT), port=broker.port, spool=str(spool))],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ids = proc.stdout.readline().split()
+    assert len(ids) == 10
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    broker.start()
+    rec = Recorder(broker.host, broker.port, "safecity/+/+/+/event/#")
+    up, _ = make_uplink(broker, spool, boot=2)
+    up.start()
+    assert up.flush(20)
+    msgs = rec.wait_for(lambda m: len(m) >= 10)
+    docs = [m.json() for m in msgs]
+    assert [d["event_id"] for d in docs] == ids
+    assert all(d["historical"] and d["boot"] == 1 for d in docs)
+    up.stop()
+    rec.close()
+
+
+def test_spool_drops_telemetry_before_events_and_counts(tmp_path):
+    spool = Spool(tmp_path / "s.db", max_bytes=10_000)
+    for _ in range(5):
+        spool.put("event", "t/e", b"e" * 1000, 1)
+    for _ in range(8):
+        spool.put("telemetry", "t/t", b"t" * 1000, 0)
+    assert spool.bytes <= 10_000
+    kinds = [r.kind for r in spool.after(0, 100)]
+    assert kinds.count("event") == 5
+    assert spool.dropped()["telemetry"] == 3
+    spool.close()
+    reopened = Spool(tmp_path / "s.db", max_bytes=10_000)
+    assert reopened.dropped()["telemetry"] == 3 and reopened.depth() == 10
