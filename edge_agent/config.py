@@ -256,12 +256,14 @@ class Config(_Model):
     @model_validator(mode="after")
     def _references(self) -> Config:
         problems: list[str] = []
-        for kind, items in (("zones", self.zones), ("lines", self.lines)):
+        names: list[tuple[str, list[str]]] = [
+            ("zones", [z.name for z in self.zones]), ("lines", [ln.name for ln in self.lines])]
+        for kind, items in names:
             seen: set[str] = set()
-            for i, item in enumerate(items):
-                if item.name in seen:
-                    problems.append(f"{kind}[{i}].name: duplicate name {item.name!r}")
-                seen.add(item.name)
+            for i, name in enumerate(items):
+                if name in seen:
+                    problems.append(f"{kind}[{i}].name: duplicate name {name!r}")
+                seen.add(name)
         zones = {z.name for z in self.zones}
         lines = {ln.name for ln in self.lines}
         for i, rule in enumerate(self.rules):
@@ -333,7 +335,8 @@ def resolve_paths(config: Config, base: Path) -> Config:
     if det_upd:
         updates["detector"] = det.model_copy(update=det_upd)
     rules = [
-        r.model_copy(update={"model": fix(r.model)}) if isinstance(r, FallRule) and fix(r.model) else r
+        r.model_copy(update={"model": fix(r.model)})
+        if isinstance(r, FallRule) and fix(r.model) else r
         for r in config.rules
     ]
     updates["rules"] = rules

@@ -5,6 +5,7 @@ disk until its PUBACK arrives. This module never decides what an event is."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig
 from edge_agent.uplink import messages
@@ -44,7 +47,7 @@ class Uplink:
         self.spool = spool
         self._on_command = on_command
         self._status_extra: dict[str, Any] = {}
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"{ident.site}-{ident.node}",
                                    clean_session=True)
         self._client.max_inflight_messages_set(WINDOW)
@@ -128,10 +131,8 @@ class Uplink:
                 messages.dumps(messages.status(self.ident, time.time(), "offline", reason,
                                                **self._status_extra)),
                 qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
-            except (RuntimeError, ValueError):
-                pass
         self._stopping.set()
         self._wake.set()
         self._client.disconnect()
@@ -145,7 +146,7 @@ class Uplink:
 
     # -- paho callbacks (network thread: never block, never take the pump's locks) ------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                        reason: mqtt.ReasonCode, props: Any = None) -> None:
+                        reason: ReasonCode, props: Any = None) -> None:
         if reason.is_failure:
             log.warning("event=mqtt_connect_refused reason=%s", reason)
             return
@@ -159,14 +160,14 @@ class Uplink:
         log.info("event=mqtt_connected host=%s port=%s", self.cfg.host, self.cfg.port)
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                           reason: mqtt.ReasonCode, props: Any = None) -> None:
+                           reason: ReasonCode, props: Any = None) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s", reason)
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
-                        reason: mqtt.ReasonCode, props: Any = None) -> None:
+                        reason: ReasonCode, props: Any = None) -> None:
         self._acks.put(mid)
         self._wake.set()
 
