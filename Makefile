@@ -40,7 +40,7 @@ test: $(STAMP) deps lint typecheck
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: $(STAMP) deps
-	PATH="$(abspath $(BIN)):/usr/sbin:$$PATH" $(BIN)/python -m edge_agent.demo --shared $(SHARED) --var $(VAR)
+	PATH="$(abspath $(BIN)):/usr/sbin:$$PATH" $(BIN)/python -m sim.demo --shared $(SHARED) --var $(VAR)
 
 bench: $(STAMP) deps
 	PATH="$(abspath $(BIN)):/usr/sbin:$$PATH" $(BIN)/python -m bench --shared $(SHARED) --out bench/results

@@ -1,0 +1,77 @@
+"""The `edge-agent` command: run, check-config, detect.
+
+Parses arguments and maps failures to exit codes (2: bad input); holds no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from edge_agent import __version__, logs
+from edge_agent.config import ConfigError, load_config
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.source}: {line}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok (node {cfg.node.site}/{cfg.node.id}, {len(cfg.rules)} rules)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_agent.detect.errors import ModelError
+    from edge_agent.pipeline import Agent
+
+    logs.setup(args.log_level)
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.source}: {line}", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent(cfg)
+    except ModelError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return agent.run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_agent.detect import cli as detect_cli
+
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the camera node until stopped")
+    run.add_argument("--config", required=True, help="node config (TOML)")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(func=_run)
+    check = sub.add_parser("check-config", help="validate a node config file")
+    check.add_argument("config")
+    check.set_defaults(func=_check_config)
+    detect_cli.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
