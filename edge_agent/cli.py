@@ -50,6 +50,42 @@ def _run(args: argparse.Namespace) -> int:
     return agent.run()
 
 
+def _models(args: argparse.Namespace) -> int:
+    from edge_agent import catalog
+
+    default, entries = catalog.load_catalog()
+    folder = Path(args.dir)
+    if args.action == "list":
+        for name, e in entries.items():
+            mark = "*" if name == default else " "
+            have = "present" if (folder / e.file).exists() else "absent"
+            print(f"{mark} {name:<16} {e.format:<12} {e.license:<20} {have:<8} {e.description}")
+        return 0
+    if args.action == "fetch":
+        if not args.name:
+            print("models fetch: give a model name (see 'edge-agent models list')",
+                  file=sys.stderr)
+            return 2
+        try:
+            path = catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+        except catalog.CatalogError as exc:
+            print(f"models fetch: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.name}: {path} (sha256 verified)")
+        return 0
+    bad = 0
+    for name, e in entries.items():
+        path = folder / e.file
+        if not path.exists():
+            print(f"{name}: absent ({path})")
+            continue
+        digest = catalog.sha256_of(path)
+        ok = digest == e.sha256
+        bad += not ok
+        print(f"{name}: {'ok' if ok else 'CHECKSUM MISMATCH (got ' + digest + ')'} ({path})")
+    return 2 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_agent.detect import cli as detect_cli
 
@@ -63,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a node config file")
     check.add_argument("config")
     check.set_defaults(func=_check_config)
+    models = sub.add_parser("models", help="list, fetch or verify catalog models")
+    models.add_argument("action", choices=["list", "fetch", "verify"])
+    models.add_argument("name", nargs="?")
+    models.add_argument("--dir", default="/var/lib/safecity-edge/models",
+                        help="local model folder")
+    models.add_argument("--from", dest="source",
+                        help="offline folder to take the file from (else SAFECITY_MODELS_FROM, "
+                             "else the catalog's download source)")
+    models.set_defaults(func=_models)
     detect_cli.add_parser(sub)
     return p
 

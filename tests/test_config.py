@@ -1,0 +1,84 @@
+"""Config validation: every error names the field path and the reason; check-config exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = """
+[node]
+id = "cam-01"
+site = "site-a"
+[camera]
+source = "0"
+[detector]
+model = "m.onnx"
+[[zones]]
+name = "yard"
+points = [[0, 0], [100, 0], [100, 100]]
+"""
+
+
+def errors_for(tmp_path: Path, extra: str) -> list[str]:
+    p = tmp_path / "node.toml"
+    p.write_text(BASE + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    return info.value.errors
+
+
+def test_example_config_is_valid():
+    cfg = load_config(ROOT / "sim" / "cameras" / "vtest-plaza.toml")
+    assert cfg.node.id == "cam-plaza"
+    assert {r.type for r in cfg.rules} >= {"intrusion", "crowding", "line_crossing"}
+    assert cfg.detector.model.is_absolute()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ('[mqtt]\nport = 70000\n', "mqtt.port: Input should be less than or equal to 65535"),
+    ('[motion]\nthreshold = "high"\n', "motion.threshold:"),
+    ('[[rules]]\ntype = "intrusion"\nzone = "nowhere"\n', "rules[0].zone: no zone named 'nowhere'"),
+    ('[[rules]]\ntype = "crowding"\nzone = "yard"\nmax_count = -1\n', "rules[0].max_count:"),
+    ('[[rules]]\ntype = "teleport"\n', "rules[0]:"),
+    ('[[zones]]\nname = "tri"\npoints = [[0, 0], [1, 1]]\n',
+     "zones[1].points: polygon needs at least 3 points"),
+    ('[[zones]]\nname = "yard"\npoints = [[0, 0], [1, 1], [2, 0]]\n',
+     "zones[1].name: duplicate name 'yard'"),
+    ('[detector.extra]\nx = 1\n', "detector.extra: unknown field"),
+    ('[snapshot]\njpeg_quality = 5\n', "snapshot.jpeg_quality:"),
+])
+def test_each_bad_value_is_named(tmp_path, extra, expected):
+    errs = errors_for(tmp_path, extra)
+    assert any(e.startswith(expected) for e in errs), errs
+
+
+def test_bad_node_id_is_refused(tmp_path):
+    p = tmp_path / "n.toml"
+    p.write_text(BASE.replace('id = "cam-01"', 'id = "cam/01"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.errors[0].startswith("node.id: must be 1-64 characters")
+
+
+def test_check_config_cli_exit_codes(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(BASE)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE + "[mqtt]\nport = 0\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[node\nid=")
+    run = [sys.executable, "-m", "edge_agent.cli", "check-config"]
+    ok = subprocess.run(run + [str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    r = subprocess.run(run + [str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad}: mqtt.port:" in r.stderr
+    r = subprocess.run(run + [str(broken)], capture_output=True, text=True)
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+    r = subprocess.run(run + [str(tmp_path / "missing.toml")], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read" in r.stderr
