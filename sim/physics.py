@@ -1,0 +1,129 @@
+"""Simulated physical signals with noise: gas leaks, flash floods, earthquakes, traffic.
+
+Pure functions of scenario time in physical units; they know nothing of sensors or boards."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GasLeak:
+    """A leak that ramps up, holds, and decays like a dispersing plume."""
+
+    at_s: float
+    peak_ppm: float = 2000.0
+    ramp_s: float = 10.0
+    hold_s: float = 30.0
+    decay_tau_s: float = 20.0
+
+    def ppm(self, t: float) -> float:
+        dt = t - self.at_s
+        if dt < 0:
+            return 0.0
+        if dt < self.ramp_s:
+            return self.peak_ppm * dt / self.ramp_s
+        if dt < self.ramp_s + self.hold_s:
+            return self.peak_ppm
+        return self.peak_ppm * math.exp(-(dt - self.ramp_s - self.hold_s) / self.decay_tau_s)
+
+
+@dataclass
+class FlashFlood:
+    """Water rising at a steady rate to a crest, holding, then receding."""
+
+    at_s: float
+    rise_cm_per_min: float = 30.0
+    crest_cm: float = 40.0
+    hold_s: float = 60.0
+    recede_cm_per_min: float = 10.0
+
+    def level_cm(self, t: float) -> float:
+        dt = t - self.at_s
+        if dt < 0:
+            return 0.0
+        rise_s = self.crest_cm / self.rise_cm_per_min * 60.0
+        if dt < rise_s:
+            return self.rise_cm_per_min * dt / 60.0
+        if dt < rise_s + self.hold_s:
+            return self.crest_cm
+        return max(0.0, self.crest_cm - self.recede_cm_per_min * (dt - rise_s - self.hold_s) / 60.0)
+
+
+@dataclass
+class Earthquake:
+    """A synthetic P and S wave train: a weak, fast, mostly vertical P phase, then a strong,
+    slower, mostly horizontal S phase `s_delay_s` later, each with a rise-and-decay envelope."""
+
+    at_s: float
+    peak_g: float = 0.15
+    s_delay_s: float = 4.0
+    duration_s: float = 20.0
+    seed: int = 7
+    _phases: list[float] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(6)]
+
+    @staticmethod
+    def _envelope(dt: float, rise: float, decay: float) -> float:
+        if dt < 0:
+            return 0.0
+        return (1 - math.exp(-dt / rise)) * math.exp(-dt / decay)
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        dt = t - self.at_s
+        if dt < 0 or dt > self.duration_s + self.s_delay_s:
+            return (0.0, 0.0, 0.0)
+        p = 0.25 * self.peak_g * self._envelope(dt, 0.3, 3.0) / 0.6
+        s = self.peak_g * self._envelope(dt - self.s_delay_s, 0.5, self.duration_s / 3) / 0.75
+        ph = self._phases
+        x = 0.3 * p * math.sin(2 * math.pi * 8 * dt + ph[0]) + s * math.sin(
+            2 * math.pi * 2.2 * dt + ph[1])
+        y = 0.3 * p * math.sin(2 * math.pi * 7 * dt + ph[2]) + 0.7 * s * math.sin(
+            2 * math.pi * 1.7 * dt + ph[3])
+        z = p * math.sin(2 * math.pi * 9 * dt + ph[4]) + 0.3 * s * math.sin(
+            2 * math.pi * 2.0 * dt + ph[5])
+        return (x, y, z)
+
+
+@dataclass
+class Traffic:
+    """Ordinary traffic: short low-amplitude bursts (vehicles passing) around 12-18 Hz.
+
+    Must never raise a vibration alarm on a correctly configured board."""
+
+    at_s: float = 0.0
+    amplitude_g: float = 0.008
+    every_s: float = 6.0
+    burst_s: float = 2.5
+    until_s: float = math.inf
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        dt = t - self.at_s
+        if dt < 0 or t > self.until_s:
+            return (0.0, 0.0, 0.0)
+        k = dt % self.every_s
+        if k > self.burst_s:
+            return (0.0, 0.0, 0.0)
+        env = math.sin(math.pi * k / self.burst_s)
+        a = self.amplitude_g * env
+        return (a * math.sin(2 * math.pi * 15 * dt), 0.6 * a * math.sin(2 * math.pi * 13 * dt),
+                a * math.sin(2 * math.pi * 17 * dt + 1.0))
+
+
+@dataclass
+class Noise:
+    """White noise of a given standard deviation, reproducible by seed."""
+
+    sigma: float
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def __call__(self) -> float:
+        return self._rng.gauss(0.0, self.sigma)
