@@ -278,19 +278,23 @@ class Config(_Model):
         return self
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+RULE_TAGS = frozenset({"intrusion", "line_crossing", "loitering", "crowding", "fall", "tamper"})
+
+
+def _path(loc: tuple[int | str, ...], tags: frozenset[str]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"intrusion", "line_crossing", "loitering", "crowding", "fall", "tamper"}:
-            continue  # the discriminator tag pydantic adds for rule unions
+        elif part in tags:
+            continue  # the discriminator tag pydantic adds for tagged unions
         else:
             out += ("." if out else "") + part
     return out or "(top level)"
 
 
-def format_errors(exc: ValidationError) -> list[str]:
+def format_errors(exc: ValidationError, tags: frozenset[str] = RULE_TAGS) -> list[str]:
+    """One `field.path[i]: reason` line per problem."""
     lines: list[str] = []
     for err in exc.errors():
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -300,7 +304,7 @@ def format_errors(exc: ValidationError) -> list[str]:
             if not err["loc"] and ": " in line:
                 lines.append(line)
             else:
-                lines.append(f"{_path(err['loc'])}: {line}")
+                lines.append(f"{_path(err['loc'], tags)}: {line}")
     return lines
 
 
