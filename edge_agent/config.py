@@ -241,6 +241,52 @@ class SnapshotConfig(_Model):
         return v
 
 
+PinName = int | str
+"""A gpiozero pin: BCM number (17) or a name gpiozero understands ("GPIO17", "BOARD11")."""
+
+
+class GpioConfig(_Model):
+    """Pins per function; every one optional and off by default (gpiozero is then never
+    imported)."""
+
+    status_led: PinName | None = None
+    relay: PinName | None = None
+    relay_active_high: bool = True
+    relay_events: list[str] = []
+    """Event types that switch the relay on: while open (start..end) or relay_hold_s."""
+    relay_hold_s: float = Field(10.0, gt=0)
+    """How long an instant event keeps the relay on."""
+    alarm_events: list[str] = []
+    """Event types that make the status LED blink rapidly for alarm_s."""
+    alarm_s: float = Field(10.0, gt=0)
+    sos_button: PinName | None = None
+    tamper_switch: PinName | None = None
+    tamper_active_when: Literal["open", "closed"] = "open"
+    """A lid switch is normally closed while the enclosure is shut: "open" means tampered."""
+    pull_up: bool = True
+    """Inputs switch to ground with the internal pull-up on (the usual wiring)."""
+    bounce_s: float = Field(0.05, ge=0, le=5)
+
+    @property
+    def configured(self) -> bool:
+        return any(p is not None for p in
+                   (self.status_led, self.relay, self.sos_button, self.tamper_switch))
+
+
+class HealthConfig(_Model):
+    port: int | None = Field(None, ge=1, le=65535)
+    """Local HTTP health and Prometheus endpoint on 127.0.0.1; None (default) is off."""
+    stale_frames_s: float = Field(10.0, gt=0)
+    """/healthz fails when no frame arrived for this long."""
+
+
+class DiscoveryConfig(_Model):
+    enabled: bool = False
+    """Home Assistant MQTT discovery for this node."""
+    prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix; its birth topic is `<prefix>/status`."""
+
+
 class Config(_Model):
     node: NodeConfig
     mqtt: MqttConfig = MqttConfig()
@@ -252,6 +298,9 @@ class Config(_Model):
     lines: list[LineConfig] = []
     rules: list[Rule] = []
     snapshot: SnapshotConfig = SnapshotConfig()
+    gpio: GpioConfig = GpioConfig()
+    health: HealthConfig = HealthConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
