@@ -1,0 +1,165 @@
+"""Home Assistant discovery on the real broker: documented fields, retained configs, our
+contract's topics, and republishing when Home Assistant announces itself online."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_agent.uplink.discovery import KIND_EVENTS, Discovery, discovery_messages
+from edge_agent.uplink.topics import Topics
+from sim.broker import MosquittoBroker
+from tests.mqtt_helpers import Recorder, schema_for, validator
+
+# Home Assistant's documented required options per component, and the option names it
+# knows (integrations/{event,binary_sensor,sensor}.mqtt and integrations/mqtt discovery).
+REQUIRED = {"event": {"state_topic", "event_types"}, "binary_sensor": {"state_topic"},
+            "sensor": {"state_topic"}}
+COMMON_OPTIONS = {"availability", "device", "origin", "name", "unique_id", "qos",
+                  "value_template", "json_attributes_topic", "json_attributes_template",
+                  "device_class", "entity_category", "icon", "enabled_by_default"}
+OPTIONS = {
+    "event": COMMON_OPTIONS | {"state_topic", "event_types"},
+    "binary_sensor": COMMON_OPTIONS | {"state_topic", "payload_on", "payload_off", "off_delay",
+                                       "expire_after", "force_update"},
+    "sensor": COMMON_OPTIONS | {"state_topic", "unit_of_measurement", "state_class",
+                                "expire_after", "force_update", "suggested_display_precision"},
+}
+DEVICE_CLASSES = {
+    "binary_sensor": {"gas", "moisture", "vibration", "tamper", "safety", "motion", "occupancy",
+                      "problem", "smoke"},
+    "event": {"button", "doorbell", "motion"},
+}
+STATE_CLASSES = {"measurement", "total", "total_increasing"}
+TOPIC = re.compile(r"^homeassistant/(event|binary_sensor|sensor)/([A-Za-z0-9_-]+)/"
+                   r"([A-Za-z0-9_-]+)/config$")
+ENUM_TYPES = set(validator("event").schema["properties"]["type"]["enum"])
+
+
+def node_client(broker: MosquittoBroker, discovery: Discovery) -> mqtt.Client:
+    """A paho client wired the way the uplink should wire it: attach + on_connect hook."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gangnam-cam-01")
+    discovery.attach(client)
+    connected = threading.Event()
+
+    def on_connect(c: mqtt.Client, *_: Any) -> None:
+        discovery.on_connect(c)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    assert connected.wait(10)
+    return client
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_EVENTS))
+def test_payloads_have_documented_fields_and_contract_topics(kind: str) -> None:
+    topics = Topics("safecity/v1", "gangnam", f"{kind}-07")
+    msgs = discovery_messages(topics, kind)
+    contract_topics = {topics.status, topics.telemetry} | {topics.event(t) for t in ENUM_TYPES}
+    unique_ids = set()
+    for topic, payload in msgs:
+        m = TOPIC.match(topic)
+        assert m, topic
+        component, node_id, object_id = m.groups()
+        assert node_id == topics.node
+        doc = json.loads(payload)
+        assert REQUIRED[component] <= doc.keys(), (topic, doc.keys())
+        assert doc.keys() <= OPTIONS[component], doc.keys() - OPTIONS[component]
+        assert doc["unique_id"] not in unique_ids
+        unique_ids.add(doc["unique_id"])
+        assert doc["device"]["identifiers"] and doc["device"]["name"]
+        assert {"model", "manufacturer", "sw_version"} <= doc["device"].keys()
+        for a in doc["availability"]:
+            assert a["topic"] == topics.status and schema_for(a["topic"]) == "status"
+            assert (a["payload_available"], a["payload_not_available"]) == ("online", "offline")
+            assert "value_json.state" in a["value_template"]
+        assert doc["state_topic"] in contract_topics, doc["state_topic"]
+        assert schema_for(doc["state_topic"]) in ("event", "telemetry")
+        if "device_class" in doc and component in DEVICE_CLASSES:
+            assert doc["device_class"] in DEVICE_CLASSES[component]
+        if component == "event":
+            assert doc["event_types"] and all(isinstance(t, str) for t in doc["event_types"])
+            assert "event_type" in doc["value_template"]
+        if component == "binary_sensor":
+            assert doc["state_topic"].endswith("/event/" + object_id)
+            assert {"payload_on", "payload_off"} <= doc.keys()
+        if component == "sensor":
+            assert doc.get("state_class", "measurement") in STATE_CLASSES
+    produced = {json.loads(p)["state_topic"].rsplit("/", 1)[1] for _, p in msgs
+                if "/event/" in json.loads(p)["state_topic"]}
+    assert produced == set(KIND_EVENTS[kind])
+
+
+def test_latched_types_are_binary_sensors_with_fitting_classes() -> None:
+    topics = Topics("safecity/v1", "s", "n")
+    by_topic = {t: json.loads(p) for t, p in
+                discovery_messages(topics, "camera") + discovery_messages(topics, "gas")
+                + discovery_messages(topics, "flood") + discovery_messages(topics, "vibration")}
+    assert by_topic["homeassistant/binary_sensor/n/gas/config"]["device_class"] == "gas"
+    assert by_topic["homeassistant/binary_sensor/n/flood/config"]["device_class"] == "moisture"
+    assert by_topic["homeassistant/binary_sensor/n/vibration/config"]["device_class"] \
+        == "vibration"
+    assert by_topic["homeassistant/binary_sensor/n/tamper_switch/config"]["device_class"] \
+        == "tamper"
+    assert by_topic["homeassistant/binary_sensor/n/intrusion/config"]["device_class"] \
+        == "occupancy"
+    assert by_topic["homeassistant/event/n/sos/config"]["event_types"] == ["sos"]
+    assert "sensor_fault" not in str(discovery_messages(topics, "camera"))
+
+
+def test_narrowed_to_configured_rules_and_bad_input_rejected() -> None:
+    topics = Topics("safecity/v1", "s", "n")
+    msgs = discovery_messages(topics, "camera", event_types=["intrusion"], readings=["fps"])
+    assert [t for t, _ in msgs] == ["homeassistant/binary_sensor/n/intrusion/config",
+                                    "homeassistant/sensor/n/fps/config",
+                                    "homeassistant/sensor/n/uptime/config"]
+    with pytest.raises(ValueError, match="unknown node kind 'toaster'"):
+        discovery_messages(topics, "toaster")
+    with pytest.raises(ValueError, match="no entity mapping"):
+        discovery_messages(topics, "camera", event_types=["earthquake"])
+
+
+def test_published_retained_on_connect_and_again_when_ha_comes_online(
+        broker: MosquittoBroker) -> None:
+    topics = Topics("safecity/v1", "gangnam", "cam-01")
+    msgs = discovery_messages(topics, "camera")
+    expected = {t: p for t, p in msgs}
+    live = Recorder(broker.host, broker.port, "homeassistant/+/+/+/config")
+    discovery = Discovery(msgs, lambda *a: None)
+    node = node_client(broker, discovery)
+    try:
+        got = live.wait_for(lambda ms: len(ms) >= len(msgs), 10)
+        assert {m.topic: m.payload for m in got} == expected
+        assert all(m.qos == 1 for m in got)
+
+        late = Recorder(broker.host, broker.port, "homeassistant/#")   # e.g. HA restarting
+        retained = late.wait_for(lambda ms: len(ms) >= len(msgs), 10)
+        assert all(m.retain for m in retained)
+        assert {m.topic for m in retained} == expected.keys()
+        late.close()
+
+        ha = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="homeassistant")
+        ha.connect(broker.host, broker.port)
+        ha.loop_start()
+        ha.publish("homeassistant/status", b"offline", qos=1).wait_for_publish(5)
+        ha.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
+        again = live.wait_for(lambda ms: len(ms) >= 2 * len(msgs), 10)
+        assert {m.topic: m.payload for m in again[len(msgs):]} == expected
+        deadline = time.monotonic() + 5
+        while discovery.rounds < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert discovery.rounds == 2          # 'offline' did not trigger a round
+        ha.loop_stop()
+        ha.disconnect()
+    finally:
+        node.loop_stop()
+        node.disconnect()
+        live.close()
