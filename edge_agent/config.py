@@ -88,6 +88,8 @@ class CameraConfig(_Model):
     """Restart a video file or image folder at its end (for demos and tests)."""
     realtime: bool = True
     """Pace files at their native frame rate, like a live camera; off reads as fast as possible."""
+    speed: float = Field(1.0, gt=0, le=100)
+    """With realtime: play files this many times faster than their native rate (tests, demos)."""
     fps: float | None = Field(None, gt=0)
     """Rate for image folders and picamera2; files use their own rate."""
     width: int | None = Field(None, gt=0)

@@ -40,12 +40,14 @@ class Uplink:
     """Connects, announces the node (birth + Last Will), pumps the spool in order."""
 
     def __init__(self, cfg: MqttConfig, topics: Topics, ident: Identity, spool: Spool,
-                 on_command: CommandHandler | None = None) -> None:
+                 on_command: CommandHandler | None = None,
+                 on_connect: Callable[[mqtt.Client], None] | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
         self.ident = ident
         self.spool = spool
         self._on_command = on_command
+        self._on_connect = on_connect
         self._status_extra: dict[str, Any] = {}
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"{ident.site}-{ident.node}",
@@ -90,6 +92,11 @@ class Uplink:
         self._client.loop_start()
         self._pump.start()
         self._cmd_worker.start()
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client, for add-ons that subscribe to their own topics (discovery)."""
+        return self._client
 
     @property
     def connected(self) -> bool:
@@ -155,6 +162,8 @@ class Uplink:
         self._connected_since = time.time()
         self._publish_status("online")
         client.subscribe(self.topics.cmd, qos=1)
+        if self._on_connect is not None:
+            self._on_connect(client)
         self._connected.set()
         self._wake.set()
         log.info("event=mqtt_connected host=%s port=%s", self.cfg.host, self.cfg.port)
