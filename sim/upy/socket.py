@@ -1,0 +1,40 @@
+"""Simulated `socket`: the real unix sockets, which fail while the simulated WiFi is down.
+
+Only adds the link check and closes open sockets when the link drops; never proxies data."""
+
+import usocket as _s
+import _sim
+
+AF_INET = _s.AF_INET
+SOCK_STREAM = _s.SOCK_STREAM
+SOCK_DGRAM = _s.SOCK_DGRAM
+_open = []
+
+
+def _link():
+    _sim.ctl.poll()
+    return _sim.ctl.get("wifi", "up", True)
+
+
+def _drop_all():
+    while _open:
+        try:
+            _open.pop().close()
+        except OSError:
+            pass
+
+
+def socket(af=AF_INET, type=SOCK_STREAM, proto=0):
+    if not _link():
+        raise OSError(113)  # EHOSTUNREACH
+    s = _s.socket(af, type, proto)
+    _open.append(s)
+    if len(_open) > 8:
+        _open.pop(0)
+    return s
+
+
+def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    if not _link():
+        raise OSError(-202)  # what lwIP reports when DNS fails
+    return _s.getaddrinfo(host, port, af, type, proto, flags)
