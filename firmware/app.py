@@ -14,7 +14,7 @@ import machine
 import store
 
 VERSION = "0.3.0"
-_CAUSES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft", 6: "brownout"}
+_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout")
 
 
 def log(*parts):
@@ -41,8 +41,10 @@ def iso_ts():
 class Board:
     def __init__(self, root="."):
         self.root = root
+        self.version = VERSION
         with open(root + "/board.json") as f:
             self.board = json.load(f)
+        self.board.pop("notes", None)  # wiring notes are for people, not for the heap
         self.kind = self.board["kind"]
         import config
 
@@ -52,6 +54,19 @@ class Board:
             log("config_error", err)
         del config, spec
         drop("config", "spec_" + self.kind)  # reloaded only by commands
+        import mqtt
+        import network
+
+        self.mqtt = mqtt
+        self.boot = store.next_boot(root + "/boot")
+        self.t0 = time.ticks_ms()
+        rc = machine.reset_cause()
+        self.reset_cause = _CAUSES[rc] if 0 < rc < len(_CAUSES) else "unknown"
+        self.seq = 0
+        self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
+        self.inflight = -1  # outbox offset of the record in flight
+        self.client = None
+        self._setup_mqtt()  # big buffers first, while the heap is not yet fragmented
         if self.kind == "gas":
             import gas as mod
         elif self.kind == "flood":
@@ -59,16 +74,7 @@ class Board:
         else:
             import vibration as mod
         self.mod = mod
-        import mqtt
-        import network
-
-        self.mqtt = mqtt
-        self.boot = store.next_boot(root + "/boot")
-        self.t0 = time.ticks_ms()
-        self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
-        self.seq = 0
-        self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
-        self.inflight = -1  # outbox offset of the record in flight
+        gc.collect()
         self.sensor = self._make_sensor()
         self.wlan = network.WLAN(network.STA_IF)
         self.wifi_next = self.t0
@@ -83,12 +89,10 @@ class Board:
         self.ntp_done = False
         self.telemetry_next = self.t0
         self.reboot_at = None
-        self.client = None
         self.wdt = None
         self.wdt_next = self.t0
         self.net_next = self.t0
         self.heap_min = gc.mem_free()
-        self._setup_mqtt()
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth())
 
@@ -137,25 +141,6 @@ class Board:
             m["uptime_ms"] = time.ticks_diff(time.ticks_ms(), self.t0)
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
-        return json.dumps(m).encode()
-
-    def telemetry(self):
-        m = self._base()
-        m["kind"] = self.kind
-        m["boot"] = self.boot
-        m["uptime_s"] = m["uptime_ms"] // 1000
-        free = gc.mem_free()
-        met = {"free_heap_bytes": free, "min_free_heap_bytes": self.heap_min,
-               "reset_cause": self.reset_cause, "fw_version": VERSION,
-               "rssi_dbm": self.wlan.status("rssi") if self.wifi_up else None,
-               "queue_depth": self.outbox.depth(),
-               "queue_drops_telemetry": self.outbox.drops_telemetry,
-               "queue_drops_alarm": self.outbox.drops_alarm,
-               "mqtt_reconnects": self.mqtt_reconnects, "wifi_reconnects": self.wifi_reconnects}
-        self.sensor.metrics(met)
-        m["metrics"] = met
-        if not self.online():
-            m["historical"] = True
         return json.dumps(m).encode()
 
     # -- network ---------------------------------------------------------------------------
@@ -251,7 +236,7 @@ class Board:
         if up and cl.state == self.mqtt.DOWN and time.ticks_diff(now, self.mqtt_next) >= 0:
             self.mqtt_reconnects += 1
             self.mqtt_next = time.ticks_add(now, self.mqtt_backoff)
-            self.mqtt_backoff = min(self.mqtt_backoff * 2, 30000)
+            self.mqtt_backoff = min(self.mqtt_backoff * 2, 15000)
             try:
                 cl.connect()
             except OSError as e:
@@ -311,7 +296,10 @@ class Board:
             cl.poll()
         if time.ticks_diff(now, self.telemetry_next) >= 0:
             self.telemetry_next = time.ticks_add(now, self.cfg["telemetry_interval_s"] * 1000)
-            t = self.telemetry()
+            import telemetry
+
+            t = telemetry.build(self)
+            drop("telemetry")
             if not (self.online() and cl.publish(self.topic("telemetry"), t, 0) >= 0):
                 self.outbox.push(store.TELEMETRY, self.topic("telemetry"), t)
             if self.kind == "flood":

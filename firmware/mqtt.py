@@ -20,7 +20,7 @@ _RETRY_MS = const(5000)  # resend an unacknowledged QoS 1 publish (DUP) after th
 _TX_SIZE = const(768)
 # errno while a TCP connect is still pending: EAGAIN, ENOTCONN, EINPROGRESS (linux and lwIP)
 _PENDING = (11, 107, 115, 119, 128)
-_RX_SIZE = const(640)
+_RX_SIZE = const(512)
 
 
 class MQTTClient:

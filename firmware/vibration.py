@@ -8,12 +8,56 @@ MicroPython is a heap object); all values stay under 2**30 so this holds on the 
 import time
 from machine import I2C, Pin
 from micropython import const
-import adxl345
 
 _CF_MAX = const(16383)  # clamp of the characteristic function (0.25 g of vector amplitude)
 _Q = const(512)  # high-passed acceleration is in 1/512 g (Q1 of the 256/g counts)
 _HP_SHIFT = const(7)  # DC tracker time constant: 128 samples (fc ~0.12 Hz at 100 Hz)
 _AXES = "xyz"
+
+# -- ADXL345 over I2C: rate, range, full resolution, raw reads ---------------------------
+ADDR = const(0x53)
+_DEVID = const(0x00)
+_BW_RATE = const(0x2C)
+_POWER_CTL = const(0x2D)
+_DATA_FORMAT = const(0x31)
+_DATAX0 = const(0x32)
+_RATES = ((400, 0x0C), (200, 0x0B), (100, 0x0A), (50, 0x09), (25, 0x08), (12, 0x07))
+
+
+class ADXL345:
+    def __init__(self, i2c, addr=ADDR):
+        self.i2c = i2c
+        self.addr = addr
+        self.one = bytearray(1)
+
+    def _w(self, reg, v):
+        self.one[0] = v
+        self.i2c.writeto_mem(self.addr, reg, self.one)
+
+    def init(self, rate_hz=100, range_g=4):
+        """Raises OSError if the chip does not answer or is not an ADXL345."""
+        self.i2c.readfrom_mem_into(self.addr, _DEVID, self.one)
+        if self.one[0] != 0xE5:
+            raise OSError(19)
+        code = 0x0A
+        for hz, c in _RATES:  # output data rate at least twice our sampling rate
+            if hz >= 2 * rate_hz:
+                code = c
+        self._w(_BW_RATE, code)
+        rng = {2: 0, 4: 1, 8: 2, 16: 3}.get(range_g, 1)
+        self._w(_DATA_FORMAT, 0x08 | rng)  # FULL_RES
+        self._w(_POWER_CTL, 0x08)  # measure
+
+    def read_into(self, buf):
+        """Six bytes: X0 X1 Y0 Y1 Z0 Z1, little-endian two's complement."""
+        self.i2c.readfrom_mem_into(self.addr, _DATAX0, buf)
+
+    def devid(self):
+        self.i2c.readfrom_mem_into(self.addr, _DEVID, self.one)
+        return self.one[0]
+
+
+# -- signal processing ------------------------------------------------------------------
 
 
 class Vibration:
@@ -23,7 +67,7 @@ class Vibration:
         p = board["pins"]
         self.i2c = I2C(board.get("i2c_bus", 0), scl=Pin(p["scl"]), sda=Pin(p["sda"]),
                        freq=400000)
-        self.dev = adxl345.ADXL345(self.i2c, board.get("accel_addr", adxl345.ADDR))
+        self.dev = ADXL345(self.i2c, board.get("accel_addr", ADDR))
         self.emit = emit
         self.buf = bytearray(6)
         self.errors = 0  # consecutive I2C errors

@@ -54,7 +54,8 @@ def firmware_defaults() -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] = ()) -> None:
+def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] = (),
+                     opt: tuple[str, ...] = ()) -> None:
     """mpy-cross every module into dest (main.py stays source, as on a board). The sim
     modules are compiled too, so compiling them does not eat the board's small heap."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] 
         if src.name in ("main.py", "boot.py"):
             shutil.copy(src, dest / src.name)
             continue
-        subprocess.run([_tool("mpy-cross"), "-o", str(dest / (src.stem + ".mpy")), str(src)],
+        subprocess.run([_tool("mpy-cross"), *opt, "-o", str(dest / (src.stem + ".mpy")), str(src)],
                        check=True, capture_output=True)
 
 
@@ -129,7 +130,8 @@ class SimBoard:
         """Create the flash directory: firmware, board.json, config.json (keeps queue/boot)."""
         self.flash.mkdir(parents=True, exist_ok=True)
         # At scale 1 the built-in time module is already world time: save its heap.
-        compile_firmware(self.dir / "upy", UPY, ("time.py",) if self.time_scale == 1 else ())
+        compile_firmware(self.dir / "upy", UPY, ("time.py",) if self.time_scale == 1 else (),
+                         ("-O3",))
         if self.precompile:
             compile_firmware(self.flash)
         else:

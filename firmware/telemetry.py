@@ -1,0 +1,26 @@
+"""Periodic telemetry: readings summary, heap, uptime, reset cause, version, RSSI, queue.
+
+Loaded on demand and dropped after each report to keep the resident heap small."""
+
+import gc
+import json
+
+def build(self):
+    m = self._base()
+    m["kind"] = self.kind
+    m["boot"] = self.boot
+    m["uptime_s"] = m["uptime_ms"] // 1000
+    free = gc.mem_free()
+    met = {"free_heap_bytes": free, "min_free_heap_bytes": self.heap_min,
+           "reset_cause": self.reset_cause, "fw_version": self.version,
+           "rssi_dbm": self.wlan.status("rssi") if self.wifi_up else None,
+           "queue_depth": self.outbox.depth(),
+           "queue_drops_telemetry": self.outbox.drops_telemetry,
+           "queue_drops_alarm": self.outbox.drops_alarm,
+           "mqtt_reconnects": self.mqtt_reconnects, "wifi_reconnects": self.wifi_reconnects}
+    self.sensor.metrics(met)
+    m["metrics"] = met
+    if not self.online():
+        m["historical"] = True
+    return json.dumps(m).encode()
+
