@@ -14,7 +14,6 @@ import machine
 import store
 
 VERSION = "0.3.0"
-_CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout")
 
 
 def log(*parts):
@@ -40,59 +39,11 @@ def iso_ts():
 
 class Board:
     def __init__(self, root="."):
-        self.root = root
-        self.version = VERSION
-        with open(root + "/board.json") as f:
-            self.board = json.load(f)
-        self.board.pop("notes", None)  # wiring notes are for people, not for the heap
-        self.kind = self.board["kind"]
-        import config
+        import setup
 
-        spec = __import__("spec_" + self.kind)
-        self.cfg, err = config.load(root + "/config.json", self.kind, spec.SPEC, spec.cross)
-        if err:
-            log("config_error", err)
-        del config, spec
-        drop("config", "spec_" + self.kind)  # reloaded only by commands
-        import mqtt
-        import network
-
-        self.mqtt = mqtt
-        self.boot = store.next_boot(root + "/boot")
-        self.t0 = time.ticks_ms()
-        rc = machine.reset_cause()
-        self.reset_cause = _CAUSES[rc] if 0 < rc < len(_CAUSES) else "unknown"
-        self.seq = 0
-        self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
-        self.inflight = -1  # outbox offset of the record in flight
-        self.client = None
-        self._setup_mqtt()  # big buffers first, while the heap is not yet fragmented
-        if self.kind == "gas":
-            import gas as mod
-        elif self.kind == "flood":
-            import flood as mod
-        else:
-            import vibration as mod
-        self.mod = mod
-        gc.collect()
-        self.sensor = self._make_sensor()
-        self.wlan = network.WLAN(network.STA_IF)
-        self.wifi_next = self.t0
-        self.wifi_backoff = 1000
-        self.wifi_up = False
-        self.wifi_reconnects = 0
-        self.mqtt_next = self.t0
-        self.mqtt_backoff = 1000
-        self.mqtt_reconnects = 0
-        self.offline_since = self.t0
-        self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
-        self.ntp_done = False
-        self.telemetry_next = self.t0
-        self.reboot_at = None
-        self.wdt = None
-        self.wdt_next = self.t0
-        self.net_next = self.t0
-        self.heap_min = gc.mem_free()
+        setup.setup(self, root)
+        del setup
+        drop("setup")  # boot-only code leaves the heap
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth())
 
@@ -257,14 +208,39 @@ class Board:
 
     # -- commands (code loaded on demand and dropped again to keep the heap free) ----------
 
-    def _on_message(self, topic, payload):
-        gc.collect()
-        import commands
+    def ack(self, cid, cmd, ok, result=None, code=None, message=None):
+        """Queue exactly one acknowledgement (through the flash outbox, QoS 1)."""
+        m = self._base()
+        m["id"] = cid
+        m["cmd"] = cmd
+        m["ok"] = ok
+        if ok:
+            m["result"] = result
+        else:
+            m["error"] = {"code": code, "message": message}
+        self.outbox.push(store.ACK, self.topic("cmd/ack"), json.dumps(m).encode())
 
+    def _on_message(self, topic, payload):
+        spec = "spec_" + self.kind
+        gc.collect()
         try:
-            commands.handle(self, topic, payload)
+            import commands
+
+            todo = commands.handle(self, topic, payload)
+            del commands
+            drop("commands")
+            if todo:
+                import config
+
+                config.command(self, *todo)
+        except MemoryError:
+            drop("commands", "config", spec)
+            try:
+                self.ack(None, None, False, code="busy", message="out of memory, try again")
+            except MemoryError:
+                log("cmd", "dropped: out of memory")
         finally:
-            drop("commands", "config", "spec_" + self.kind)
+            drop("commands", "config", spec)
 
     def _reboot(self):
         cl = self.client

@@ -1,4 +1,4 @@
-"""Board configuration: defaults per board kind, JSON on flash, validation of every key.
+"""Board configuration: the common settings table, validation of every key, set_config.
 
 A rejected change leaves the stored and running config untouched; never raises on bad
 input from the network (returns an error message naming the key instead)."""
@@ -6,39 +6,55 @@ input from the network (returns an error message naming the key instead)."""
 import json
 import store
 
-VERSION = "0.3.0"
 
-# key: (type, min, max, default) -- min/max for numbers, length bounds for strings.
-# Each sensor module has its own SPEC table (gas.SPEC, ...), loaded only on that board.
-COMMON = {
-    "site": (str, 1, 64, "site"), "node": (str, 1, 64, "board"),
-    "wifi_ssid": (str, 0, 32, "safecity"), "wifi_key": (str, 0, 64, ""),
-    "broker_host": (str, 1, 64, "127.0.0.1"), "broker_port": (int, 1, 65535, 1883),
-    "mqtt_user": (str, 0, 64, ""), "mqtt_password": (str, 0, 64, ""),
-    "keepalive_s": (int, 5, 600, 30), "telemetry_interval_s": (int, 1, 86400, 60),
-    "queue_max": (int, 4, 256, 64), "wdt_timeout_ms": (int, 2000, 120000, 10000),
-    "wifi_reset_after_s": (int, 10, 86400, 120), "reset_after_s": (int, 30, 604800, 900),
-    "ntp": (bool, 0, 0, True),
-}
-SECRET = ("wifi_key", "mqtt_password")
+# "key type min max default;..." -- type i(nt), f(loat), b(ool), s(tring: length bounds).
+# Kept as one string (parsed on demand) because a dict of tuples of boxed floats costs
+# several KB of heap on the board. Each sensor has its own table in spec_<kind>.py.
+COMMON = (
+    "site s 1 64 site;node s 1 64 board;wifi_ssid s 0 32 safecity;wifi_key s 0 64 ;"
+    "broker_host s 1 64 127.0.0.1;broker_port i 1 65535 1883;mqtt_user s 0 64 ;"
+    "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
+    "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
+    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp b 0 0 1"
+)
 
 
-def defaults(kind, spec):
-    d = {k: v[3] for k, v in COMMON.items()}
-    d[kind] = {k: v[3] for k, v in spec.items()}
-    return d
+def entries(table):
+    """(key, type, min, max, default) for every entry of a settings table."""
+    for item in table.split(";"):
+        k, t, lo, hi, d = item.split(" ")
+        if t == "i":
+            yield k, t, int(lo), int(hi), int(d)
+        elif t == "f":
+            yield k, t, float(lo), float(hi), float(d)
+        elif t == "b":
+            yield k, t, 0, 0, d == "1"
+        else:
+            yield k, t, int(lo), int(hi), d
 
 
-def _check(spec, key, v):
-    t, lo, hi = spec[0], spec[1], spec[2]
-    if t is bool:
+def find(table, key):
+    for e in entries(table):
+        if e[0] == key:
+            return e
+    return None
+
+
+def defaults(table):
+    return {e[0]: e[4] for e in entries(table)}
+
+
+def _check(e, v):
+    t, lo, hi = e[1], e[2], e[3]
+    if t == "b":
         return None if isinstance(v, bool) else "must be true or false"
-    if t is str:
+    if t == "s":
         if not isinstance(v, str):
             return "must be a string"
         return None if lo <= len(v) <= hi else "length must be %d..%d" % (lo, hi)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (t is int and not isinstance(v, int)):
-        return "must be " + ("an integer" if t is int else "a number")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (t == "i" and not isinstance(v, int)):
+        return "must be " + ("an integer" if t == "i" else "a number")
     if v != v or not lo <= v <= hi:
         return "must be in %s..%s" % (lo, hi)
     return None
@@ -55,53 +71,59 @@ def merge(cfg, kind, spec, changes, cross=None):
     for k, v in changes.items():
         if k == kind and isinstance(v, dict):
             for k2, v2 in v.items():
-                if k2 not in spec:
+                e = find(spec, k2)
+                if e is None:
                     return None, "%s.%s: unknown key" % (kind, k2)
-                err = _check(spec[k2], k2, v2)
+                err = _check(e, v2)
                 if err:
                     return None, "%s.%s: %s" % (kind, k2, err)
-                new[kind][k2] = float(v2) if spec[k2][0] is float else v2
-        elif k in COMMON:
-            err = _check(COMMON[k], k, v)
-            if err:
-                return None, "%s: %s" % (k, err)
-            new[k] = v
-        else:
+                new[kind][k2] = float(v2) if e[1] == "f" else v2
+            continue
+        e = find(COMMON, k)
+        if e is None:
             return None, "%s: unknown key" % k
+        err = _check(e, v)
+        if err:
+            return None, "%s: %s" % (k, err)
+        new[k] = v
     err = cross(new[kind]) if cross else None
     if err:
         return None, "%s.%s" % (kind, err)
     return new, None
 
 
-def load(path, kind, spec, cross=None):
-    """Defaults overlaid with the file; a broken file falls back to defaults (and says so)."""
-    base = defaults(kind, spec)
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except (OSError, ValueError) as e:
-        return base, "config: %s unreadable (%s), using defaults" % (path, e)
-    stored = {k: v for k, v in stored.items() if k in COMMON or k == kind}
-    cfg, err = merge(base, kind, spec, stored, cross)
-    if cfg is None:
-        return base, "config: " + err + ", using defaults"
-    return cfg, None
-
-
 def save(path, cfg):
     store.write_atomic(path, json.dumps(cfg))
 
 
-def public(cfg):
-    """The config without secrets (for get_config)."""
-    out = {}
-    for k, v in cfg.items():
-        out[k] = ("***" if v else "") if k in SECRET else v
-    return out
-
-
-def load_board(path):
-    """The pin map (hw/boards/<kind>-v<n>.json copied to flash as board.json)."""
-    with open(path) as f:
-        return json.load(f)
+def command(self, cid, cmd, args):
+    """set_config and calibrate for app.Board `self`: validate everything first, then save
+    and apply; a rejected change acks an error and keeps the old config."""
+    spec = __import__("spec_" + self.kind)
+    if cmd == "calibrate":
+        if self.kind != "gas":
+            self.ack(cid, cmd, False, code="rejected", message="calibrate: gas boards only")
+            return
+        r0, err = self.sensor.calibrate()
+        if r0 is None:
+            self.ack(cid, cmd, False, code="busy" if "warming" in err else "rejected",
+                     message=err)
+            return
+        args = {"gas": {"r0_ohm": r0}}
+    new, err = merge(self.cfg, self.kind, spec.SPEC, args, spec.cross)
+    if new is None:
+        self.ack(cid, cmd, False, code="bad_args", message=err)
+        return
+    save(self.root + "/config.json", new)
+    net = False
+    for k in ("site", "node", "broker_host", "broker_port", "mqtt_user", "mqtt_password",
+              "keepalive_s"):
+        net = net or new[k] != self.cfg[k]
+    self.cfg = new
+    self.sensor.configure(new)
+    if cmd == "calibrate":
+        self.ack(cid, cmd, True, {"r0_ohm": round(new["gas"]["r0_ohm"], 1)})
+    else:
+        self.ack(cid, cmd, True, {"applied": sorted(args)})
+    if net:
+        self._setup_mqtt()

@@ -1,18 +1,16 @@
-"""Settings of the gas sensor: (type, min, max, default) per key and cross-key rules.
+"""Settings of the gas sensor: one "key type min max default" table and cross-key rules.
 
 Loaded only while validating config (boot, set_config), then dropped to free the heap."""
 
 # MQ-2 datasheet curve for LPG: ppm = curve_a * (Rs/R0) ** curve_b; clean air Rs/R0 = 9.83
-SPEC = {
-    "warmup_s": (int, 0, 86400, 60), "sample_ms": (int, 100, 60000, 1000),
-    "vcc_v": (float, 1.0, 12.0, 5.0), "rl_ohm": (float, 100.0, 1e6, 10000.0),
-    "curve_a": (float, 0.001, 1e7, 574.25), "curve_b": (float, -10.0, 10.0, -2.222),
-    "clean_air_ratio": (float, 0.1, 100.0, 9.83), "r0_ohm": (float, 1.0, 1e7, 10000.0),
-    "alarm_ppm": (float, 1.0, 1e5, 1000.0), "high_ppm": (float, 1.0, 1e5, 5000.0),
-    "hysteresis_ppm": (float, 0.0, 1e4, 200.0), "drift_alpha": (float, 0.0, 0.1, 0.0005),
-    "open_v": (float, 0.0, 1.0, 0.05), "short_v": (float, 2.0, 3.3, 3.25),
-    "fault_samples": (int, 1, 100, 3),
-}
+SPEC = (
+    "warmup_s i 0 86400 60;sample_ms i 100 60000 1000;vcc_v f 1.0 12.0 5.0;"
+    "rl_ohm f 100.0 1e6 10000.0;curve_a f 0.001 1e7 574.25;"
+    "curve_b f -10.0 10.0 -2.222;clean_air_ratio f 0.1 100.0 9.83;"
+    "r0_ohm f 1.0 1e7 10000.0;alarm_ppm f 1.0 1e5 1000.0;high_ppm f 1.0 1e5 5000.0;"
+    "hysteresis_ppm f 0.0 1e4 200.0;drift_alpha f 0.0 0.1 0.0005;"
+    "open_v f 0.0 1.0 0.05;short_v f 2.0 3.3 3.25;fault_samples i 1 100 3"
+)
 
 
 def cross(s):

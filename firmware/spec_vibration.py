@@ -1,13 +1,12 @@
-"""Settings of the vibration sensor: (type, min, max, default) per key and cross-key rules.
+"""Settings of the vibration sensor: one "key type min max default" table and cross-key rules.
 
 Loaded only while validating config (boot, set_config), then dropped to free the heap."""
 
-SPEC = {
-    "rate_hz": (int, 10, 400, 100), "range_g": (int, 2, 16, 4), "sta_s": (float, 0.1, 10.0, 1.0),
-    "lta_s": (float, 1.0, 300.0, 30.0), "trigger": (float, 1.1, 50.0, 4.0),
-    "detrigger": (float, 1.0, 50.0, 1.5), "peak_gate_g": (float, 0.001, 8.0, 0.03),
-    "max_event_s": (int, 1, 3600, 120),
-}
+SPEC = (
+    "rate_hz i 10 400 100;range_g i 2 16 4;sta_s f 0.1 10.0 1.0;"
+    "lta_s f 1.0 300.0 30.0;trigger f 1.1 50.0 4.0;detrigger f 1.0 50.0 1.5;"
+    "peak_gate_g f 0.001 8.0 0.03;max_event_s i 1 3600 120"
+)
 
 
 def cross(s):

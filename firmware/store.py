@@ -47,7 +47,7 @@ def write_atomic(path, text):
 
 
 class Outbox:
-    def __init__(self, path, max_records=64, max_bytes=24576, max_record=640):
+    def __init__(self, path, max_records=64, max_bytes=24576, max_record=1024):
         self.path = path
         self.max_records = max_records
         self.max_bytes = max_bytes

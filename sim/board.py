@@ -44,10 +44,10 @@ def _tool(name: str) -> str:
 def firmware_defaults() -> dict[str, Any]:
     """The firmware's own default config, read by running firmware/config.py."""
     out = subprocess.run([_tool("micropython"), "-c",
-                          "import json, config, spec_gas as g, spec_flood as f, spec_vibration as v\n"
-                          "d = config.defaults('vibration', v.SPEC)\n"
-                          "d['gas'] = config.defaults('gas', g.SPEC)['gas']\n"
-                          "d['flood'] = config.defaults('flood', f.SPEC)['flood']\n"
+                          "import json, config as c, spec_gas as g, spec_flood as f, spec_vibration as v\n"
+                          "d = c.defaults(c.COMMON)\n"
+                          "for k, m in (('gas', g), ('flood', f), ('vibration', v)):\n"
+                          "    d[k] = c.defaults(m.SPEC)\n"
                           "print(json.dumps(d))"],
                          env={**os.environ, "MICROPYPATH": f"{FIRMWARE}:{UPY}:.frozen", "SIM_DIR": ""},
                          capture_output=True, text=True, check=True)
@@ -133,7 +133,7 @@ class SimBoard:
         compile_firmware(self.dir / "upy", UPY, ("time.py",) if self.time_scale == 1 else (),
                          ("-O3",))
         if self.precompile:
-            compile_firmware(self.flash)
+            compile_firmware(self.flash, opt=("-O3",))
         else:
             for src in FIRMWARE.glob("*.py"):
                 shutil.copy(src, self.flash / src.name)

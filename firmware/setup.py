@@ -1,0 +1,94 @@
+"""Boot: read the pin map and config, bump the boot counter, open the outbox, create the
+MQTT client and the sensor. Loaded once by app.Board and dropped after boot.
+
+Never touches the network (the loop connects) so a bad config cannot hang the boot."""
+
+import gc
+import json
+import sys
+import time
+
+import machine
+
+import app
+import store
+
+def defaults(config, kind, spec):
+    d = config.defaults(config.COMMON)
+    d[kind] = config.defaults(spec)
+    return d
+
+
+def load(config, path, kind, spec, cross=None):
+    """Defaults overlaid with the file; a broken file falls back to defaults (and says so)."""
+    base = defaults(config, kind, spec)
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as e:
+        return base, "config: %s unreadable (%s), using defaults" % (path, e)
+    stored = {k: v for k, v in stored.items() if k == kind or config.find(config.COMMON, k)}
+    cfg, err = config.merge(base, kind, spec, stored, cross)
+    if cfg is None:
+        return base, "config: " + err + ", using defaults"
+    return cfg, None
+
+
+CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout")
+
+
+def setup(self, root):
+    self.root = root
+    self.version = app.VERSION
+    with open(root + "/board.json") as f:
+        self.board = json.load(f)
+    self.board.pop("notes", None)  # wiring notes are for people, not for the heap
+    self.kind = self.board["kind"]
+    import config
+
+    spec = __import__("spec_" + self.kind)
+    self.cfg, err = load(config, root + "/config.json", self.kind, spec.SPEC, spec.cross)
+    if err:
+        log("config_error", err)
+    del config, spec
+    app.drop("config", "spec_" + self.kind)  # reloaded only by commands
+    import mqtt
+    import network
+
+    self.mqtt = mqtt
+    self.boot = store.next_boot(root + "/boot")
+    self.t0 = time.ticks_ms()
+    rc = machine.reset_cause()
+    self.reset_cause = CAUSES[rc] if 0 < rc < len(CAUSES) else "unknown"
+    self.seq = 0
+    self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
+    self.inflight = -1  # outbox offset of the record in flight
+    self.client = None
+    self._setup_mqtt()  # big buffers first, while the heap is not yet fragmented
+    if self.kind == "gas":
+        import gas as mod
+    elif self.kind == "flood":
+        import flood as mod
+    else:
+        import vibration as mod
+    self.mod = mod
+    gc.collect()
+    self.sensor = self._make_sensor()
+    self.wlan = network.WLAN(network.STA_IF)
+    self.wifi_next = self.t0
+    self.wifi_backoff = 1000
+    self.wifi_up = False
+    self.wifi_reconnects = 0
+    self.mqtt_next = self.t0
+    self.mqtt_backoff = 1000
+    self.mqtt_reconnects = 0
+    self.offline_since = self.t0
+    self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
+    self.ntp_done = False
+    self.telemetry_next = self.t0
+    self.reboot_at = None
+    self.wdt = None
+    self.wdt_next = self.t0
+    self.net_next = self.t0
+    self.heap_min = gc.mem_free()
+
