@@ -13,6 +13,10 @@ import machine
 
 import store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations for mypy only; MicroPython never evaluates them
+    from typing import Any
+
 VERSION = "0.3.0"
 
 
@@ -38,6 +42,39 @@ def iso_ts():
 
 
 class Board:
+    # Set by setup.setup() at boot (that code is dropped from the heap afterwards).
+    root: str
+    version: str
+    board: Any
+    kind: str
+    cfg: Any
+    mqtt: Any
+    mod: Any
+    boot: int
+    t0: Any  # ticks_ms
+    reset_cause: str
+    seq: int
+    outbox: store.Outbox
+    inflight: int
+    client: Any
+    sensor: Any
+    wlan: Any
+    wifi_next: Any  # ticks_ms
+    wifi_backoff: int
+    wifi_up: bool
+    wifi_reconnects: int
+    mqtt_next: Any  # ticks_ms
+    mqtt_backoff: int
+    mqtt_reconnects: int
+    offline_since: Any  # ticks_ms
+    stage: int
+    ntp_done: bool
+    telemetry_next: Any  # ticks_ms
+    reboot_at: Any
+    wdt: Any
+    wdt_next: Any  # ticks_ms
+    net_next: Any  # ticks_ms
+    heap_min: int
     def __init__(self, root="."):
         import setup
 

@@ -159,7 +159,7 @@ class Flood:
         import esp32
         import machine
 
-        esp32.wake_on_ext0(self.float_pin, 0 if c["float_active_low"] else 1)
+        esp32.wake_on_ext0(self.float_pin, not c["float_active_low"])
         board.client.disconnect()
         print("fw deepsleep", c["sleep_s"])
         machine.deepsleep(c["sleep_s"] * 1000)

@@ -53,14 +53,14 @@ class MQTTClient:
         self.skip = 0  # bytes of an oversized incoming packet still to discard
         self.pid = 0
         self.inflight_pid = 0  # one QoS 1 publish in flight keeps alarms in order
-        self.inflight_at = 0
+        self.inflight_at = time.ticks_ms()
         self.inflight_topic = None
         self.inflight_msg = None
-        self.last_tx = 0
-        self.last_rx = 0
+        self.last_tx = time.ticks_ms()
+        self.last_rx = self.last_tx
         self.ping_out = False
-        self.ping_at = 0
-        self.since = 0
+        self.ping_at = self.last_tx
+        self.since = self.last_tx
         self.oversized = 0
 
     # -- connection ---------------------------------------------------------------------
@@ -216,8 +216,10 @@ class MQTTClient:
 
     def retransmit(self):
         pid = self.inflight_pid
-        if pid and self.state == UP and self.room(len(self.inflight_topic) + len(self.inflight_msg)):
-            self.publish(self.inflight_topic, self.inflight_msg, 1, False, True, pid)
+        t = self.inflight_topic
+        m = self.inflight_msg
+        if pid and t is not None and m is not None and self.room(len(t) + len(m)):
+            self.publish(t, m, 1, False, True, pid)
 
     def forget_inflight(self):
         self.inflight_pid = 0
@@ -225,7 +227,10 @@ class MQTTClient:
 
     def _read(self):
         mv = self.rxmv
-        n = self.sock.readinto(mv[self.rxlen:])
+        s = self.sock
+        if s is None:
+            return
+        n = s.readinto(mv[self.rxlen:])
         if n is None:
             return
         if n == 0:

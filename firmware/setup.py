@@ -49,7 +49,7 @@ def setup(self, root):
     spec = __import__("spec_" + self.kind)
     self.cfg, err = load(config, root + "/config.json", self.kind, spec.SPEC, spec.cross)
     if err:
-        log("config_error", err)
+        app.log("config_error", err)
     del config, spec
     app.drop("config", "spec_" + self.kind)  # reloaded only by commands
     import mqtt
@@ -65,12 +65,7 @@ def setup(self, root):
     self.inflight = -1  # outbox offset of the record in flight
     self.client = None
     self._setup_mqtt()  # big buffers first, while the heap is not yet fragmented
-    if self.kind == "gas":
-        import gas as mod
-    elif self.kind == "flood":
-        import flood as mod
-    else:
-        import vibration as mod
+    mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
     self.mod = mod
     gc.collect()
     self.sensor = self._make_sensor()

@@ -347,3 +347,21 @@ class SimBoard:
             return (self.dir / "board.log").read_text(errors="replace")
         except OSError:
             return ""
+
+
+def run_upy(code: str, workdir: Path, heapsize: str = "64K", timeout: float = 120.0,
+            env: dict[str, str] | None = None) -> str:
+    """Run a MicroPython snippet with the compiled firmware and sim modules importable
+    (no harness control file: sensors read their defaults). Returns stdout; raises
+    RuntimeError with the output when the interpreter fails."""
+    compile_firmware(workdir / "fw", opt=("-O3",))
+    compile_firmware(workdir / "upy", UPY, ("time.py",), ("-O3",))
+    (workdir / "snippet.py").write_text(code)
+    full = {**os.environ, "MICROPYPATH": f"{workdir / 'fw'}:{workdir / 'upy'}:.frozen",
+            "SIM_DIR": "", **(env or {})}
+    p = subprocess.run([_tool("micropython"), "-X", f"heapsize={heapsize}",
+                        str(workdir / "snippet.py")], cwd=workdir, env=full,
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"micropython failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p.stdout

@@ -9,7 +9,7 @@ WAKEUP_ANY_HIGH = 1
 
 
 def wake_on_ext0(pin, level):
-    _sim.write_file("wake_ext0", str(pin.id if hasattr(pin, "id") else pin) + " " + str(level))
+    _sim.write_file("wake_ext0", str(pin.id if hasattr(pin, "id") else pin) + " " + str(int(level)))
 
 
 def wake_on_ext1(pins, level):
