@@ -6,12 +6,14 @@ import gc
 import json
 
 def build(self):
+    gc.collect()
+    used = gc.mem_alloc()  # live heap (after a collection), for the heap budget
     m = self._base()
     m["kind"] = self.kind
     m["boot"] = self.boot
     m["uptime_s"] = m["uptime_ms"] // 1000
     free = gc.mem_free()
-    met = {"free_heap_bytes": free, "min_free_heap_bytes": self.heap_min,
+    met = {"free_heap_bytes": free, "heap_used_bytes": used, "min_free_heap_bytes": self.heap_min,
            "reset_cause": self.reset_cause, "fw_version": self.version,
            "rssi_dbm": self.wlan.status("rssi") if self.wifi_up else None,
            "queue_depth": self.outbox.depth(),

@@ -44,12 +44,14 @@ def _tool(name: str) -> str:
 def firmware_defaults() -> dict[str, Any]:
     """The firmware's own default config, read by running firmware/config.py."""
     out = subprocess.run([_tool("micropython"), "-c",
-                          "import json, config as c, spec_gas as g, spec_flood as f, spec_vibration as v\n"
+                          "import json, config as c, spec_gas as g, spec_flood as f\n"
+                          "import spec_vibration as v\n"
                           "d = c.defaults(c.COMMON)\n"
                           "for k, m in (('gas', g), ('flood', f), ('vibration', v)):\n"
                           "    d[k] = c.defaults(m.SPEC)\n"
                           "print(json.dumps(d))"],
-                         env={**os.environ, "MICROPYPATH": f"{FIRMWARE}:{UPY}:.frozen", "SIM_DIR": ""},
+                         env={**os.environ, "MICROPYPATH": f"{FIRMWARE}:{UPY}:.frozen",
+                              "SIM_DIR": ""},
                          capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout))
 
@@ -155,13 +157,13 @@ class SimBoard:
                "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node}
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
-        log = open(self.dir / "board.log", "ab")
-        log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen([_tool("micropython"), "-X", f"heapsize={self.heapsize}",
-                                      "main.py"], cwd=self.flash, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.dir / "board.log", "ab") as log:
+            log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen([_tool("micropython"), "-X",
+                                          f"heapsize={self.heapsize}", "main.py"],
+                                         cwd=self.flash, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         self.starts.append(cause)
 
     def start(self) -> SimBoard:

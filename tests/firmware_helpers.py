@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.mqtt_helpers import Received, Recorder, validate
 from sim.board import SimBoard
 from sim.broker import MosquittoBroker
+from tests.mqtt_helpers import Received, Recorder, validate
 
 FAST = {"telemetry_interval_s": 5, "keepalive_s": 10,
         "gas": {"warmup_s": 1, "sample_ms": 200},

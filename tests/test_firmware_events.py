@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.firmware_helpers import board, docs, online, wait_doc
 from sim.broker import MosquittoBroker
 from sim.physics import Earthquake, Traffic
+from tests.firmware_helpers import board, docs, online, wait_doc
 
 
 def test_gas_warms_up_then_alarms_and_reports_an_open_circuit_as_a_fault(
