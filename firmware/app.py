@@ -136,25 +136,6 @@ class Board:
     def online(self):
         return self.client is not None and self.client.state == self.mqtt.UP
 
-    def _setup_mqtt(self):
-        c = self.cfg
-        old = self.client
-        cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
-                             c["broker_port"], c["mqtt_user"].encode() or None,
-                             c["mqtt_password"].encode() or None, c["keepalive_s"],
-                             self.topic("status"), self.status("offline", "connection_lost"))
-        if old is not None:
-            old.close("reconfigured")
-            if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
-                cl.inflight_topic = old.inflight_topic
-                cl.inflight_msg = old.inflight_msg
-                cl.inflight_pid = old.inflight_pid
-        cl.on_connect = self._on_connect
-        cl.on_disconnect = self._on_disconnect
-        cl.on_puback = self._on_puback
-        cl.on_message = self._on_message
-        self.client = cl
-
     def _on_connect(self):
         cl = self.client
         log("mqtt", "up")
@@ -279,13 +260,6 @@ class Board:
         finally:
             drop("commands", "config", spec)
 
-    def _reboot(self):
-        cl = self.client
-        if self.online():
-            cl.publish(self.topic("status"), self.status("offline", "reboot"), 0, True)
-            cl.disconnect()
-        machine.reset()
-
     # -- the loop --------------------------------------------------------------------------
 
     def step(self):
@@ -319,7 +293,9 @@ class Board:
                 s.maybe_sleep(self, now)
         if self.reboot_at is not None and (time.ticks_diff(now, self.reboot_at) >= 0 or
                                            (self.online() and not self.outbox.depth())):
-            self._reboot()
+            import setup  # the reboot code lives with the boot code
+
+            setup.reboot(self)
         if self.wdt is not None and time.ticks_diff(now, self.wdt_next) >= 0:
             self.wdt_next = time.ticks_add(now, 1000)
             if self.healthy(now):

@@ -93,7 +93,12 @@ def merge(cfg, kind, spec, changes, cross=None):
 
 
 def save(path, cfg):
-    store.write_atomic(path, json.dumps(cfg))
+    # json.dump streams to the file: no config-sized string on a fragmented heap
+    with open(path + ".tmp", "w") as f:
+        json.dump(cfg, f)
+    import os
+
+    os.rename(path + ".tmp", path)
 
 
 def command(self, cid, cmd, args):
@@ -126,4 +131,6 @@ def command(self, cid, cmd, args):
     else:
         self.ack(cid, cmd, True, {"applied": sorted(args)})
     if net:
-        self._setup_mqtt()
+        import setup
+
+        setup.make_client(self)

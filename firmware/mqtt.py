@@ -17,7 +17,7 @@ UP = const(3)
 
 _CONNECT_TIMEOUT_MS = const(10000)
 _RETRY_MS = const(5000)  # resend an unacknowledged QoS 1 publish (DUP) after this
-_TX_SIZE = const(1152)
+_TX_SIZE = const(1024)
 # errno while a TCP connect is still pending: EAGAIN, ENOTCONN, EINPROGRESS (linux and lwIP)
 _PENDING = (11, 107, 115, 119, 128)
 _RX_SIZE = const(512)

@@ -64,7 +64,7 @@ def setup(self, root):
     self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
     self.inflight = -1  # outbox offset of the record in flight
     self.client = None
-    self._setup_mqtt()  # big buffers first, while the heap is not yet fragmented
+    make_client(self)  # big buffers first, while the heap is not yet fragmented
     mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
     self.mod = mod
     gc.collect()
@@ -87,3 +87,32 @@ def setup(self, root):
     self.net_next = self.t0
     self.heap_min = gc.mem_free()
 
+
+def make_client(self):
+    """A new MQTT client (Last Will included), keeping an unacknowledged alarm in flight."""
+    c = self.cfg
+    old = self.client
+    cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
+                         c["broker_port"], c["mqtt_user"].encode() or None,
+                         c["mqtt_password"].encode() or None, c["keepalive_s"],
+                         self.topic("status"), self.status("offline", "connection_lost"))
+    if old is not None:
+        old.close("reconfigured")
+        if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
+            cl.inflight_topic = old.inflight_topic
+            cl.inflight_msg = old.inflight_msg
+            cl.inflight_pid = old.inflight_pid
+    cl.on_connect = self._on_connect
+    cl.on_disconnect = self._on_disconnect
+    cl.on_puback = self._on_puback
+    cl.on_message = self._on_message
+    self.client = cl
+
+
+def reboot(self):
+    """Graceful: offline status (reason reboot), DISCONNECT, then machine.reset()."""
+    cl = self.client
+    if self.online():
+        cl.publish(self.topic("status"), self.status("offline", "reboot"), 0, True)
+        cl.disconnect()
+    machine.reset()

@@ -101,8 +101,8 @@ class SimBoard:
                 self.config[k].update(v)
             else:
                 self.config[k] = v
-        self.ctl: dict[str, Any] = {"wifi": {"up": True, "rssi": -61}, "pins": {}, "adc": {},
-                                    "adc_power": {}, "accel": {}, "i2c_error": {}}
+        # Sections appear only when used: the board parses this file into its own heap.
+        self.ctl: dict[str, Any] = {"wifi": {"up": True, "rssi": -61}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.exits: list[tuple[float, int]] = []
         self.starts: list[int] = []
@@ -116,7 +116,7 @@ class SimBoard:
         self.defaults = firmware_defaults()
         if kind == "flood":
             pins = self.board["pins"]
-            self.ctl["adc_power"][str(pins["probe_adc"])] = pins["probe_power"]
+            self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
 
     # -- files -----------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class SimBoard:
             pin, level = (self.dir / "wake_ext0").read_text().split()
         except (OSError, ValueError):
             return False
-        v = self.ctl["pins"].get(pin)
+        v = self.ctl.get("pins", {}).get(pin)
         return v is not None and int(bool(v)) == int(level)
 
     # -- world time and inputs ---------------------------------------------------------------
@@ -319,7 +319,7 @@ class SimBoard:
                   noise_counts: int = 1) -> None:
         """Constant acceleration (gravity on z by default) with +-noise counts of noise."""
         addr = str(self.board.get("accel_addr", 0x53))
-        spec = dict(self.ctl["accel"].get(addr, {}))
+        spec = dict(self.ctl.get("accel", {}).get(addr, {}))
         spec.update(base=[round(v * ADXL_COUNTS_PER_G) for v in (x_g, y_g, z_g)],
                     noise=noise_counts)
         self.set("accel", addr, spec)
@@ -338,7 +338,7 @@ class SimBoard:
                                          for v in s))
         (self.dir / name).write_bytes(bytes(buf))
         start = self.board_time() + 0.2 if at_s is None else at_s
-        spec = dict(self.ctl["accel"].get(addr, {"base": [0, 0, ADXL_COUNTS_PER_G],
+        spec = dict(self.ctl.get("accel", {}).get(addr, {"base": [0, 0, ADXL_COUNTS_PER_G],
                                                   "noise": 1}))
         spec.update(file=name, t0_ms=int(start * 1000), rate_hz=rate_hz, n=len(samples))
         self.set("accel", addr, spec)

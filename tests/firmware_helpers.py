@@ -67,7 +67,6 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
         b.stop()
         rec.close()
         print(b.log_text()[-3000:])  # shown by pytest only when the test fails
-        print([(m.topic[-12:], m.payload[:120]) for m in rec.messages if "ack" in m.topic][-4:])
 
 
 def online(rec: Recorder, timeout: float = 20.0) -> dict[str, Any]:
