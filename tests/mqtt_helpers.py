@@ -104,8 +104,8 @@ class Recorder:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     topics = sorted({m.topic for m in self.messages})
-                    raise AssertionError(
-                        f"timed out after {timeout}s; got {len(self.messages)} messages on {topics}")
+                    raise AssertionError(f"timed out after {timeout}s; got "
+                                         f"{len(self.messages)} messages on {topics}")
                 self._cond.wait(min(left, 0.5))
             return list(self.messages)
 
