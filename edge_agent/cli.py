@@ -26,20 +26,29 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from edge_agent import control
     from edge_agent.detect.errors import ModelError
+    from edge_agent.gpio import GpioError
     from edge_agent.pipeline import Agent
 
     logs.setup(args.log_level)
+    path = Path(args.config)
     try:
-        cfg = load_config(Path(args.config))
+        cfg = load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
         return 2
+    _warn_if_readable_secret(path, cfg.mqtt.password is not None)
+    cfg, problem = control.with_overrides(cfg, path)
+    if problem:
+        logging.getLogger("edge_agent").warning("event=remote_config_ignored reason=%r", problem)
     try:
-        agent = Agent(cfg)
-    except ModelError as exc:
-        print(str(exc), file=sys.stderr)
+        agent = Agent(cfg, path)
+    except (ModelError, GpioError, ValueError) as exc:
+        print(f"{path}: {exc}" if isinstance(exc, GpioError) else str(exc), file=sys.stderr)
         return 2
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -48,6 +57,18 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return agent.run()
+
+
+def _warn_if_readable_secret(path: Path, has_password: bool) -> None:
+    """A password in a file others can read is a leak waiting to happen; say so, never
+    the password itself."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if has_password and mode & 0o004:
+        print(f"{path}: warning: holds mqtt.password and is world-readable "
+              f"(chmod 640 and chgrp to the service group)", file=sys.stderr)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -1,35 +1,47 @@
 """Wires the rooms together for one camera: frames -> detections -> tracks -> events -> uplink.
 
-The only module that knows every room; it decides nothing the rooms decide themselves."""
+The only module that knows every room; it decides nothing the rooms decide themselves, and
+only the pipeline thread emits events (inputs and commands hand theirs over a queue)."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__
+from edge_agent import __version__, control
 from edge_agent.capture import FrameGrabber, open_source
 from edge_agent.capture.frame import Frame
-from edge_agent.commands import Commands
+from edge_agent.commands import CommandError, Commands
 from edge_agent.config import Config
 from edge_agent.detect.detector import Detector
+from edge_agent.detect.types import Detection
 from edge_agent.events import build_rules
 from edge_agent.events.base import Rule, RuleEvent, Scene
+from edge_agent.gpio import Gpio
+from edge_agent.health import HealthServer, MetricValue, host_metrics
 from edge_agent.motion import MotionGate
+from edge_agent.service import Notifier, Watchdog
 from edge_agent.snapshot import render_snapshot
 from edge_agent.track import Track, Tracker
 from edge_agent.uplink import messages
 from edge_agent.uplink.boot import next_boot
 from edge_agent.uplink.client import Uplink
+from edge_agent.uplink.discovery import Discovery, discovery_messages
 from edge_agent.uplink.messages import EventNumbering, Identity
 from edge_agent.uplink.spool import Spool
 from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
+
+EXIT_RESTART = 75
+"""Exit code after a `restart` command: non-zero, so systemd's Restart=on-failure starts
+the unit again (EX_TEMPFAIL)."""
 
 
 @dataclass
@@ -40,6 +52,7 @@ class Stats:
     frames: int = 0
     detector_runs: int = 0
     events: int = 0
+    last_frame: float | None = None
     inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50))
     frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=50))
 
@@ -50,32 +63,72 @@ class Stats:
         return (len(self.frame_times) - 1) / span if span > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class _InputEvent:
+    """An event from outside the frame path (GPIO inputs)."""
+
+    type: str
+    phase: str
+    input: str
+    at: float = field(default_factory=time.time)
+
+
 class Agent:
     """One camera node. `run()` blocks until `stop()` or until a non-looping source ends."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         node = config.node
+        self.detector = Detector.from_config(config.detector)  # a bad model stops us first
         self.boot = next_boot(node.state_dir)
         self.ident = Identity(node.site, node.id, "camera", self.boot)
         self.topics = Topics(config.mqtt.topic_prefix, node.site, node.id)
         self.numbering = EventNumbering(self.ident)
         self.stats = Stats()
-        self.detector = Detector.from_config(config.detector)
-        self.gate = MotionGate(config.motion)
-        self.tracker = Tracker(config.tracker)
-        self.rules: list[Rule] = build_rules(config)
+        self._apply_rooms(config)
         self.spool = Spool(node.state_dir / "spool.db")
-        self.commands = Commands(self.ident, {"get_config": lambda args: self._public_config()})
+        self.commands = Commands(self.ident, control.handlers(self))
+        self.discovery: Discovery | None = None
+        if config.discovery.enabled:
+            msgs = discovery_messages(self.topics, "camera", prefix=config.discovery.prefix,
+                                      event_types=self._event_types())
+            self.discovery = Discovery(msgs, lambda *a: None, config.discovery.prefix)
         self.uplink = Uplink(config.mqtt, self.topics, self.ident, self.spool,
-                             on_command=self.commands.handle)
+                             on_command=self.commands.handle, on_connect=self._on_connect)
+        if self.discovery is not None:
+            self.discovery.attach(self.uplink.client)
+        self._inputs: queue.SimpleQueue[_InputEvent] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Config] = queue.SimpleQueue()
+        self.gpio = Gpio.from_config(config.gpio, self._on_input)
+        self.health = (HealthServer(self.metrics, config.health.port,
+                                    config.health.stale_frames_s)
+                       if config.health.port is not None else None)
+        self.notifier = Notifier.from_env()
+        self.watchdog = Watchdog.from_env()
         self._stop = threading.Event()
+        self._exit_code = 0
         self._camera_state = "offline"
         self._ended = threading.Event()
         self.grabber = FrameGrabber(open_source(config.camera), config.camera,
                                     on_status=self._on_camera_status)
         self._last_frame: Frame | None = None
         self._tracks: list[Track] = []
+        self._ready = False
+
+    def _apply_rooms(self, config: Config) -> None:
+        """(Re)build the per-frame rooms that a config change may replace while running."""
+        self.gate = MotionGate(config.motion)
+        self.tracker = Tracker(config.tracker)
+        self.rules: list[Rule] = build_rules(config)
+
+    def _event_types(self) -> list[str]:
+        types: list[str] = [r.type for r in self.config.rules]
+        if self.config.gpio.sos_button is not None:
+            types.append("sos")
+        if self.config.gpio.tamper_switch is not None:
+            types.append("tamper_switch")
+        return list(dict.fromkeys(types))
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -84,44 +137,76 @@ class Agent:
     def run(self) -> int:
         log.info("event=agent_start node=%s site=%s boot=%d version=%s", self.ident.node,
                  self.ident.site, self.boot, __version__)
+        self.notifier.status("starting: connecting to the broker and the camera")
         self.uplink.set_status(camera=self._camera_state)
         self.uplink.start()
+        if self.health is not None:
+            self.health.start()
         self.grabber.start()
         next_telemetry = time.monotonic() + 1.0
         try:
             while not self._stop.is_set():
-                frame = self.grabber.get(timeout=0.5)
+                frame = self.grabber.get(timeout=0.2)
                 if frame is not None:
                     self.process(frame)
                 elif self._ended.is_set():
                     log.info("event=source_ended frames=%d", self.stats.frames)
                     break
+                self._drain_inputs()
+                self._apply_pending()
+                self._tend_service()
                 if time.monotonic() >= next_telemetry:
                     self._publish_telemetry()
                     next_telemetry = time.monotonic() + self.config.mqtt.telemetry_interval_s
         finally:
             self._shutdown()
-        return 0
+        return self._exit_code
+
+    def _tend_service(self) -> None:
+        """READY=1 once frames flow and the broker answered; watchdog only while frames flow;
+        the status LED follows the node's state."""
+        flowing = self._frames_flowing()
+        if not self._ready and flowing and self.uplink.connected:
+            self._ready = True
+            self.notifier.ready("running")
+            log.info("event=ready")
+        self.watchdog.kick_if(flowing)
+        if self.gpio is not None:
+            self.gpio.set_state("starting" if not self._ready else
+                                "running" if self.uplink.connected else "broker_offline")
+
+    def _frames_flowing(self) -> bool:
+        last = self.stats.last_frame
+        return last is not None and time.monotonic() - last < self.config.health.stale_frames_s
 
     def _shutdown(self) -> None:
+        self.notifier.stopping("stopping: flushing events")
         self.grabber.stop()
+        self._drain_inputs()
         now = time.monotonic()
         for rule in self.rules:
             for ev in rule.close(now):
                 self._emit(ev, self._last_frame, self._tracks)
         self._publish_telemetry()
-        self.uplink.stop("shutdown")
+        self.uplink.stop("restart" if self._exit_code == EXIT_RESTART else "shutdown")
+        if self.health is not None:
+            self.health.stop()
+        if self.gpio is not None:
+            self.gpio.close()
+        pending = self.spool.depth()
         self.spool.close()
-        log.info("event=agent_stop events=%d spooled=%s", self.stats.events,
-                 "kept for next start" if self.uplink.delivered < self.stats.events else "0")
+        log.info("event=agent_stop events=%d spooled=%d", self.stats.events, pending)
 
     # -- per frame ---------------------------------------------------------------------
     def process(self, frame: Frame) -> list[RuleEvent]:
         self.stats.frames += 1
+        if self.stats.frames == 1:
+            log.info("event=first_frame after_s=%.2f", time.monotonic() - self.stats.started)
         self.stats.frame_times.append(frame.monotonic)
+        self.stats.last_frame = time.monotonic()
         self._last_frame = frame
         run, _motion = self.gate.should_detect(frame)
-        detections = []
+        detections: list[Detection] = []
         if run:
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
@@ -140,40 +225,64 @@ class Agent:
                 out.append(ev)
         return out
 
-    def _emit(self, ev: RuleEvent, frame: Frame | None, tracks: list[Track]) -> None:
+    def _emit(self, ev: RuleEvent, frame: Frame | None, tracks: list[Track],
+              ts: float | None = None) -> None:
         event_id, seq = self.numbering.number(ev.key, ev.phase)
-        ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
+        if ts is None:
+            ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
         snapshot = None
-        snap_cfg = self.config.snapshot
-        if frame is not None and ev.phase in ("start", "instant") and snap_cfg.mode != "off":
-            snapshot = self._snapshot(event_id, frame, ev, tracks)
+        if frame is not None and ev.phase in ("start", "instant") \
+                and self.config.snapshot.mode != "off":
+            snapshot = self._snapshot(event_id, frame, ev.boxes, tracks)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
                              ev.details, ev.duration_s, snapshot)
         self.uplink.publish("event", self.topics.event(ev.type), messages.dumps(doc), 1,
                             created=ts)
         self.stats.events += 1
+        if self.gpio is not None:
+            self.gpio.on_event(ev.type, ev.phase, event_id)
         log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s", ev.type,
                  ev.phase, event_id, seq, ev.severity, ev.details)
 
-    def _snapshot(self, event_id: str, frame: Frame, ev: RuleEvent,
+    def _snapshot(self, name: str, frame: Frame, boxes: list[Any],
                   tracks: list[Track]) -> dict[str, Any] | None:
         cfg = self.config.snapshot
         try:
-            jpeg = render_snapshot(frame, ev.boxes, tracks, cfg)
+            jpeg = render_snapshot(frame, boxes, tracks, cfg)
         except ValueError as exc:
-            log.warning("event=snapshot_failed event_id=%s reason=%s", event_id, exc)
+            log.warning("event=snapshot_failed name=%s reason=%s", name, exc)
             return None
         if cfg.mode == "publish":
-            topic = self.topics.snapshot(event_id)
+            topic = self.topics.snapshot(name)
             self.uplink.publish("snapshot", topic, jpeg, 1, created=frame.captured_at)
             return {"topic": topic, "bytes": len(jpeg), "redacted": cfg.redact_people}
         folder = self.config.node.state_dir / "snapshots"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{event_id}.jpg"
+        path = folder / f"{name}.jpg"
         path.write_bytes(jpeg)
         return {"topic": str(path), "bytes": len(jpeg), "redacted": cfg.redact_people}
 
-    # -- status, telemetry, commands -------------------------------------------------------
+    # -- inputs, status, telemetry --------------------------------------------------------
+    def _on_input(self, event_type: str, phase: str, name: str) -> None:
+        """gpiozero's thread: hand over to the pipeline thread, which owns numbering."""
+        self._inputs.put(_InputEvent(event_type, phase, name))
+
+    def _drain_inputs(self) -> None:
+        while True:
+            try:
+                item = self._inputs.get_nowait()
+            except queue.Empty:
+                return
+            severity = "critical" if item.type == "sos" else "warning"
+            ev = RuleEvent(item.type, item.phase, severity,  # type: ignore[arg-type]
+                           f"{item.type}:{item.input}", {"input": item.input},
+                           0.0 if item.phase == "end" else None)
+            self._emit(ev, None, self._tracks, ts=item.at)
+
+    def _on_connect(self, client: Any) -> None:
+        if self.discovery is not None:
+            self.discovery.on_connect(client)
+
     def _on_camera_status(self, state: str) -> None:
         if state == "ended":
             self._ended.set()
@@ -183,10 +292,11 @@ class Agent:
             log.info("event=camera_status state=%s", state)
             self.uplink.set_status(camera=state)
 
-    def _publish_telemetry(self) -> None:
+    def metrics(self) -> dict[str, MetricValue]:
         inf = self.stats.inference_ms
         dropped = self.spool.dropped()
-        metrics: dict[str, float | int | str | bool | None] = {
+        last = self.stats.last_frame
+        return {
             "fps": round(self.stats.fps(), 2),
             "inference_ms": round(sum(inf) / len(inf), 1) if inf else None,
             "frames": self.stats.frames,
@@ -196,16 +306,64 @@ class Agent:
             "spool_depth": self.spool.depth(),
             "spool_dropped_events": dropped["event"],
             "spool_dropped_telemetry": dropped["telemetry"],
+            "last_frame_age_s": round(time.monotonic() - last, 2) if last else None,
             "camera": self._camera_state,
             "broker": "online" if self.uplink.connected else "offline",
+            **host_metrics(),
         }
+
+    def _publish_telemetry(self) -> None:
         doc = messages.telemetry(self.ident, time.time(),
-                                 time.monotonic() - self.stats.started, metrics)
+                                 time.monotonic() - self.stats.started, self.metrics())
         self.uplink.publish("telemetry", self.topics.telemetry, messages.dumps(doc), 0)
 
-    def _public_config(self) -> dict[str, Any]:
-        """The config as loaded, with secrets masked: it leaves the node."""
-        doc = self.config.model_dump(mode="json")
-        if doc["mqtt"].get("password"):
-            doc["mqtt"]["password"] = "***"
-        return doc
+    # -- control.Node: what commands may do (command thread) -----------------------------
+    def apply_config(self, config: Config) -> None:
+        """Live sections take effect from the next frame (and show in get_config at once);
+        the rest after a restart. The pipeline thread swaps the rooms, so no rule is
+        replaced halfway through a frame."""
+        live = control.LIVE_SECTIONS - {"gpio"}  # pins are claimed once, at start
+        self.config = self.config.model_copy(update={k: getattr(config, k) for k in live})
+        self._pending.put(self.config)
+
+    def _apply_pending(self) -> None:
+        try:
+            config = self._pending.get_nowait()
+        except queue.Empty:
+            return
+        now = time.monotonic()
+        for rule in self.rules:  # open events of the old rules end before new rules start
+            for ev in rule.close(now):
+                self._emit(ev, self._last_frame, self._tracks)
+        self._apply_rooms(config)
+        log.info("event=config_applied")
+
+    def take_snapshot(self) -> dict[str, Any]:
+        frame = self._last_frame
+        if frame is None:
+            raise CommandError("rejected", "no frame yet: the camera has not delivered one")
+        name = f"{self.ident.node}-{self.boot}-cmd-{int(time.time() * 1000)}"
+        snap = self._snapshot(name, frame, [], self._tracks)
+        if snap is None:
+            raise CommandError("internal", "the snapshot could not be encoded within "
+                                           "snapshot.max_bytes")
+        return snap
+
+    def self_test(self) -> dict[str, Any]:
+        checks: dict[str, dict[str, Any]] = {}
+        age = time.monotonic() - self.stats.last_frame if self.stats.last_frame else None
+        checks["camera"] = {"ok": self._camera_state == "online" and age is not None
+                            and age < self.config.health.stale_frames_s,
+                            "state": self._camera_state,
+                            "last_frame_age_s": round(age, 2) if age is not None else None}
+        inf = list(self.stats.inference_ms)
+        checks["detector"] = {"ok": bool(inf), "runs": self.stats.detector_runs,
+                              "mean_ms": round(sum(inf) / len(inf), 1) if inf else None}
+        checks["broker"] = {"ok": self.uplink.connected}
+        checks["spool"] = {"ok": True, "depth": self.spool.depth()}
+        return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+
+    def request_restart(self) -> None:
+        log.info("event=restart_requested")
+        self._exit_code = EXIT_RESTART
+        self._stop.set()
