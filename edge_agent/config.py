@@ -315,6 +315,11 @@ class Config(_Model):
                 if name in seen:
                     problems.append(f"{kind}[{i}].name: duplicate name {name!r}")
                 seen.add(name)
+        if self.motion.enabled and self.motion.refresh_s > self.tracker.max_age_s:
+            problems.append(
+                f"motion.refresh_s: {self.motion.refresh_s} is longer than tracker.max_age_s "
+                f"({self.tracker.max_age_s}): people standing still would lose their track "
+                "between detector runs")
         zones = {z.name for z in self.zones}
         lines = {ln.name for ln in self.lines}
         for i, rule in enumerate(self.rules):

@@ -28,7 +28,7 @@ from edge_agent.health import HealthServer, MetricValue, host_metrics
 from edge_agent.motion import MotionGate
 from edge_agent.service import Notifier, Watchdog
 from edge_agent.snapshot import render_snapshot
-from edge_agent.track import Track, Tracker
+from edge_agent.track import Tracker
 from edge_agent.uplink import messages
 from edge_agent.uplink.boot import next_boot
 from edge_agent.uplink.client import Uplink
@@ -113,7 +113,6 @@ class Agent:
         self.grabber = FrameGrabber(open_source(config.camera), config.camera,
                                     on_status=self._on_camera_status)
         self._last_frame: Frame | None = None
-        self._tracks: list[Track] = []
         self._ready = False
 
     def _apply_rooms(self, config: Config) -> None:
@@ -184,9 +183,9 @@ class Agent:
         self.grabber.stop()
         self._drain_inputs()
         now = time.monotonic()
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             for ev in rule.close(now):
-                self._emit(ev, self._last_frame, self._tracks)
+                self._emit(ev, self._last_frame, i)
         self._publish_telemetry()
         self.uplink.stop("restart" if self._exit_code == EXIT_RESTART else "shutdown")
         if self.health is not None:
@@ -215,25 +214,26 @@ class Agent:
             tracks = self.tracker.update(detections, frame.monotonic)
         else:
             tracks = self.tracker.coast(frame.monotonic)
-        self._tracks = tracks
         scene = Scene(frame=frame, tracks=tracks, detections=detections, detected=run,
                       now=frame.monotonic)
         out: list[RuleEvent] = []
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             for ev in rule.update(scene):
-                self._emit(ev, frame, tracks)
+                self._emit(ev, frame, i)
                 out.append(ev)
         return out
 
-    def _emit(self, ev: RuleEvent, frame: Frame | None, tracks: list[Track],
+    def _emit(self, ev: RuleEvent, frame: Frame | None, source: int | str,
               ts: float | None = None) -> None:
-        event_id, seq = self.numbering.number(ev.key, ev.phase)
+        """`source` (the rule's index, or the input's name) keeps two rules that watch the
+        same thing from sharing one event's lifecycle."""
+        event_id, seq = self.numbering.number(f"{source}/{ev.key}", ev.phase)
         if ts is None:
             ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
         snapshot = None
         if frame is not None and ev.phase in ("start", "instant") \
                 and self.config.snapshot.mode != "off":
-            snapshot = self._snapshot(event_id, frame, ev.boxes, tracks)
+            snapshot = self._snapshot(event_id, frame, ev.boxes)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
                              ev.details, ev.duration_s, snapshot)
         self.uplink.publish("event", self.topics.event(ev.type), messages.dumps(doc), 1,
@@ -244,11 +244,11 @@ class Agent:
         log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s", ev.type,
                  ev.phase, event_id, seq, ev.severity, ev.details)
 
-    def _snapshot(self, name: str, frame: Frame, boxes: list[Any],
-                  tracks: list[Track]) -> dict[str, Any] | None:
+    def _snapshot(self, name: str, frame: Frame, boxes: list[Any]) -> dict[str, Any] | None:
         cfg = self.config.snapshot
         try:
-            jpeg = render_snapshot(frame, boxes, tracks, cfg)
+            # every live track, tentative ones too: a person seen once is still a person
+            jpeg = render_snapshot(frame, boxes, self.tracker.tracks, cfg)
         except ValueError as exc:
             log.warning("event=snapshot_failed name=%s reason=%s", name, exc)
             return None
@@ -277,7 +277,7 @@ class Agent:
             ev = RuleEvent(item.type, item.phase, severity,  # type: ignore[arg-type]
                            f"{item.type}:{item.input}", {"input": item.input},
                            0.0 if item.phase == "end" else None)
-            self._emit(ev, None, self._tracks, ts=item.at)
+            self._emit(ev, None, "input", ts=item.at)
 
     def _on_connect(self, client: Any) -> None:
         if self.discovery is not None:
@@ -332,9 +332,9 @@ class Agent:
         except queue.Empty:
             return
         now = time.monotonic()
-        for rule in self.rules:  # open events of the old rules end before new rules start
+        for i, rule in enumerate(self.rules):  # old rules' events end before new ones start
             for ev in rule.close(now):
-                self._emit(ev, self._last_frame, self._tracks)
+                self._emit(ev, self._last_frame, i)
         self._apply_rooms(config)
         log.info("event=config_applied")
 
@@ -343,7 +343,7 @@ class Agent:
         if frame is None:
             raise CommandError("rejected", "no frame yet: the camera has not delivered one")
         name = f"{self.ident.node}-{self.boot}-cmd-{int(time.time() * 1000)}"
-        snap = self._snapshot(name, frame, [], self._tracks)
+        snap = self._snapshot(name, frame, [])
         if snap is None:
             raise CommandError("internal", "the snapshot could not be encoded within "
                                            "snapshot.max_bytes")

@@ -6,8 +6,21 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.config import TrackerConfig
+
+if TYPE_CHECKING:
+    from edge_agent.detect.types import Detection
 
 Box = tuple[float, float, float, float]
+
+VELOCITY_WINDOW_S = 1.0
+"""Velocity is measured over about this much history: long enough to average out box jitter,
+short enough to follow a person who turns."""
 
 
 @dataclass(slots=True)
@@ -33,3 +46,186 @@ class Track:
         """Bottom-centre of the box: where the object stands on the ground."""
         x1, _, x2, y2 = self.box
         return ((x1 + x2) / 2.0, y2)
+
+    def velocity(self, window_s: float = VELOCITY_WINDOW_S) -> tuple[float, float]:
+        """Anchor pixels per second over the recent history; (0, 0) until there are two points.
+
+        Measured across the window rather than between the last two points, because
+        consecutive detections of a walking person jitter by several pixels."""
+        if len(self.history) < 2:
+            return (0.0, 0.0)
+        points = list(self.history)
+        t1, x1, y1 = points[-1]
+        t0, x0, y0 = points[-2]
+        for t, x, y in reversed(points[:-2]):
+            if t1 - t > window_s:
+                break
+            t0, x0, y0 = t, x, y
+        dt = t1 - t0
+        if dt <= 0:
+            return (0.0, 0.0)
+        return ((x1 - x0) / dt, (y1 - y0) / dt)
+
+
+def iou_matrix(a: list[Box], b: list[Box]) -> npt.NDArray[np.float64]:
+    """Intersection over union of every box in `a` with every box in `b`."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    aa = np.asarray(a, dtype=np.float64)[:, None, :]
+    bb = np.asarray(b, dtype=np.float64)[None, :, :]
+    iw = np.clip(np.minimum(aa[..., 2], bb[..., 2]) - np.maximum(aa[..., 0], bb[..., 0]), 0, None)
+    ih = np.clip(np.minimum(aa[..., 3], bb[..., 3]) - np.maximum(aa[..., 1], bb[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (aa[..., 2] - aa[..., 0]) * (aa[..., 3] - aa[..., 1])
+    area_b = (bb[..., 2] - bb[..., 0]) * (bb[..., 3] - bb[..., 1])
+    union = area_a + area_b - inter
+    out: npt.NDArray[np.float64] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return out
+
+
+LAST_BOX_WEIGHT = 0.9
+"""The unpredicted box also counts, a little less than the prediction (which wins ties, as
+when two people cross): someone who stops or turns, or whose box jittered into a wrong
+velocity, is still where they were last seen. On vtest.avi with two detector runs a second
+this cut the number of track ids from 80 to 60 for the same people."""
+
+NEAR_THRESHOLD = 0.5
+"""Nearness (see `_nearness`) a track without velocity needs to take a box it does not
+overlap enough. On vtest.avi with two detector runs a second this raised the share of person
+detections on a confirmed track from 66% to 92%."""
+
+
+def _nearness(a: list[Box], b: list[Box]) -> npt.NDArray[np.float64]:
+    """1 for the same centre, falling to 0 at a centre distance of one box height of `a`;
+    0 when the areas differ by more than a factor of two (another object, not a move)."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    aa = np.asarray(a, dtype=np.float64)[:, None, :]
+    bb = np.asarray(b, dtype=np.float64)[None, :, :]
+    dx = (aa[..., 0] + aa[..., 2] - bb[..., 0] - bb[..., 2]) / 2
+    dy = (aa[..., 1] + aa[..., 3] - bb[..., 1] - bb[..., 3]) / 2
+    size = np.maximum(aa[..., 3] - aa[..., 1], 1e-9)
+    area_a = (aa[..., 2] - aa[..., 0]) * (aa[..., 3] - aa[..., 1])
+    area_b = (bb[..., 2] - bb[..., 0]) * (bb[..., 3] - bb[..., 1])
+    ratio = np.minimum(area_a, area_b) / np.maximum(np.maximum(area_a, area_b), 1e-9)
+    near: npt.NDArray[np.float64] = np.where(
+        ratio >= 0.5, np.clip(1.0 - np.hypot(dx, dy) / size, 0.0, 1.0), 0.0)
+    return near
+
+
+def _greedy(score: npt.NDArray[np.float64], threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs, best score first, each row and column used once."""
+    pairs: list[tuple[int, int]] = []
+    if not score.size:
+        return pairs
+    rows: set[int] = set()
+    cols: set[int] = set()
+    for flat in np.argsort(-score, axis=None, kind="stable"):
+        r, c = divmod(int(flat), score.shape[1])
+        if score[r, c] < threshold:
+            break
+        if r not in rows and c not in cols:
+            rows.add(r)
+            cols.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+def _shift(box: Box, dx: float, dy: float) -> Box:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
+class Tracker:
+    """IoU tracker with constant-velocity prediction, greedy by best overlap.
+
+    A track matches a detection of its own label by the better of two overlaps: with the
+    box moved by the track's velocity, or (weighted LAST_BOX_WEIGHT) with the box where it
+    was; a track seen only once may also take a near box of similar size. Tentative tracks
+    die at their first miss; confirmed ones live max_age_s past their last match.
+
+    Greedy matching is enough here: with prediction, the ambiguous case (two boxes over the
+    same detection) is rare, and the few objects per frame make an optimal assignment not
+    worth a dependency. Ids are given on confirmation, so a one-frame false positive does
+    not use up an id: confirmed ids count 1, 2, 3... as users see them in events."""
+
+    def __init__(self, cfg: TrackerConfig) -> None:
+        self.cfg = cfg
+        self._tracks: list[Track] = []
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Every live track, tentative ones (track_id 0) included."""
+        return list(self._tracks)
+
+    def update(self, detections: list[Detection], now: float) -> list[Track]:
+        """Match one detector run; returns confirmed tracks, matched or still within max_age."""
+        tracks = self._tracks
+        same = np.array([[t.label == d.label for d in detections] for t in tracks], dtype=bool)
+        same = same.reshape(len(tracks), len(detections))
+        boxes = [d.box for d in detections]
+        iou = np.maximum(iou_matrix([self._predict(t, now) for t in tracks], boxes),
+                         LAST_BOX_WEIGHT * iou_matrix([t.box for t in tracks], boxes))
+        pairs = _greedy(np.where(same, iou, 0.0), self.cfg.iou_threshold)
+        # A track seen once has no velocity yet; at a low detector rate its next box may
+        # not overlap the last at all, so it may also take a near, similar-sized box.
+        free = same & np.array([len(t.history) < 2 for t in tracks], dtype=bool)[:, None]
+        for ti, di in pairs:
+            free[ti, :] = False
+            free[:, di] = False
+        near = _nearness([t.box for t in tracks], boxes)
+        pairs += _greedy(np.where(free, near, 0.0), NEAR_THRESHOLD)
+        for ti, di in pairs:
+            self._match(tracks[ti], detections[di], now)
+        matched_t = {ti for ti, _ in pairs}
+        matched_d = {di for _, di in pairs}
+        kept: list[Track] = []
+        for i, t in enumerate(tracks):
+            if i not in matched_t:
+                t.missed += 1
+                if not t.confirmed or now - t.last_seen > self.cfg.max_age_s:
+                    continue  # a tentative track gets no grace: false positives rarely repeat
+            kept.append(t)
+        for i, d in enumerate(detections):
+            if i not in matched_d:
+                kept.append(self._new(d, now))
+        self._tracks = kept
+        return [t for t in kept if t.confirmed]
+
+    def coast(self, now: float) -> list[Track]:
+        """A frame the detector skipped: nothing is known to have moved or gone, so tracks
+        keep their boxes and only age out."""
+        self._tracks = [t for t in self._tracks
+                        if now - t.last_seen <= self.cfg.max_age_s]
+        return [t for t in self._tracks if t.confirmed]
+
+    def _predict(self, t: Track, now: float) -> Box:
+        vx, vy = t.velocity()
+        dt = min(now - t.last_seen, self.cfg.max_age_s)
+        return _shift(t.box, vx * dt, vy * dt)
+
+    def _match(self, t: Track, d: Detection, now: float) -> None:
+        t.box = d.box
+        t.score = d.score
+        t.class_id = d.class_id
+        t.last_seen = now
+        t.hits += 1
+        t.missed = 0
+        ax, ay = t.anchor
+        t.history.append((now, ax, ay))
+        if not t.confirmed and t.hits >= self.cfg.min_hits:
+            self._confirm(t)
+
+    def _new(self, d: Detection, now: float) -> Track:
+        t = Track(track_id=0, label=d.label, class_id=d.class_id, score=d.score, box=d.box,
+                  first_seen=now, last_seen=now)
+        ax, ay = t.anchor
+        t.history.append((now, ax, ay))
+        if self.cfg.min_hits <= 1:
+            self._confirm(t)
+        return t
+
+    def _confirm(self, t: Track) -> None:
+        t.confirmed = True
+        t.track_id = self._next_id
+        self._next_id += 1

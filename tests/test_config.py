@@ -82,3 +82,8 @@ def test_check_config_cli_exit_codes(tmp_path):
     assert r.returncode == 2 and "not valid TOML" in r.stderr
     r = subprocess.run(run + [str(tmp_path / "missing.toml")], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_motion_refresh_must_fit_within_track_age(tmp_path):
+    errs = errors_for(tmp_path, "[motion]\nrefresh_s = 5\n[tracker]\nmax_age_s = 2\n")
+    assert any(e.startswith("motion.refresh_s:") and "tracker.max_age_s" in e for e in errs)

@@ -50,3 +50,8 @@ class Rule(Protocol):
     def close(self, now: float) -> list[RuleEvent]:
         """End every open event (the agent is stopping)."""
         ...
+
+
+def box_json(box: Box) -> list[float]:
+    """A box as the contract carries it: four numbers, 0.1 px is finer than any detector."""
+    return [round(float(v), 1) for v in box]
