@@ -76,11 +76,11 @@ def agent_rss(model: Path, clip: Path, broker: MosquittoBroker, tmp: Path) -> tu
                          port=broker.port, state_dir=tmp / "state-rss", realtime=False)
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--config",
-                             str(path), "--log-level", "INFO"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+                             str(path), "--log-level", "INFO"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     startup = float("nan")
-    assert proc.stderr is not None
-    for line in proc.stderr:
+    assert proc.stdout is not None
+    for line in proc.stdout:
         if "event=first_frame" in line and startup != startup:
             startup = time.monotonic() - t0
     proc.wait()
