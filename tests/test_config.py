@@ -87,3 +87,17 @@ def test_check_config_cli_exit_codes(tmp_path):
 def test_motion_refresh_must_fit_within_track_age(tmp_path):
     errs = errors_for(tmp_path, "[motion]\nrefresh_s = 5\n[tracker]\nmax_age_s = 2\n")
     assert any(e.startswith("motion.refresh_s:") and "tracker.max_age_s" in e for e in errs)
+
+
+def test_world_readable_password_is_warned_about_without_showing_it(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(BASE + '[mqtt]\nusername = "cam-01"\npassword = "hunter2-secret"\n')
+    cfg.chmod(0o644)
+    run = [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2  # m.onnx does not exist
+    assert "mqtt.password" in proc.stderr and "world-readable" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+    cfg.chmod(0o640)
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert "world-readable" not in proc.stderr

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import queue
+import random
 import ssl
 import threading
 import time
@@ -54,7 +55,10 @@ class Uplink:
                                    clean_session=True)
         self._client.max_inflight_messages_set(WINDOW)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(int(cfg.reconnect_min_s), int(cfg.reconnect_max_s))
+        # paho doubles the delay from min to max with no jitter of its own; a random base per
+        # node keeps a fleet that lost the broker together from reconnecting in lockstep.
+        base = cfg.reconnect_min_s * random.uniform(1.0, 2.0)
+        self._client.reconnect_delay_set(base, cfg.reconnect_max_s)  # type: ignore[arg-type]
         if cfg.username is not None:
             self._client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls is not None:
