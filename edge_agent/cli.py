@@ -107,6 +107,43 @@ def _models(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _discovery(args: argparse.Namespace) -> int:
+    from edge_agent.config import SEGMENT
+    from edge_agent.uplink import discovery
+    from edge_agent.uplink.topics import Topics
+
+    for name in ("site", "node"):
+        if not SEGMENT.match(getattr(args, name)):
+            print(f"discovery: --{name} {getattr(args, name)!r}: not a topic segment "
+                  "(letters, digits, '-', '_'; 1-64)", file=sys.stderr)
+            return 2
+    password = None
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text().strip()
+        except OSError as exc:
+            print(f"discovery: --password-file {args.password_file}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+    topics = Topics(args.topic_prefix, args.site, args.node)
+    try:
+        msgs = discovery.discovery_messages(topics, args.kind, prefix=args.prefix)
+    except ValueError as exc:
+        print(f"discovery: {exc}", file=sys.stderr)
+        return 2
+    if args.remove:
+        msgs = discovery.removal_messages(msgs)
+    try:
+        acked = discovery.publish_once(args.host, args.port, msgs, username=args.username,
+                                       password=password)
+    except OSError as exc:
+        print(f"discovery: broker {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    verb = "removed" if args.remove else "published"
+    print(f"{args.site}/{args.node}: {verb} {acked} of {len(msgs)} discovery configs")
+    return 0 if acked == len(msgs) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_agent.detect import cli as detect_cli
 
@@ -129,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="offline folder to take the file from (else SAFECITY_MODELS_FROM, "
                              "else the catalog's download source)")
     models.set_defaults(func=_models)
+    disc = sub.add_parser("discovery", help="publish Home Assistant discovery for a node "
+                                             "(sensor boards, from flash.sh)")
+    disc.add_argument("--kind", required=True, choices=["camera", "gas", "flood", "vibration"])
+    disc.add_argument("--site", required=True)
+    disc.add_argument("--node", required=True)
+    disc.add_argument("--host", default="127.0.0.1")
+    disc.add_argument("--port", type=int, default=1883)
+    disc.add_argument("--username")
+    disc.add_argument("--password-file", help="file holding the MQTT password")
+    disc.add_argument("--prefix", default="homeassistant")
+    disc.add_argument("--topic-prefix", default="safecity/v1")
+    disc.add_argument("--remove", action="store_true", help="remove the entities instead")
+    disc.set_defaults(func=_discovery)
     detect_cli.add_parser(sub)
     return p
 

@@ -163,3 +163,31 @@ def test_published_retained_on_connect_and_again_when_ha_comes_online(
         node.loop_stop()
         node.disconnect()
         live.close()
+
+
+def test_cli_publishes_retained_configs_for_a_sensor_board_and_removes_them(
+        broker: MosquittoBroker) -> None:
+    import subprocess
+    import sys
+
+    topics = Topics("safecity/v1", "gangnam", "gas-007")
+    expected = dict(discovery_messages(topics, "gas"))
+    run = [sys.executable, "-m", "edge_agent.cli", "discovery", "--kind", "gas",
+           "--site", "gangnam", "--node", "gas-007", "--port", str(broker.port)]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"published {len(expected)} of {len(expected)}" in proc.stdout
+    ha = Recorder(broker.host, broker.port, "homeassistant/#")  # HA starting later
+    got = ha.wait_for(lambda ms: len(ms) >= len(expected), 10)
+    assert {m.topic: m.payload for m in got} == expected and all(m.retain for m in got)
+    ha.close()
+    proc = subprocess.run(run + ["--remove"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    time.sleep(0.5)
+    later = Recorder(broker.host, broker.port, "homeassistant/#")
+    time.sleep(1.0)
+    assert later.messages == [], "removed entities leave no retained config behind"
+    later.close()
+    bad = subprocess.run(run[:-6] + ["--site", "bad site", "--node", "x"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--site 'bad site'" in bad.stderr

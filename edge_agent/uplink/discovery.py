@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -254,3 +255,30 @@ def _paho_publish(client: Any) -> Publish:
     def publish(topic: str, payload: bytes, qos: int, retain: bool) -> object:
         return client.publish(topic, payload, qos=qos, retain=retain)
     return publish
+
+
+def publish_once(host: str, port: int, msgs: list[tuple[str, bytes]], *,
+                 username: str | None = None, password: str | None = None,
+                 timeout_s: float = 10.0) -> int:
+    """Publish retained discovery for a node that cannot do it itself (a sensor board: its
+    64K heap has no room for the configs), e.g. from flash.sh at install time. The broker
+    keeps them retained, so Home Assistant finds them whenever it (re)starts.
+
+    Returns how many were acknowledged; raises OSError when the broker is unreachable."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        infos = [client.publish(t, p, qos=1, retain=True) for t, p in msgs]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        return sum(info.is_published() for info in infos)
+    finally:
+        client.disconnect()
+        client.loop_stop()
