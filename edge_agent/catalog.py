@@ -16,7 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CATALOG = Path(__file__).resolve().parent.parent / "models" / "catalog.toml"
+from edge_agent.resources import models_dir
+
+CATALOG = models_dir() / "catalog.toml"
 OFFLINE_ENV = "SAFECITY_MODELS_FROM"
 
 

@@ -8,8 +8,9 @@ import ast
 from pathlib import Path
 
 from edge_agent.detect.errors import ModelError
+from edge_agent.resources import models_dir
 
-COCO_LABELS = Path(__file__).resolve().parent.parent.parent / "models" / "coco.txt"
+COCO_LABELS = models_dir() / "coco.txt"
 
 
 def label_name(labels: list[str], class_id: int) -> str:
