@@ -27,7 +27,13 @@ def _firmware(shared: Path, var: Path) -> list[Figure]:
                    f["note"]) for f in firmware.run()]
 
 
-GROUPS = {"agent": _agent, "firmware": _firmware}
+def _fleet(shared: Path, var: Path) -> list[Figure]:
+    from bench import fleet
+
+    return fleet.run(shared, var)
+
+
+GROUPS = {"agent": _agent, "firmware": _firmware, "fleet": _fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,6 @@ class Board:
     reset_cause: str
     seq: int
     outbox: store.Outbox
-    inflight: int
     client: Any
     sensor: Any
     wlan: Any
@@ -152,9 +151,17 @@ class Board:
         self.mqtt_next = time.ticks_add(self.offline_since, 500)
 
     def _on_puback(self, pid):
-        if self.inflight >= 0:
-            self.outbox.done(self.inflight)
-            self.inflight = -1
+        ob = self.outbox
+        if ob.inflight >= 0:
+            ob.done(ob.inflight)
+            ob.inflight = -1
+
+    def _reload(self):
+        ob = self.outbox
+        if ob.inflight < 0:
+            return None
+        r = ob.read(ob.inflight)
+        return r[2], r[3]
 
     def _drain(self):
         cl = self.client
@@ -167,7 +174,7 @@ class Board:
                 continue
             if cl.publish(topic, payload, 1) < 0:
                 return
-            self.inflight = off
+            self.outbox.inflight = off
             return
 
     def _net(self, now):

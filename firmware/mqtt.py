@@ -56,6 +56,7 @@ class MQTTClient:
         self.inflight_at = time.ticks_ms()
         self.inflight_topic = None
         self.inflight_msg = None
+        self.reload = None  # () -> (topic, msg) of the message in flight, or None if gone
         self.last_tx = time.ticks_ms()
         self.last_rx = self.last_tx
         self.ping_out = False
@@ -216,6 +217,13 @@ class MQTTClient:
 
     def retransmit(self):
         pid = self.inflight_pid
+        if pid and self.reload is not None:
+            # The caller's bytes may sit in a buffer it has reused since: ask for them again.
+            got = self.reload()
+            if got is None:
+                self.forget_inflight()  # dropped by its owner: nothing left to deliver
+                return
+            self.inflight_topic, self.inflight_msg = got
         t = self.inflight_topic
         m = self.inflight_msg
         if pid and t is not None and m is not None and self.room(len(t) + len(m)):

@@ -62,7 +62,6 @@ def setup(self, root):
     self.reset_cause = CAUSES[rc] if 0 < rc < len(CAUSES) else "unknown"
     self.seq = 0
     self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
-    self.inflight = -1  # outbox offset of the record in flight
     self.client = None
     make_client(self)  # big buffers first, while the heap is not yet fragmented
     mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
@@ -105,6 +104,7 @@ def make_client(self):
     cl.on_connect = self._on_connect
     cl.on_disconnect = self._on_disconnect
     cl.on_puback = self._on_puback
+    cl.reload = self._reload
     cl.on_message = self._on_message
     self.client = cl
 

@@ -59,6 +59,7 @@ class Outbox:
         self.drops_telemetry = 0
         self.drops_alarm = 0
         self.torn = 0  # records cut short by a reset during a write (found at load)
+        self.inflight = -1  # offset of the record sent and not yet acknowledged
         self._load()
 
     def depth(self):
@@ -131,6 +132,8 @@ class Outbox:
             self.drops_telemetry += 1
         else:
             self.drops_alarm += 1
+        if self.offs[i] == self.inflight:
+            self.inflight = -1
         self._mark(self.offs[i])
         del self.offs[i]
         del self.kinds[i]
@@ -139,7 +142,11 @@ class Outbox:
         """(offset, kind, topic memoryview, payload memoryview) of the oldest record."""
         if not self.offs:
             return None
-        off = self.offs[0]
+        return self.read(self.offs[0])
+
+    def read(self, off):
+        """The record at `off` (views into the one shared buffer: valid until the next
+        push, read or compact, so a retransmit must read again)."""
         self.f.seek(off)
         self.f.readinto(self.mv[:_HDR])
         n = self.buf[2] | (self.buf[3] << 8)
@@ -175,6 +182,8 @@ class Outbox:
                 n = self.buf[2] | (self.buf[3] << 8)
                 self.f.readinto(self.mv[_HDR: _HDR + n])
                 out.write(self.mv[: _HDR + n])
+                if off == self.inflight:
+                    self.inflight = pos
                 offs.append(pos)
                 pos += _HDR + n
         self.f.close()

@@ -72,16 +72,29 @@ def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] 
                        check=True, capture_output=True)
 
 
+def build_firmware(dest: Path, sim_time: bool = True) -> Path:
+    """Compile the firmware (dest/flash) and the sim modules (dest/upy) once, for many boards
+    to share (SimBoard's `build`): compiling per board costs about a second each."""
+    compile_firmware(dest / "upy", UPY, () if sim_time else ("time.py",), ("-O3",))
+    compile_firmware(dest / "flash", opt=("-O3",))
+    return dest
+
+
 class SimBoard:
     """One board process plus a supervisor thread that plays reset, watchdog and wake-up.
 
     `t0_us` (real Unix microseconds, whole seconds) and `time_scale` define world time; a
-    simulator running many boards passes the same t0_us to all of them."""
+    simulator running many boards passes the same t0_us to all of them, and the same
+    `defaults` (firmware_defaults()) and `build` (build_firmware()) to start them quickly.
+    `sim_time` installs sim/upy/time.py even at scale 1: its sleep costs one system call
+    where the unix port's sleep_ms wakes every millisecond (a fleet's CPU budget)."""
 
     def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
                  site: str = "test", config: dict[str, Any] | None = None,
                  board: str | None = None, time_scale: float = 1.0, heapsize: str = "64K",
-                 t0_us: int | None = None, precompile: bool = True) -> None:
+                 t0_us: int | None = None, precompile: bool = True,
+                 defaults: dict[str, Any] | None = None, build: Path | None = None,
+                 sim_time: bool | None = None) -> None:
         self.kind = kind
         self.node = node
         self.site = site
@@ -113,7 +126,11 @@ class SimBoard:
         self._gen = 0
         self._files = 0
         self.crash_restart_s = 2.0
-        self.defaults = firmware_defaults()
+        self.supervise_s = 0.05
+        """How often the supervisor looks at the board (a fleet of hundreds looks less often)."""
+        self.defaults = defaults if defaults is not None else firmware_defaults()
+        self.build = build
+        self.sim_time = time_scale != 1 if sim_time is None else sim_time
         if kind == "flood":
             pins = self.board["pins"]
             self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
@@ -131,14 +148,19 @@ class SimBoard:
     def prepare(self) -> None:
         """Create the flash directory: firmware, board.json, config.json (keeps queue/boot)."""
         self.flash.mkdir(parents=True, exist_ok=True)
-        # At scale 1 the built-in time module is already world time: save its heap.
-        compile_firmware(self.dir / "upy", UPY, ("time.py",) if self.time_scale == 1 else (),
-                         ("-O3",))
-        if self.precompile:
-            compile_firmware(self.flash, opt=("-O3",))
+        if self.build is not None:
+            for mpy in (self.build / "flash").iterdir():
+                shutil.copy(mpy, self.flash / mpy.name)
         else:
-            for src in FIRMWARE.glob("*.py"):
-                shutil.copy(src, self.flash / src.name)
+            # At scale 1 the built-in time module is already world time: save its heap
+            # (unless sim_time asks for its cheaper sleep).
+            compile_firmware(self.dir / "upy", UPY, () if self.sim_time else ("time.py",),
+                             ("-O3",))
+            if self.precompile:
+                compile_firmware(self.flash, opt=("-O3",))
+            else:
+                for src in FIRMWARE.glob("*.py"):
+                    shutil.copy(src, self.flash / src.name)
         (self.flash / "board.json").write_text(json.dumps(self.board))
         cfg = self.flash / "config.json"
         if not cfg.exists():
@@ -151,7 +173,8 @@ class SimBoard:
     # -- process ---------------------------------------------------------------------------
 
     def _launch(self, cause: int, wake: int = 0) -> None:
-        env = {**os.environ, "MICROPYPATH": f"{self.dir / 'upy'}:.frozen", "SIM_DIR": str(self.dir),
+        upy = self.build / "upy" if self.build is not None else self.dir / "upy"
+        env = {**os.environ, "MICROPYPATH": f"{upy}:.frozen", "SIM_DIR": str(self.dir),
                "SIM_T0_US": str(self.t0_us), "SIM_SCALE": repr(self.time_scale),
                "SIM_EPOCH_S": str(self.t0_us // 1_000_000), "SIM_RESET_CAUSE": str(cause),
                "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node}
@@ -215,7 +238,7 @@ class SimBoard:
     def _supervise(self) -> None:
         sleep_until: float | None = None
         seen: subprocess.Popen[bytes] | None = None
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(self.supervise_s):
             with self._lock:
                 p = self.proc
                 if p is None or not self._auto:

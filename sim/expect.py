@@ -21,6 +21,11 @@ class Arrival:
     """status, telemetry, event, snapshot, cmd, ack"""
     doc: dict[str, Any] | None
     size: int
+    retained: bool = False
+    sent_t: float | None = None
+    """Scenario seconds of the message's own timestamp (`ts`), when it has one."""
+    raw: str | None = None
+    """The payload as text when it should have been JSON and was not (for the report)."""
 
 
 @dataclass
@@ -31,16 +36,12 @@ class Verdict:
     latencies_s: list[float] = field(default_factory=list)
 
 
-def _node_matches(pattern: str, node: str) -> bool:
-    return node.startswith(pattern[:-1]) if pattern.endswith("*") else node == pattern
-
-
 def events(arrivals: list[Arrival]) -> list[Arrival]:
     return [a for a in arrivals if a.kind == "event" and a.doc is not None]
 
 
-def check_expect(e: Expect, arrivals: list[Arrival], nodes: list[str]) -> Verdict:
-    targets = [n for n in nodes if _node_matches(e.node, n)]
+def check_expect(e: Expect, arrivals: list[Arrival], targets: list[str]) -> Verdict:
+    """`targets`: the node ids e.node names (Scenario.resolve)."""
     name = f"expect {e.event}/{e.phase} from {e.node} within {e.within_s}s of t={e.after_s}s"
     failures: list[str] = []
     latencies: list[float] = []
@@ -65,10 +66,11 @@ def check_expect(e: Expect, arrivals: list[Arrival], nodes: list[str]) -> Verdic
     return Verdict(name, True, f"{len(targets)} node(s), worst latency {worst:.2f}s", latencies)
 
 
-def check_expect_none(e: ExpectNone, arrivals: list[Arrival], nodes: list[str]) -> Verdict:
+def check_expect_none(e: ExpectNone, arrivals: list[Arrival], targets: list[str]) -> Verdict:
     name = f"no {e.event} from {e.node} in [{e.from_s}, {e.to_s if e.to_s is not None else 'end'}]s"
+    wanted = set(targets)
     bad = [a for a in events(arrivals)
-           if _node_matches(e.node, a.node) and a.doc is not None and a.doc["type"] == e.event
+           if a.node in wanted and a.doc is not None and a.doc["type"] == e.event
            and a.t >= e.from_s and (e.to_s is None or a.t <= e.to_s)]
     if bad:
         first = bad[0]
@@ -91,6 +93,25 @@ def losses(arrivals: list[Arrival]) -> dict[str, list[str]]:
     return dict(out)
 
 
+def order_breaks(arrivals: list[Arrival]) -> dict[str, list[str]]:
+    """Per node, events that arrived after a later-numbered one of the same boot (repeats
+    of a number already seen are at-least-once duplicates, not disorder)."""
+    last: dict[tuple[str, int], int] = {}
+    out: dict[str, list[str]] = defaultdict(list)
+    seen: set[tuple[str, int, int]] = set()
+    for a in events(arrivals):
+        assert a.doc is not None
+        key = (a.node, a.doc["boot"], a.doc["seq"])
+        if key in seen:
+            continue
+        seen.add(key)
+        prev = last.get(key[:2], 0)
+        if key[2] < prev:
+            out[a.node].append(f"boot {key[1]}: seq {key[2]} after {prev}")
+        last[key[:2]] = max(prev, key[2])
+    return dict(out)
+
+
 def _ranges(nums: list[int]) -> str:
     parts: list[str] = []
     start = prev = nums[0]
@@ -104,12 +125,32 @@ def _ranges(nums: list[int]) -> str:
     return ",".join(parts)
 
 
-def judge(scenario: Scenario, arrivals: list[Arrival], nodes: list[str]) -> list[Verdict]:
-    verdicts = [check_expect(e, arrivals, nodes) for e in scenario.expect]
-    verdicts += [check_expect_none(e, arrivals, nodes) for e in scenario.expect_none]
+def malformed(arrivals: list[Arrival]) -> list[Arrival]:
+    """JSON messages (everything but snapshots) whose payload is not a JSON object."""
+    return [a for a in arrivals if a.doc is None and a.kind in ("status", "telemetry",
+                                                                 "event", "ack")]
+
+
+def _ids(scenario: Scenario, name: str) -> list[str]:
+    return [i for _, i in scenario.resolve(name)]
+
+
+def judge(scenario: Scenario, arrivals: list[Arrival]) -> list[Verdict]:
+    verdicts = [check_expect(e, arrivals, _ids(scenario, e.node)) for e in scenario.expect]
+    verdicts += [check_expect_none(e, arrivals, _ids(scenario, e.node))
+                 for e in scenario.expect_none]
     if scenario.no_loss:
         lost = losses(arrivals)
         msg = "; ".join(f"{n}: {', '.join(v)}" for n, v in sorted(lost.items())[:5])
         verdicts.append(Verdict("no event lost (no gaps in boot/seq)", not lost,
                                 msg or "every numbered event arrived"))
+    bad = malformed(arrivals)
+    verdicts.append(Verdict("every message is a JSON object", not bad,
+                            f"{len(bad)} malformed, first on {bad[0].topic} at t={bad[0].t:.2f}s"
+                            if bad else "all parsed"))
+    if scenario.in_order:
+        broken = order_breaks(arrivals)
+        msg = "; ".join(f"{n}: {', '.join(v[:3])}" for n, v in sorted(broken.items())[:5])
+        verdicts.append(Verdict("events in order (boot/seq) per node", not broken,
+                                msg or "every node's events arrived in order"))
     return verdicts

@@ -67,6 +67,7 @@ class FaultyLink:
             except OSError:
                 _close(client)
                 continue
+            server.settimeout(None)  # the 2 s was for connecting: an idle link is not dead
             with self._lock:
                 self._conns += [client, server]
             for a, b in ((client, server), (server, client)):

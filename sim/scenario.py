@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edge_agent.config import SEGMENT, format_errors
 
 NodeKind = Literal["camera", "gas", "flood", "vibration"]
+SENSORS: dict[str, tuple[str, ...]] = {"gas": ("gas",), "flood": ("float", "probe"),
+                                       "vibration": ("accel",)}
+"""Which sensors a fault can name on each board kind (the first one is the default)."""
+SIGNAL_KIND = {"gas_leak": "gas", "flash_flood": "flood", "earthquake": "vibration",
+               "traffic": "vibration"}
+MAX_CAMERA_SCALE = 10.0
 
 
 class ScenarioError(ValueError):
@@ -35,9 +41,16 @@ class NodeSpec(_M):
     """Sensor boards: board kind in hw/boards (default: <kind>-v1)."""
     count: int = Field(1, ge=1, le=2000)
     """Boards: run this many copies, ids suffixed -001, -002, ..."""
-    telemetry_interval_s: float | None = Field(None, gt=0)
+    telemetry_interval_s: int | None = Field(None, ge=1)
+    settings: dict[str, Any] = {}
+    """Boards: firmware settings (config.json keys, one table per sensor such as
+    `gas = {warmup_s = 5}`), checked against the firmware's own table before the run."""
     link: Literal["direct", "proxy"] = "direct"
     """proxy: through the simulator's faulty link, so link faults can reach it."""
+
+    def ids(self) -> list[str]:
+        return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"
+                                                  for i in range(1, self.count + 1)]
 
 
 class _Timed(_M):
@@ -60,6 +73,8 @@ class FloodSignal(_Timed):
     crest_cm: float = Field(40.0, gt=0)
     hold_s: float = Field(60.0, ge=0)
     recede_cm_per_min: float = Field(10.0, gt=0)
+    float_at_cm: float = Field(5.0, gt=0)
+    """Height of the float switch: it closes while the water is at or above it."""
 
 
 class QuakeSignal(_Timed):
@@ -88,9 +103,11 @@ class Fault(_Timed):
     type: Literal["broker_down", "wifi_down", "link_slow", "link_lossy", "sensor_disconnected",
                   "sensor_stuck", "sensor_out_of_range", "i2c_error", "kill"]
     duration_s: float = Field(10.0, ge=0)
+    """kill: 0 leaves the node off until the end."""
     node: str | None = None
     """Which node (all proxied nodes for link faults when omitted; required for sensors)."""
     sensor: str | None = None
+    """Sensor faults: gas, float, probe or accel (default: the board's main sensor)."""
     delay_s: float = Field(0.2, ge=0)
     loss: float = Field(0.05, ge=0, le=1)
 
@@ -120,7 +137,9 @@ class Scenario(_M):
     description: str = ""
     duration_s: float = Field(gt=0)
     time_scale: float = Field(1.0, ge=1.0, le=1000.0)
-    """Simulated seconds per real second for sensor boards (cameras always run real time)."""
+    """Simulated seconds per real second; camera nodes play their clip this much faster."""
+    seed: int = 1
+    """Signal noise is reproducible from this."""
     site: str = Field("sim-block", pattern=SEGMENT.pattern)
     nodes: list[NodeSpec]
     signals: list[Signal] = []
@@ -129,35 +148,145 @@ class Scenario(_M):
     expect_none: list[ExpectNone] = []
     no_loss: bool = True
     """Every event a board or camera numbered must arrive (no gaps in (boot, seq))."""
+    in_order: bool = True
+    """Each node's events arrive in (boot, seq) order, also after an outage."""
+
+    def node_ids(self) -> list[str]:
+        return [i for n in self.nodes for i in n.ids()]
+
+    def resolve(self, name: str) -> list[tuple[NodeSpec, str]]:
+        """The nodes a reference names: a node id (every copy of a fleet), one copy's id,
+        or a prefix ending in '*'."""
+        out: list[tuple[NodeSpec, str]] = []
+        for spec in self.nodes:
+            for i in spec.ids():
+                if (name == spec.id or name == i
+                        or (name.endswith("*") and i.startswith(name[:-1]))):
+                    out.append((spec, i))
+        return out
 
     @model_validator(mode="after")
     def _refs(self) -> Scenario:
-        ids = {n.id for n in self.nodes}
         problems: list[str] = []
-        if len(ids) != len(self.nodes):
+        if len({n.id for n in self.nodes}) != len(self.nodes) or \
+                len(set(self.node_ids())) != len(self.node_ids()):
             problems.append("nodes: node ids must be unique")
+        for i, n in enumerate(self.nodes):
+            problems += _node_problems(f"nodes[{i}]", n, self.time_scale)
         for i, s in enumerate(self.signals):
-            if s.node not in ids:
+            want = SIGNAL_KIND[s.type]
+            hits = self.resolve(s.node)
+            if not hits:
                 problems.append(f"signals[{i}].node: no node named {s.node!r}")
+            elif any(spec.kind != want for spec, _ in hits):
+                problems.append(f"signals[{i}].node: {s.type} needs a {want} board, "
+                                f"{s.node!r} is not one")
             if s.at_s > self.duration_s:
                 problems.append(f"signals[{i}].at_s: after the end of the scenario")
         for i, f in enumerate(self.faults):
-            if f.node is not None and f.node not in ids:
-                problems.append(f"faults[{i}].node: no node named {f.node!r}")
-            needs_node = f.type.startswith("sensor") or f.type in ("i2c_error", "kill",
-                                                                    "wifi_down")
-            if needs_node and f.node is None:
-                problems.append(f"faults[{i}].node: required for {f.type}")
+            problems += self._fault_problems(f"faults[{i}]", f)
         targets: list[tuple[str, list[str]]] = [("expect", [e.node for e in self.expect]),
                                                 ("expect_none", [e.node for e in self.expect_none])]
         for kind, names in targets:
             for i, name in enumerate(names):
-                if not (name in ids or (name.endswith("*") and any(
-                        n.startswith(name[:-1]) for n in ids))):
+                if not self.resolve(name):
                     problems.append(f"{kind}[{i}].node: no node named {name!r}")
         if problems:
-            raise ValueError("\n".join(problems))
+            raise ValueError("\n".join(dict.fromkeys(problems)))
         return self
+
+    def _fault_problems(self, where: str, f: Fault) -> list[str]:
+        if f.at_s > self.duration_s:
+            return [f"{where}.at_s: after the end of the scenario"]
+        if f.type == "broker_down":
+            return []
+        if f.node is None:
+            if f.type in ("link_slow", "link_lossy"):
+                return [] if any(n.link == "proxy" for n in self.nodes) else [
+                    f"{where}.type: {f.type} needs a node with link = \"proxy\""]
+            return [f"{where}.node: required for {f.type}"]
+        hits = self.resolve(f.node)
+        if not hits:
+            return [f"{where}.node: no node named {f.node!r}"]
+        kinds = {spec.kind for spec, _ in hits}
+        if f.type.startswith("sensor") or f.type == "i2c_error":
+            if "camera" in kinds:
+                return [f"{where}.node: {f.type} needs a sensor board, {f.node!r} is a camera"]
+            if f.type == "i2c_error" and kinds != {"vibration"}:
+                return [f"{where}.node: i2c_error needs a vibration board"]
+            bad = [k for k in kinds if f.sensor is not None and f.sensor not in SENSORS[k]]
+            if bad:
+                return [f"{where}.sensor: a {bad[0]} board has "
+                        + " or ".join(SENSORS[bad[0]]) + f", not {f.sensor!r}"]
+        via_link = f.type in ("link_slow", "link_lossy") or (f.type == "wifi_down"
+                                                              and "camera" in kinds)
+        if via_link and any(spec.link != "proxy" for spec, _ in hits):
+            return [f"{where}.node: {f.type} needs link = \"proxy\" on {f.node!r}"]
+        if f.type == "sensor_out_of_range" and "flood" in kinds and f.sensor in (None, "float"):
+            return [f"{where}.sensor: a float switch is on or off; out of range needs "
+                    "sensor = \"probe\""]
+        return []
+
+
+def _node_problems(where: str, n: NodeSpec, time_scale: float) -> list[str]:
+    if n.kind == "camera":
+        out = []
+        if n.config is None:
+            out.append(f"{where}.config: required for camera nodes (a node config template)")
+        if n.count != 1:
+            out.append(f"{where}.count: camera nodes run one agent each")
+        if n.settings or n.telemetry_interval_s is not None:
+            out.append(f"{where}.settings: camera nodes take their settings from config")
+        if time_scale > MAX_CAMERA_SCALE:
+            out.append(f"time_scale: at most {MAX_CAMERA_SCALE:g} with camera nodes (the "
+                       "agent plays its clip that much faster and must keep up)")
+        return out
+    if n.config is not None:
+        return [f"{where}.config: only camera nodes take a config file (boards: settings)"]
+    return []
+
+
+def settings_problems(scenario: Scenario, defaults: dict[str, Any]) -> list[str]:
+    """Board settings checked against the firmware's defaults (firmware_defaults()): the key
+    exists there and the value has the same type. The firmware checks ranges itself."""
+    out: list[str] = []
+    for i, n in enumerate(scenario.nodes):
+        if n.kind == "camera":
+            continue
+        for key, value in n.settings.items():
+            where = f"nodes[{i}].settings.{key}"
+            if key in RESERVED:
+                out.append(f"{where}: set by the simulator")
+            elif key in SENSORS and key != n.kind:
+                out.append(f"{where}: a {n.kind} board has no {key} sensor")
+            elif key == n.kind:
+                if not isinstance(value, dict):
+                    out.append(f"{where}: must be a table of {key} settings")
+                    continue
+                for k2, v2 in value.items():
+                    out += _typed(f"{where}.{k2}", defaults[key].get(k2, _MISSING), v2)
+            else:
+                out += _typed(where, defaults.get(key, _MISSING), value)
+    return out
+
+
+_MISSING = object()
+RESERVED = frozenset({"site", "node", "broker_host", "broker_port"})
+
+
+def _typed(where: str, default: Any, value: Any) -> list[str]:
+    if default is _MISSING or isinstance(default, dict):
+        return [f"{where}: unknown setting"]
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float)
+    else:
+        ok = isinstance(value, str)
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return [] if ok else [f"{where}: must be {name[type(default)]}"]
 
 
 def load_scenario(path: Path) -> Scenario:

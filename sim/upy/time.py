@@ -9,7 +9,9 @@ ticks_diff = _t.ticks_diff
 ticks_add = _t.ticks_add
 ticks_cpu = _t.ticks_cpu
 mktime = _t.mktime
-_MASK = (1 << 30) - 1  # TICKS_PERIOD of the unix and esp32 ports
+# TICKS_PERIOD - 1 of the running port (2**30 - 1 on the esp32, 2**62 - 1 on the 64-bit unix
+# port): ticks_add and ticks_diff wrap at the port's period, so our ticks must too.
+_MASK = _t.ticks_add(0, -1)
 
 
 def ticks_ms():
@@ -31,8 +33,10 @@ def time_ns():
 
 
 def sleep_ms(ms):
+    # The unix port's sleep_ms wakes every millisecond (about 4% of a core per board);
+    # sleep_us takes one system call and allocates nothing.
     if ms > 0:
-        _t.sleep_ms(_sim.real_ms(ms))
+        _t.sleep_us(_sim.real_ms(ms) * 1000)
 
 
 def sleep_us(us):

@@ -1,0 +1,83 @@
+"""The `edge-sim` command: run a scenario (or only check it) and map the outcome to an exit
+code: 0 every expectation held, 1 one did not, 2 the scenario file is bad.
+
+Parses arguments and prints; holds no simulation logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from sim.runner import Options, prepare, run, summary
+from sim.scenario import ScenarioError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge-sim", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario and judge what arrives")
+    r.add_argument("scenario", type=Path)
+    r.add_argument("--report", type=Path, default=None,
+                   help="report folder (default: var/sim/<scenario>/report)")
+    r.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per real second (overrides time_scale)")
+    r.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                   help="auto: Mosquitto when installed, else the embedded amqtt broker")
+    r.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
+                   help="shared media and models (camera nodes)")
+    r.add_argument("--var", type=Path, default=ROOT / "var",
+                   help="work files, downloaded media and models")
+    r.add_argument("--plain", action="store_true",
+                   help="log lines instead of a table redrawn in place")
+    c = sub.add_parser("check", help="validate a scenario file only")
+    c.add_argument("scenario", type=Path)
+    c.add_argument("--speed", type=float, default=None)
+    return ap
+
+
+def _bad(exc: ScenarioError) -> int:
+    for line in exc.errors:
+        print(f"{exc.source}: {line}", file=sys.stderr)
+    return 2
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM ends a run like Ctrl-C: through the runner's cleanup, so no board, agent or
+    broker process outlives it (Python's default for SIGTERM skips `finally`)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        scenario = prepare(args.scenario, args.speed)
+    except ScenarioError as exc:
+        return _bad(exc)
+    if args.command == "check":
+        print(f"{args.scenario}: ok ({len(scenario.node_ids())} nodes, "
+              f"{len(scenario.expect) + len(scenario.expect_none)} expectations)")
+        return 0
+    var = args.var.resolve()
+    base = var / "sim" / args.scenario.stem
+    options = Options(report=(args.report or base / "report").resolve(), work=base / "work",
+                      shared=args.shared.resolve(), var=var, broker=args.broker,
+                      tty=False if args.plain else None)
+    exit_cleanly_on_sigterm()
+    outcome = run(scenario, args.scenario.resolve().parent, options, sys.stdout)
+    print(summary(outcome))
+    return 0 if outcome.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The scenario's faults as a timeline of actions: the broker going down and up, a node's
+WiFi dropping, a slow or lossy link, sensor faults, a power cut.
+
+Schedules and applies; never decides whether the system coped (that is sim/expect.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from sim.fleet import BoardNode, Fleet
+from sim.inputs import default_sensor
+from sim.proxy import FaultyLink
+from sim.scenario import Fault, Scenario
+
+
+class Outage(Protocol):
+    def stop(self) -> None: ...
+
+    def start(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class Action:
+    t: float
+    what: str
+    run: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A fault's stretch of scenario time, for the report's timeline."""
+
+    start: float
+    end: float
+    what: str
+
+
+class Timeline:
+    """Actions in scenario-time order; `due(t)` hands out the ones whose time has come."""
+
+    def __init__(self, actions: list[Action], spans: list[Span]) -> None:
+        self.actions = sorted(actions, key=lambda a: a.t)
+        self.spans = spans
+        self._next = 0
+
+    def due(self, t: float) -> list[Action]:
+        out: list[Action] = []
+        while self._next < len(self.actions) and self.actions[self._next].t <= t:
+            out.append(self.actions[self._next])
+            self._next += 1
+        return out
+
+
+def _links(fleet: Fleet, scenario: Scenario, f: Fault) -> list[FaultyLink]:
+    if f.node is None:
+        return list(fleet.links)
+    return [link for _, i in scenario.resolve(f.node)
+            for link in [fleet.nodes[i].link] if link is not None]
+
+
+def plan(scenario: Scenario, fleet: Fleet, broker: Outage) -> Timeline:
+    actions: list[Action] = []
+    spans: list[Span] = []
+    for f in scenario.faults:
+        end = min(f.at_s + f.duration_s, scenario.duration_s)
+        where = f" {f.node}" if f.node else ""
+        label = f"{f.type}{where}"
+        on, off = _actions(scenario, fleet, broker, f)
+        actions.append(Action(f.at_s, f"{label} begins", on))
+        if off is not None:
+            actions.append(Action(end, f"{label} ends", off))
+        spans.append(Span(f.at_s, end if off is not None else scenario.duration_s, label))
+    return Timeline(actions, spans)
+
+
+Pair = tuple[Callable[[], None], Callable[[], None] | None]
+
+
+def _all(calls: list[Callable[[], object]]) -> Callable[[], None]:
+    def run() -> None:
+        for call in calls:
+            call()
+
+    return run
+
+
+def _actions(scenario: Scenario, fleet: Fleet, broker: Outage, f: Fault) -> Pair:
+    if f.type == "broker_down":
+        return _all([broker.stop]), _all([broker.start])
+    if f.type in ("link_slow", "link_lossy"):
+        links = _links(fleet, scenario, f)
+        attr, value = ("delay_s", f.delay_s) if f.type == "link_slow" else ("loss", f.loss)
+        return (_all([partial(setattr, link, attr, value) for link in links]),
+                _all([partial(setattr, link, attr, 0.0) for link in links]))
+    assert f.node is not None  # validated: every other fault names its node
+    nodes = [fleet.nodes[i] for _, i in scenario.resolve(f.node)]
+    if f.type == "wifi_down":
+        return (_all([partial(n.wifi, False) for n in nodes]),
+                _all([partial(n.wifi, True) for n in nodes]))
+    if f.type == "kill":
+        return (_all([n.kill for n in nodes]),
+                _all([n.restart for n in nodes]) if f.duration_s > 0 else None)
+    boards = [n for n in nodes if isinstance(n, BoardNode)]
+
+    def sensor_fault(on: bool) -> Callable[[], None]:
+        def run() -> None:
+            for b in boards:
+                b.feed.fault(f.type, f.sensor or default_sensor(b.kind), on,
+                             b.board.board_time())
+
+        return run
+
+    return sensor_fault(True), sensor_fault(False)

@@ -1,0 +1,224 @@
+"""Runs one scenario end to end: broker, nodes, signals and faults on the scenario clock, a
+real consumer recording every arrival, a live table, the verdicts and the report.
+
+Owns the order of things and nothing else: every part it drives lives in its own module.
+Never leaves a process behind, whatever fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from sim import faults
+from sim.board import firmware_defaults
+from sim.brokers import BrokerChoice, open_broker
+from sim.clock import ScenarioClock
+from sim.expect import Arrival, Verdict, judge
+from sim.fleet import Fleet, Where
+from sim.live import LiveTable
+from sim.recorder import ArrivalRecorder
+from sim.report import write_report
+from sim.resources import CpuMeter, cpu_seconds, memory
+from sim.scenario import Scenario, ScenarioError, load_scenario, settings_problems
+
+TICK_S = 0.1
+"""Real seconds between the runner's looks at the clock (faults, inputs, the live table)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    report: Path
+    work: Path
+    shared: Path
+    var: Path
+    broker: BrokerChoice = "auto"
+    tty: bool | None = None
+    settle_s: float = 3.0
+    """Real seconds after the end for messages still on their way."""
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    verdicts: list[Verdict]
+    arrivals: list[Arrival]
+    files: dict[str, Path]
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+
+def prepare(path: Path, speed: float | None = None) -> Scenario:
+    """Load and validate a scenario (raises ScenarioError naming each bad field), with the
+    time scale overridden by `speed`, and the board settings checked against the firmware."""
+    scenario = load_scenario(path)
+    if speed is not None:
+        data = scenario.model_dump()
+        data["time_scale"] = speed
+        try:
+            scenario = Scenario.model_validate(data)
+        except ValueError as exc:
+            raise ScenarioError(str(path), [f"--speed: {exc}"]) from None
+    problems = [f"nodes[{i}].config: no such file {n.config}" for i, n in
+                enumerate(scenario.nodes) if n.config is not None
+                and not (path.parent / n.config).is_file()]
+    if any(n.kind != "camera" for n in scenario.nodes):
+        problems += settings_problems(scenario, firmware_defaults())
+    if problems:
+        raise ScenarioError(str(path), problems)
+    return scenario
+
+
+def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -> Outcome:
+    """Run a validated scenario; the report lands in options.report."""
+    real_start = time.monotonic()
+    shutil.rmtree(options.work, ignore_errors=True)
+    options.work.mkdir(parents=True)
+    broker = open_broker(options.broker)
+    fleet: Fleet | None = None
+    recorder: ArrivalRecorder | None = None
+    facts: dict[str, Any] = {"broker": broker.name, "time_scale": scenario.time_scale}
+    try:
+        where = Where(scenario_dir, options.work, options.shared, options.var)
+        fleet = Fleet(scenario, where, broker.host, broker.port, firmware_defaults())
+        cameras = frozenset(c.id for c in fleet.cameras())
+        # Time 0 once every node is powered on: launching one takes about 30 ms.
+        clock = ScenarioClock.starting_in(0.5 + 0.04 * len(fleet.nodes), scenario.time_scale)
+        recorder = ArrivalRecorder(broker.host, broker.consumer_port, scenario.site, clock,
+                                   cameras)
+        timeline = faults.plan(scenario, fleet, broker)
+        kinds = {n: fleet.nodes[n].kind for n in scenario.node_ids()}
+        live = LiveTable(out, kinds, scenario.duration_s, options.tty)
+        out.write(f"scenario {scenario.name}: {len(kinds)} nodes, {scenario.duration_s:g} s "
+                  f"at x{scenario.time_scale:g}, broker {broker.name} on port {broker.port}\n")
+        out.flush()
+        fleet.start(clock)
+        facts["startup_s"] = round(time.monotonic() - real_start, 2)
+        facts.update(_play(scenario, clock, fleet, recorder, timeline, live, broker.pid))
+        time.sleep(options.settle_s)
+        live.add(recorder.since(live.messages))
+        live.tick(clock.now(), force=True)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if recorder is not None:
+            recorder.close()
+        broker.close()
+    assert recorder is not None and fleet is not None  # else the try block raised
+    arrivals = recorder.snapshot()
+    verdicts = judge(scenario, arrivals)
+    traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
+    facts["real_s"] = round(time.monotonic() - real_start, 2)
+    files = write_report(options.report, scenario.name, arrivals, verdicts, traces,
+                         scenario.node_ids(), [(s.start, s.end, s.what) for s in timeline.spans],
+                         facts)
+    files["logs"] = _save_logs(fleet, options.report / "logs")
+    return Outcome(scenario, verdicts, arrivals, files, facts)
+
+
+def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: ArrivalRecorder,
+          timeline: faults.Timeline, live: LiveTable, broker_pid: int | None) -> dict[str, Any]:
+    """The scenario's time line, from t=0 to its end; returns what it measured."""
+    time.sleep(clock.wait_until(0.0))
+    wall0 = time.monotonic()
+    broker_cpu = CpuMeter(wall0, broker_pid)
+    own_cpu0 = _own_cpu()
+    boards = BoardsMeter(fleet)
+    seen = 0
+    while True:
+        t = clock.now()
+        for action in timeline.due(t):
+            action.run()
+            live.note(t, action.what)
+        for b in fleet.boards():
+            b.feed.update(t)
+        fresh = recorder.since(seen)
+        seen += len(fresh)
+        live.add(fresh)
+        live.tick(t)
+        boards.sample(t / scenario.duration_s)
+        if t >= scenario.duration_s:
+            break
+        time.sleep(TICK_S)
+    wall = time.monotonic() - wall0
+    telemetry = sum(1 for a in recorder.snapshot() if a.kind == "telemetry")
+    return {**boards.facts(), "played_s": round(wall, 2),
+            "messages_per_s": round(seen / wall, 1) if wall > 0 else None,
+            "telemetry_per_s": round(telemetry / wall, 1) if wall > 0 else None,
+            "broker_cpu_pct": _round(broker_cpu.percent(time.monotonic())),
+            "simulator_cpu_pct": _round(100 * (_own_cpu() - own_cpu0) / wall if wall else None)}
+
+
+class BoardsMeter:
+    """The boards' CPU share and memory in the middle half of a run (start-up and the
+    anomalies near the end left out): what a board costs while it reports."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._first: tuple[float, dict[int, float]] | None = None
+        self._facts: dict[str, Any] = {}
+
+    def _cpu(self) -> dict[int, float]:
+        pids = [p for b in self.fleet.boards() for p in [b.pid()] if p is not None]
+        return {p: c for p in pids for c in [cpu_seconds(p)] if c is not None}
+
+    def sample(self, progress: float) -> None:
+        if self._first is None and progress >= 0.25:
+            self._first = (time.monotonic(), self._cpu())
+        elif self._first is not None and not self._facts and progress >= 0.75:
+            wall = time.monotonic() - self._first[0]
+            now = self._cpu()
+            used = [now[p] - c for p, c in self._first[1].items() if p in now]
+            m = memory(list(now))
+            self._facts = {
+                "boards_measured": m.processes, "board_rss_kb_mean": m.rss_kb_mean,
+                "board_pss_kb_mean": m.pss_kb_mean,
+                "board_cpu_pct_mean": _round(100 * sum(used) / len(used) / wall)
+                if used and wall > 0 else None,
+                "boards_cpu_pct_total": _round(100 * sum(used) / wall) if wall > 0 else None}
+
+    def facts(self) -> dict[str, Any]:
+        return self._facts
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def _save_logs(fleet: Fleet | None, dest: Path) -> Path:
+    """Each node's own log (firmware prints, agent log) next to the report."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if fleet is not None:
+        for node_id, n in fleet.nodes.items():
+            (dest / f"{node_id}.log").write_text(n.log_text())
+    return dest
+
+
+def summary(outcome: Outcome) -> str:
+    """The pass/fail summary: one line per expectation, failures first explained."""
+    ok = sum(v.ok for v in outcome.verdicts)
+    head = "PASSED" if outcome.passed else "FAILED"
+    lines = [f"== {outcome.scenario.name}: {head} ({ok}/{len(outcome.verdicts)} checks held) =="]
+    for v in outcome.verdicts:
+        lines.append(f"  {'PASS' if v.ok else 'FAIL'}  {v.name}: {v.message}")
+    r = outcome.run
+    lines.append(f"  {len(outcome.arrivals)} messages; {r.get('messages_per_s')} msg/s; "
+                 f"broker CPU {r.get('broker_cpu_pct')}%; board RSS "
+                 f"{_kb(r.get('board_rss_kb_mean'))}; real time {r.get('real_s')} s")
+    lines.append("report: " + ", ".join(str(p) for p in outcome.files.values()))
+    return "\n".join(lines)
+
+
+def _kb(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1024:.1f} MB"
