@@ -1,4 +1,4 @@
-"""The `edge-agent` command: run, check-config, detect.
+"""The `edge-agent` command: run, check-config, detect, models (list, fetch, verify, quantize).
 
 Parses arguments and maps failures to exit codes (2: bad input); holds no logic of its own."""
 
@@ -94,6 +94,8 @@ def _models(args: argparse.Namespace) -> int:
             return 2
         print(f"{args.name}: {path} (sha256 verified)")
         return 0
+    if args.action == "quantize":
+        return _quantize(args, folder)
     bad = 0
     for name, e in entries.items():
         path = folder / e.file
@@ -144,6 +146,54 @@ def _discovery(args: argparse.Namespace) -> int:
     return 0 if acked == len(msgs) else 1
 
 
+SAMPLE_CLIPS = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "media" / "vtest.avi",
+    Path(__file__).resolve().parent.parent / "var" / "media" / "vtest.avi",
+    Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
+)
+"""Where the sample clip lives on a development machine (../shared, the demo's cache, or
+Debian's opencv-doc): the default calibration frames when none are given."""
+
+
+def _quantize(args: argparse.Namespace, folder: Path) -> int:
+    from edge_agent import catalog
+    from edge_agent.detect.errors import ModelError
+    from edge_agent.detect.quantize import QuantizeError, int8_path, quantize, read_frames
+
+    if not args.name:
+        print("models quantize: give a model name (see 'edge-agent models list')",
+              file=sys.stderr)
+        return 2
+    source = Path(args.calibration) if args.calibration else next(
+        (p for p in SAMPLE_CLIPS if p.is_file()), None)
+    if source is None:
+        print("models quantize: no sample clip here; give --calibration VIDEO_OR_FOLDER "
+              "with frames like the camera's", file=sys.stderr)
+        return 2
+    try:
+        model = catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+        frames = read_frames(source, 2 * args.frames)
+        report = quantize(model, int8_path(model, folder), frames, method=args.method,
+                          threads=args.threads)
+    except (catalog.CatalogError, QuantizeError, ModelError) as exc:
+        print(f"models quantize: {exc}", file=sys.stderr)
+        return 2
+    c = report.comparison
+    a = c.agreement
+    size = report.path.stat().st_size / 1e6
+    print(f"{args.name}: wrote {report.path} ({size:.1f} MB) in {report.seconds:.1f} s, "
+          f"{args.method} calibration on {report.calibration_frames} frames of {source.name}")
+    print(f"  speed: float {c.reference_ms:.1f} ms, int8 {c.other_ms:.1f} ms per inference "
+          f"({args.threads} threads): {c.speedup:.2f}x")
+    print(f"  agreement with float on {c.frames} other frames: F1 {a.f1:.3f} ({a.matched} "
+          f"matched, {a.only_reference} missed, {a.only_other} extra; IoU >= 0.5)")
+    if c.speedup < 1.0:
+        print("  note: int8 is slower than float on this CPU (its float kernels win here); "
+              "keep the float model unless the target node's CPU differs")
+    print(f'  use it: [detector] model = "{report.path}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_agent.detect import cli as detect_cli
 
@@ -157,14 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a node config file")
     check.add_argument("config")
     check.set_defaults(func=_check_config)
-    models = sub.add_parser("models", help="list, fetch or verify catalog models")
-    models.add_argument("action", choices=["list", "fetch", "verify"])
+    models = sub.add_parser("models", help="list, fetch, verify or quantize catalog models")
+    models.add_argument("action", choices=["list", "fetch", "verify", "quantize"])
     models.add_argument("name", nargs="?")
     models.add_argument("--dir", default="/var/lib/safecity-edge/models",
                         help="local model folder")
     models.add_argument("--from", dest="source",
                         help="offline folder to take the file from (else SAFECITY_MODELS_FROM, "
                              "else the catalog's download source)")
+    models.add_argument("--calibration",
+                        help="quantize: video file or image folder with frames like the "
+                             "camera's (default: the sample clip vtest.avi when present)")
+    models.add_argument("--frames", type=int, default=32,
+                        help="quantize: calibration frames; as many others check agreement")
+    models.add_argument("--method", default="minmax",
+                        choices=["minmax", "entropy", "percentile"],
+                        help="quantize: calibration method (percentile: slower, closer)")
+    models.add_argument("--threads", type=int, default=2,
+                        help="quantize: threads when timing float against int8")
     models.set_defaults(func=_models)
     disc = sub.add_parser("discovery", help="publish Home Assistant discovery for a node "
                                              "(sensor boards, from flash.sh)")

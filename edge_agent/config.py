@@ -100,9 +100,17 @@ class CameraConfig(_Model):
 
 class DetectorConfig(_Model):
     model: Path
+    """A float or int8 (quantized, QDQ) ONNX file: both load and decode the same way."""
     format: Literal["auto", "yolox", "ultralytics", "e2e"] = "auto"
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    backend: Literal["onnxruntime", "opencv"] = "onnxruntime"
+    """Inference engine for the same ONNX file; pick the faster one on your hardware
+    (`make bench` compares them). opencv sets OpenCV's process-wide thread count."""
     threads: int = Field(2, ge=1, le=64)
+    """Threads one inference uses."""
+    workers: int = Field(1, ge=1, le=8)
+    """Frames in inference at once, each with `threads` threads. On a 2-core CPU,
+    workers = 2 with threads = 1 gives more frames per second than one 2-thread inference
+    (no thread waits inside a run), at the price of a longer inference per frame."""
     score: float = Field(0.35, gt=0, le=1)
     nms_iou: float = Field(0.45, gt=0, le=1)
     labels: Path | None = None
@@ -123,6 +131,24 @@ class MotionConfig(_Model):
     """Fraction of the frame that must change before it counts as motion."""
     refresh_s: float = Field(2.0, gt=0)
     """Run the detector at least this often, so still objects are re-checked."""
+
+
+class RegionsConfig(_Model):
+    """Detect on crops around motion and tracked objects instead of the whole frame."""
+
+    enabled: bool = False
+    max_regions: int = Field(1, ge=1, le=8)
+    """Each crop costs one inference, like the whole frame: more crops than this and the
+    whole frame is cheaper."""
+    min_size: int = Field(320, ge=32, le=4096)
+    """Smallest crop side in frame pixels; smaller crops are enlarged to the model input,
+    so distant people are seen bigger than in the whole frame."""
+    margin: float = Field(0.25, ge=0, le=2)
+    """Each motion or track box grows by this share of its size on every side, so a person
+    who moved since is still inside and never cut at the crop's edge."""
+    full_frame_s: float = Field(2.0, gt=0)
+    """The whole frame is detected at least this often: objects that neither move nor are
+    tracked are found there."""
 
 
 class TrackerConfig(_Model):
@@ -295,6 +321,7 @@ class Config(_Model):
     camera: CameraConfig
     detector: DetectorConfig
     motion: MotionConfig = MotionConfig()
+    regions: RegionsConfig = RegionsConfig()
     tracker: TrackerConfig = TrackerConfig()
     zones: list[ZoneConfig] = []
     lines: list[LineConfig] = []
@@ -320,6 +347,14 @@ class Config(_Model):
                 f"motion.refresh_s: {self.motion.refresh_s} is longer than tracker.max_age_s "
                 f"({self.tracker.max_age_s}): people standing still would lose their track "
                 "between detector runs")
+        if self.regions.enabled and not self.motion.enabled:
+            problems.append("regions.enabled: needs motion.enabled = true (regions are "
+                            "placed around motion and tracked objects)")
+        if self.regions.enabled and self.regions.full_frame_s > self.tracker.max_age_s:
+            problems.append(
+                f"regions.full_frame_s: {self.regions.full_frame_s} is longer than "
+                f"tracker.max_age_s ({self.tracker.max_age_s}): still people outside every "
+                "region would lose their track between whole-frame detections")
         zones = {z.name for z in self.zones}
         lines = {ln.name for ln in self.lines}
         for i, rule in enumerate(self.rules):

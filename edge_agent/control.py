@@ -17,7 +17,8 @@ import tomli_w
 from edge_agent.commands import CommandError, Handler
 from edge_agent.config import Config, ConfigError, parse_config, resolve_paths
 
-LIVE_SECTIONS = frozenset({"motion", "tracker", "zones", "lines", "rules", "snapshot", "gpio"})
+LIVE_SECTIONS = frozenset({"motion", "regions", "tracker", "zones", "lines", "rules", "snapshot",
+                           "gpio"})
 """Sections a running node applies at once; any other change is stored and takes effect
 after a restart (the ack says `restart_required`)."""
 

@@ -27,16 +27,14 @@ MIN_WIDTH = 160
 
 
 def render_snapshot(frame: Frame, boxes: list[Box], tracks: list[Track],
-                    cfg: SnapshotConfig) -> bytes:
+                    cfg: SnapshotConfig, base: Image | None = None) -> bytes:
     """JPEG of the frame with people blurred, privacy zones blacked out and `boxes` drawn,
-    within cfg.max_bytes; ValueError when even the smallest, lowest-quality one is larger."""
-    img = frame.image.copy()
-    if cfg.redact_people:
-        for t in tracks:
-            if t.label == PERSON:
-                redact(img, _swept(t, frame.monotonic))
-    for poly in cfg.privacy_zones:
-        cv2.fillPoly(img, [np.round(np.asarray(poly)).astype(np.int32)], (0, 0, 0))
+    within cfg.max_bytes; ValueError when even the smallest, lowest-quality one is larger.
+
+    `base`: `redacted(frame, tracks, cfg)` made once for all the events of one frame (a
+    burst of events, as when a node starts with people in a zone, would otherwise redact
+    the same frame once per event and hold back the later events' messages)."""
+    img = (base if base is not None else redacted(frame, tracks, cfg)).copy()
     thickness = max(2, round(img.shape[1] / 320))
     for box in boxes:
         draw_box(img, box, thickness)
@@ -45,14 +43,17 @@ def render_snapshot(frame: Frame, boxes: list[Box], tracks: list[Track],
     return encode_within(img, cfg.jpeg_quality, cfg.max_bytes)
 
 
-def _swept(t: Track, now: float) -> Box:
-    """The box a coasting track may have moved to since its last match, joined with where it
-    was: on frames the detector skipped the person has walked on from their last box."""
-    vx, vy = t.velocity()
-    dt = max(0.0, now - t.last_seen)
-    x1, y1, x2, y2 = t.box
-    dx, dy = vx * dt, vy * dt
-    return (min(x1, x1 + dx), min(y1, y1 + dy), max(x2, x2 + dx), max(y2, y2 + dy))
+def redacted(frame: Frame, tracks: list[Track], cfg: SnapshotConfig) -> Image:
+    """A copy of the frame with people blurred and privacy zones blacked out: what may
+    leave the node. Callers never draw on it (render_snapshot draws on its own copy)."""
+    img = frame.image.copy()
+    if cfg.redact_people:
+        for t in tracks:
+            if t.label == PERSON:
+                redact(img, t.swept(frame.monotonic))
+    for poly in cfg.privacy_zones:
+        cv2.fillPoly(img, [np.round(np.asarray(poly)).astype(np.int32)], (0, 0, 0))
+    return img
 
 
 def redact(img: Image, box: Box) -> None:

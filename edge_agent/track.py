@@ -40,12 +40,27 @@ class Track:
     confirmed: bool = False
     history: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
     """(monotonic time, bottom-centre x, bottom-centre y), newest last."""
+    _velocity_of: tuple[float, float, float] | None = field(default=None, repr=False,
+                                                            compare=False)
+    _velocity: tuple[float, float] = field(default=(0.0, 0.0), repr=False, compare=False)
+    """The velocity over VELOCITY_WINDOW_S as of the history point `_velocity_of`: rules,
+    prediction and redaction all ask for it on every frame, the history changes only when
+    the detector matched the track."""
 
     @property
     def anchor(self) -> tuple[float, float]:
         """Bottom-centre of the box: where the object stands on the ground."""
         x1, _, x2, y2 = self.box
         return ((x1 + x2) / 2.0, y2)
+
+    def swept(self, now: float) -> Box:
+        """Where the track was last matched joined with where its velocity has taken it
+        since: on frames the detector skipped, the object has moved on from its box."""
+        vx, vy = self.velocity()
+        dt = max(0.0, now - self.last_seen)
+        x1, y1, x2, y2 = self.box
+        dx, dy = vx * dt, vy * dt
+        return (min(x1, x1 + dx), min(y1, y1 + dy), max(x2, x2 + dx), max(y2, y2 + dy))
 
     def velocity(self, window_s: float = VELOCITY_WINDOW_S) -> tuple[float, float]:
         """Anchor pixels per second over the recent history; (0, 0) until there are two points.
@@ -54,6 +69,15 @@ class Track:
         consecutive detections of a walking person jitter by several pixels."""
         if len(self.history) < 2:
             return (0.0, 0.0)
+        newest = self.history[-1]
+        if window_s == VELOCITY_WINDOW_S and self._velocity_of is newest:
+            return self._velocity
+        v = self._measure(window_s)
+        if window_s == VELOCITY_WINDOW_S:
+            self._velocity_of, self._velocity = newest, v
+        return v
+
+    def _measure(self, window_s: float) -> tuple[float, float]:
         points = list(self.history)
         t1, x1, y1 = points[-1]
         t0, x0, y0 = points[-2]

@@ -84,6 +84,38 @@ def test_check_config_cli_exit_codes(tmp_path):
     assert r.returncode == 2 and "cannot read" in r.stderr
 
 
+@pytest.mark.parametrize(("extra", "expected"), [
+    ('[detector]\nmodel = "m.onnx"\nbackend = "tensorrt"\n', "detector.backend:"),
+    ('[detector]\nmodel = "m.onnx"\nworkers = 0\n', "detector.workers:"),
+    ('[detector]\nmodel = "m.onnx"\nworkers = 64\n', "detector.workers:"),
+    ('[regions]\nmax_regions = 0\n', "regions.max_regions:"),
+    ('[regions]\nmin_size = 8\n', "regions.min_size:"),
+    ('[regions]\nmargin = -0.1\n', "regions.margin:"),
+    ('[regions]\nfull_frame_s = 0\n', "regions.full_frame_s:"),
+    ('[regions]\nshape = "round"\n', "regions.shape: unknown field"),
+    ('[regions]\nenabled = true\n[motion]\nenabled = false\n',
+     "regions.enabled: needs motion.enabled = true"),
+    ('[regions]\nenabled = true\nfull_frame_s = 5\n[tracker]\nmax_age_s = 3\n',
+     "regions.full_frame_s: 5.0 is longer than tracker.max_age_s"),
+])
+def test_performance_settings_name_the_field(tmp_path, extra, expected):
+    base = BASE.replace('[detector]\nmodel = "m.onnx"\n', "") if "[detector]" in extra \
+        else BASE
+    p = tmp_path / "node.toml"
+    p.write_text(base + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert any(e.startswith(expected) for e in info.value.errors), info.value.errors
+
+
+def test_performance_settings_have_working_defaults(tmp_path):
+    p = tmp_path / "node.toml"
+    p.write_text(BASE + '[regions]\nenabled = true\n')
+    cfg = load_config(p)
+    assert cfg.detector.backend == "onnxruntime" and cfg.detector.workers == 1
+    assert cfg.regions.enabled and cfg.regions.max_regions == 1
+
+
 def test_motion_refresh_must_fit_within_track_age(tmp_path):
     errs = errors_for(tmp_path, "[motion]\nrefresh_s = 5\n[tracker]\nmax_age_s = 2\n")
     assert any(e.startswith("motion.refresh_s:") and "tracker.max_age_s" in e for e in errs)

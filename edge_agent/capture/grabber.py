@@ -41,6 +41,7 @@ class FrameGrabber:
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._done = False
+        self._woken = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state: str | None = None
@@ -72,13 +73,23 @@ class FrameGrabber:
                         self._source.name, JOIN_TIMEOUT_S)
 
     def get(self, timeout: float) -> Frame | None:
-        """The newest frame not returned before; None after `timeout` or once the source ended."""
+        """The newest frame not returned before; None after `timeout`, once the source ended,
+        or early after `wake()`."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._slot is not None or self._done, timeout):
+            if not self._cond.wait_for(
+                    lambda: self._slot is not None or self._done or self._woken, timeout):
                 return None
+            self._woken = False
             frame, self._slot = self._slot, None
             self._cond.notify_all()
             return frame
+
+    def wake(self) -> None:
+        """Make a waiting (or the next) `get` return now: the consumer has other work that
+        is ready (a finished inference) and must not sit out the timeout."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     # -- capture thread ------------------------------------------------------------------
     def _run(self) -> None:

@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--format", default="auto", choices=["auto", "yolox", "ultralytics", "e2e"],
                    help="output family (default: recognised from the model)")
     p.add_argument("--score", type=float, default=0.35, help="score threshold (default 0.35)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"],
+                   help="inference engine (default onnxruntime)")
     p.add_argument("--labels", help="labels file, one name per line")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=run)
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = DetectorConfig(model=Path(args.model), format=args.format, score=args.score,
-                             threads=args.threads,
+                             threads=args.threads, backend=args.backend,
                              labels=Path(args.labels) if args.labels else None)
     except ValidationError as exc:
         for line in format_errors(exc):

@@ -1,4 +1,4 @@
-"""The detector: one onnxruntime session, its letterbox, its output adapter, NMS and filters.
+"""The detector: one inference backend, its letterbox, its output adapter, NMS and filters.
 
 The node's hot path: never copies a frame it need not; a model it cannot use fails at load."""
 
@@ -8,6 +8,7 @@ import ast
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,9 @@ import onnxruntime as ort
 from edge_agent.config import DetectorConfig
 from edge_agent.detect import labels as labels_mod
 from edge_agent.detect.adapters import Adapter, Candidates, ModelInfo, OutputSpec, select
+from edge_agent.detect.backends import Backend, open_backend
+from edge_agent.detect.backends.base import Outputs
+from edge_agent.detect.backends.ort import OrtBackend, open_session
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import Letterbox, Letterboxer
 from edge_agent.detect.nms import nms
@@ -30,31 +34,57 @@ DEFAULT_SIZE = 640
 MAX_DET = 300
 INPUT_TYPES: dict[str, type[np.floating]] = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16}
+EDGE_PX = 2.0
+"""A box this close to a crop edge that lies inside the frame was cut by the crop: it is
+someone the crop was not placed for (those get a margin), and half a person is no box."""
+
+Region = tuple[int, int, int, int]
+"""x1, y1, x2, y2 in frame pixels."""
+
+
+@dataclass(frozen=True, slots=True)
+class Crop:
+    """One tensor ready for inference and how its boxes map back to the frame."""
+
+    tensor: npt.NDArray[np.floating]
+    letterbox: Letterbox
+    x: int
+    y: int
+    inner: tuple[bool, bool, bool, bool]
+    """Which edges (left, top, right, bottom) lie inside the frame rather than on its border."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame (or its regions) letterboxed and waiting for inference; its tensors belong to
+    the detector's ring and stay valid until the ring comes round again."""
+
+    crops: tuple[Crop, ...]
 
 
 class Detector:
-    """Not thread-safe: `preprocess` writes one reused input buffer. One per pipeline thread."""
+    """Not thread-safe, except `infer`: pre- and post-processing write the detector's own
+    buffers, so they run on one thread (the pipeline's), while inference may run on several
+    workers at once, each with its own `backend.for_worker()`."""
 
-    def __init__(self, cfg: DetectorConfig, session: ort.InferenceSession, adapter: Adapter,
+    def __init__(self, cfg: DetectorConfig, backend: Backend, adapter: Adapter,
                  info: ModelInfo, labels: list[str], input_dtype: type[np.floating]) -> None:
         self.cfg = cfg
-        self.session = session
+        self.backend = backend
         self.adapter = adapter
         self.format: str = adapter.key
         self.input_size: tuple[int, int] = (info.input_w, info.input_h)
         self.labels = labels
         self.metadata = info.metadata
-        self._input_name = session.get_inputs()[0].name
-        self._output_names = [o.name for o in info.outputs]
-        self._letterbox = Letterboxer(info.input_w, info.input_h, centre=adapter.centre,
-                                      rgb=adapter.rgb, unit_scale=adapter.unit_scale,
-                                      dtype=input_dtype)
-        self._allowed = _class_filter(cfg.classes, labels, cfg.model)
+        self._dtype = input_dtype
+        self._ring: list[Letterboxer] = [self._letterboxer()]
+        self._turn = 0
+        self._keep = _class_table(_class_filter(cfg.classes, labels, cfg.model))
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> Detector:
         path = Path(cfg.model)
-        session = _open_session(path, cfg.threads)
+        session = open_session(path, cfg.threads)
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(path, f"has {len(inputs)} inputs "
@@ -69,69 +99,171 @@ class Detector:
         info = ModelInfo(path, in_w, in_h, _output_specs(session, path, dtype, in_w, in_h), meta)
         adapter = select(info, cfg.format)
         names = labels_mod.resolve(meta, cfg.labels, adapter.num_classes, path)
-        det = cls(cfg, session, adapter, info, names, dtype)
-        log.info("event=detector_loaded model=%s format=%s input=%dx%d classes=%s threads=%d",
-                 path, det.format, in_w, in_h, adapter.num_classes or "?", cfg.threads)
+        backend = open_backend(cfg.backend, path, session, cfg.threads,
+                               [o.name for o in info.outputs])
+        det = cls(cfg, backend, adapter, info, names, dtype)
+        det.infer(np.zeros((1, 3, in_h, in_w), dtype))  # the first run allocates: not on a frame
+        log.info("event=detector_loaded model=%s format=%s input=%dx%d classes=%s backend=%s "
+                 "threads=%d", path, det.format, in_w, in_h, adapter.num_classes or "?",
+                 backend.name, cfg.threads)
         return det
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session (benchmarks compare against its bare `run`)."""
+        if not isinstance(self.backend, OrtBackend):
+            raise AttributeError(f"the {self.backend.name} backend has no onnxruntime session")
+        return self.backend.session
+
+    # -- the three stages, for a pipeline that overlaps them ------------------------------
+    def reserve(self, tensors: int) -> None:
+        """Keep at least this many input tensors in the ring: one per crop that may be
+        prepared or in inference at the same time."""
+        while len(self._ring) < tensors:
+            self._ring.append(self._letterboxer())
 
     def preprocess(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.floating],
                                                                 Letterbox]:
-        """The tensor is the detector's reused buffer: valid until the next call."""
-        return self._letterbox(_as_bgr(image))
+        """The tensor is one of the ring's reused buffers: valid until the ring comes round
+        (with the default ring of one: until the next call)."""
+        letterbox = self._ring[self._turn]
+        self._turn = (self._turn + 1) % len(self._ring)
+        return letterbox(_as_bgr(image))
 
+    def prepare(self, image: npt.NDArray[np.uint8],
+                regions: Sequence[Region] | None = None) -> Prepared:
+        """Letterbox the whole image, or each region of it (clipped to the image; empty ones
+        are skipped)."""
+        if regions is None:
+            tensor, lb = self.preprocess(image)
+            return Prepared((Crop(tensor, lb, 0, 0, (False, False, False, False)),))
+        h, w = image.shape[:2]
+        crops: list[Crop] = []
+        for region in regions:
+            x1, y1 = max(0, int(region[0])), max(0, int(region[1]))
+            x2, y2 = min(w, int(region[2])), min(h, int(region[3]))
+            if x2 <= x1 or y2 <= y1:
+                continue
+            tensor, lb = self.preprocess(image[y1:y2, x1:x2])
+            crops.append(Crop(tensor, lb, x1, y1, (x1 > 0, y1 > 0, x2 < w, y2 < h)))
+        return Prepared(tuple(crops))
+
+    def infer(self, tensor: npt.NDArray[np.floating], backend: Backend | None = None
+              ) -> Outputs:
+        """Safe from several threads at once when each passes its own `for_worker()`."""
+        return (backend or self.backend).run(tensor)
+
+    def finish(self, prepared: Prepared, outputs: Sequence[Outputs]) -> list[Detection]:
+        """Boxes in frame pixels, best score first; boxes of overlapping regions are merged
+        by one more class-aware NMS."""
+        parts = [self._candidates(out, c) for c, out in zip(prepared.crops, outputs,
+                                                             strict=True)]
+        if len(parts) == 1:
+            return self._detections(parts[0])
+        if not parts:
+            return []
+        merged = Candidates(np.concatenate([p.boxes for p in parts]),
+                            np.concatenate([p.scores for p in parts]),
+                            np.concatenate([p.class_ids for p in parts]))
+        if len(merged.scores) == 0:
+            return []
+        return self._detections(_take(merged, nms(*merged, self.cfg.nms_iou, MAX_DET)))
+
+    # -- one call, for everything that does not need the overlap -----------------------------
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
         """Boxes in `image` pixels, best score first."""
-        return self._run(image, 0, 0)
+        return self.detect_regions(image, None)
 
-    def detect_region(self, image: npt.NDArray[np.uint8],
-                      region: tuple[int, int, int, int]) -> list[Detection]:
-        """Detect inside x1, y1, x2, y2 (clipped to the image); boxes in full-image pixels."""
-        h, w = image.shape[:2]
-        x1, y1 = max(0, int(region[0])), max(0, int(region[1]))
-        x2, y2 = min(w, int(region[2])), min(h, int(region[3]))
-        if x2 <= x1 or y2 <= y1:
-            return []
-        return self._run(image[y1:y2, x1:x2], x1, y1)
+    def detect_region(self, image: npt.NDArray[np.uint8], region: Region) -> list[Detection]:
+        """Detect inside x1, y1, x2, y2 (clipped to the image); boxes in full-image pixels.
+        Unlike `detect_regions`, boxes cut by the region's edge are kept: the caller chose
+        the region and judges them itself."""
+        prepared = self.prepare(image, [region])
+        crops = tuple(Crop(c.tensor, c.letterbox, c.x, c.y, (False, False, False, False))
+                      for c in prepared.crops)
+        return self.finish(Prepared(crops), [self.infer(c.tensor) for c in crops])
+
+    def detect_regions(self, image: npt.NDArray[np.uint8],
+                       regions: Sequence[Region] | None) -> list[Detection]:
+        """The whole image (None) or the given regions, merged."""
+        prepared = self.prepare(image, regions)
+        return self.finish(prepared, [self.infer(c.tensor) for c in prepared.crops])
 
     def label(self, class_id: int) -> str:
         return labels_mod.label_name(self.labels, class_id)
 
-    def _run(self, image: npt.NDArray[np.uint8], ox: int, oy: int) -> list[Detection]:
-        tensor, lb = self.preprocess(image)
-        outputs = self.session.run(self._output_names, {self._input_name: tensor})
-        return self.postprocess(outputs, lb, ox, oy)
-
-    def postprocess(self, outputs: Sequence[npt.NDArray[np.generic]], lb: Letterbox,
-                    ox: int = 0, oy: int = 0) -> list[Detection]:
+    def postprocess(self, outputs: Outputs, lb: Letterbox, ox: int = 0,
+                    oy: int = 0) -> list[Detection]:
         """Score threshold (in the adapter), class filter, NMS, back to source pixels, area."""
+        crop = Crop(np.empty(0, np.float32), lb, ox, oy, (False, False, False, False))
+        return self._detections(self._candidates(outputs, crop))
+
+    # -- internals ---------------------------------------------------------------------
+    def _letterboxer(self) -> Letterboxer:
+        w, h = self.input_size
+        a = self.adapter
+        return Letterboxer(w, h, centre=a.centre, rgb=a.rgb, unit_scale=a.unit_scale,
+                           dtype=self._dtype)
+
+    def _candidates(self, outputs: Outputs, crop: Crop) -> Candidates:
+        """One crop's boxes in frame pixels after its own NMS and the box filters."""
         cfg = self.cfg
         boxes, scores, ids = self.adapter.decode(outputs, cfg.score)
-        if self._allowed is not None and len(ids):
-            mask = np.isin(ids, self._allowed)
+        if self._keep is not None and len(ids):
+            keep = self._keep
+            mask = (ids >= 0) & (ids < len(keep))
+            mask[mask] = keep[ids[mask]]
             boxes, scores, ids = boxes[mask], scores[mask], ids[mask]
         if len(ids) == 0:
-            return []
+            return _EMPTY
         if self.adapter.needs_nms:
             order = nms(boxes, scores, ids, cfg.nms_iou, MAX_DET)
         else:
             order = np.argsort(-scores, kind="stable")[:MAX_DET]
         boxes, scores, ids = _take(Candidates(boxes, scores, ids), order)
+        lb = crop.letterbox
         lb.to_source(boxes)
         wh = boxes[:, 2:] - boxes[:, :2]
         area = wh[:, 0] * wh[:, 1]
-        keep = (wh[:, 0] > 0) & (wh[:, 1] > 0) & (area >= cfg.min_box_area)
+        keep_box = (wh[:, 0] > 0) & (wh[:, 1] > 0) & (area >= cfg.min_box_area)
         if cfg.max_box_area is not None:
-            keep &= area <= cfg.max_box_area
-        if ox or oy:
-            boxes += np.array([ox, oy, ox, oy], np.float32)
+            keep_box &= area <= cfg.max_box_area
+        left, top, right, bottom = crop.inner
+        if left:
+            keep_box &= boxes[:, 0] > EDGE_PX
+        if top:
+            keep_box &= boxes[:, 1] > EDGE_PX
+        if right:
+            keep_box &= boxes[:, 2] < lb.width - EDGE_PX
+        if bottom:
+            keep_box &= boxes[:, 3] < lb.height - EDGE_PX
+        boxes = boxes[keep_box]
+        if crop.x or crop.y:
+            boxes += np.array([crop.x, crop.y, crop.x, crop.y], np.float32)
+        return Candidates(boxes, scores[keep_box], ids[keep_box])
+
+    def _detections(self, c: Candidates) -> list[Detection]:
         label = self.label
-        return [Detection(label(c), c, s, (b[0], b[1], b[2], b[3]))
-                for b, s, c in zip(boxes[keep].tolist(), scores[keep].tolist(),
-                                   ids[keep].tolist(), strict=True)]
+        return [Detection(label(i), i, s, (b[0], b[1], b[2], b[3]))
+                for b, s, i in zip(c.boxes.tolist(), c.scores.tolist(), c.class_ids.tolist(),
+                                   strict=True)]
+
+
+_EMPTY = Candidates(np.empty((0, 4), np.float32), np.empty(0, np.float32),
+                    np.empty(0, np.intp))
 
 
 def _take(c: Candidates, idx: npt.NDArray[np.intp]) -> Candidates:
     return Candidates(c.boxes[idx], c.scores[idx], c.class_ids[idx])
+
+
+def _class_table(ids: npt.NDArray[np.intp] | None) -> npt.NDArray[np.bool_] | None:
+    """A lookup table by class id: one fancy index instead of np.isin's sort per frame."""
+    if ids is None:
+        return None
+    table = np.zeros(int(ids.max()) + 1 if len(ids) else 0, bool)
+    table[ids] = True
+    return table
 
 
 def _as_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -144,34 +276,6 @@ def _as_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ValueError(f"detector needs a BGR image HxWx3, got shape {image.shape}")
     return image
-
-
-def _open_session(path: Path, threads: int) -> ort.InferenceSession:
-    if not path.exists():
-        raise ModelError(path, "model file not found")
-    if path.is_dir():
-        raise ModelError(path, "is a directory, not a model file")
-    try:
-        with path.open("rb") as f:
-            if not f.read(1):
-                raise ModelError(path, "empty file, not an ONNX model")
-    except OSError as exc:
-        raise ModelError(path, f"cannot read model: {exc.strerror}") from None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: initializer warnings are noise on a node's log
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own pybind classes, none shared
-        text = str(exc)
-        if type(exc).__name__ == "InvalidProtobuf" or "Protobuf parsing failed" in text:
-            raise ModelError(path, "not an ONNX model (protobuf parse failed)") from None
-        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-        text = re.sub(r"^Load model from .*? failed:", "", text)
-        raise ModelError(path, f"onnxruntime cannot load it: {text}") from None
 
 
 def _input_size(path: Path, name: str, shape: list[object],

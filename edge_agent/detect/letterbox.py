@@ -62,16 +62,24 @@ def fit(width: int, height: int, in_w: int, in_h: int, centre: bool) -> Letterbo
 
 
 class Letterboxer:
-    """Owns the input tensor; `__call__` overwrites it, so one instance serves one thread."""
+    """Owns one input tensor; `__call__` overwrites it, so one instance serves one frame or
+    crop at a time (the detector keeps a ring of them for frames in flight).
+
+    The image is resized into a reused uint8 buffer, split into three contiguous planes and
+    each plane converted into the tensor in one pass: a strided HWC -> CHW float conversion
+    costs more than the resize itself. Only the padding outside the new image is refilled."""
 
     def __init__(self, in_w: int, in_h: int, *, centre: bool, rgb: bool, unit_scale: bool,
                  dtype: type[np.floating] = np.float32) -> None:
         self.in_w, self.in_h = in_w, in_h
         self.centre, self.rgb = centre, rgb
         self.scale = np.asarray(1 / 255 if unit_scale else 1, dtype)  # keeps the product in dtype
+        self._plain = not unit_scale
+        """Pixels go in as they are (YOLOX): a copy, no multiply."""
         self.pad_value = float(np.asarray(PAD, dtype) * self.scale)  # as a 114 pixel gets
         self.tensor = np.full((1, 3, in_h, in_w), self.pad_value, dtype)
-        self._resized: npt.NDArray[np.uint8] | None = None
+        self._resized = np.empty(in_h * in_w * 3, np.uint8)
+        self._planes = np.empty(3 * in_h * in_w, np.uint8)
         self._box: Letterbox | None = None
         self._new_size = (0, 0)
 
@@ -79,17 +87,33 @@ class Letterboxer:
         h, w = image.shape[:2]
         lb = self._box
         if lb is None or (lb.width, lb.height) != (w, h):
-            lb = self._box = fit(w, h, self.in_w, self.in_h, self.centre)
-            new_w, new_h = self._new_size = round(w * lb.scale_x), round(h * lb.scale_y)
-            self.tensor.fill(self.pad_value)  # the old image may have covered today's padding
-            same = (new_w, new_h) == (w, h)
-            self._resized = None if same else np.empty((new_h, new_w, 3), np.uint8)
+            lb = self._refit(w, h)
         new_w, new_h = self._new_size
-        src: npt.NDArray[np.uint8] = image
-        if self._resized is not None:
-            src = self._resized
+        src = image
+        if (new_w, new_h) != (w, h):
+            src = self._resized[:new_h * new_w * 3].reshape(new_h, new_w, 3)
             cv2.resize(image, (new_w, new_h), dst=src, interpolation=cv2.INTER_LINEAR)
-        chw = (src[:, :, ::-1] if self.rgb else src).transpose(2, 0, 1)
-        region = self.tensor[0, :, lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w]
-        np.multiply(chw, self.scale, out=region, casting="unsafe")
+        n = new_h * new_w
+        planes = [self._planes[i * n:(i + 1) * n].reshape(new_h, new_w) for i in range(3)]
+        cv2.split(src, planes)  # fills the given planes in place, allocates nothing
+        if self.rgb:
+            planes.reverse()
+        y, x = lb.pad_y, lb.pad_x
+        for c in range(3):
+            out = self.tensor[0, c, y:y + new_h, x:x + new_w]
+            if self._plain:
+                np.copyto(out, planes[c], casting="unsafe")
+            else:
+                np.multiply(planes[c], self.scale, out=out, casting="unsafe")
         return self.tensor, lb
+
+    def _refit(self, w: int, h: int) -> Letterbox:
+        """A new source size: new placement, and padding wherever the image no longer is."""
+        lb = self._box = fit(w, h, self.in_w, self.in_h, self.centre)
+        new_w, new_h = self._new_size = round(w * lb.scale_x), round(h * lb.scale_y)
+        t, y, x, v = self.tensor, lb.pad_y, lb.pad_x, self.pad_value
+        t[:, :, :y, :] = v
+        t[:, :, y + new_h:, :] = v
+        t[:, :, y:y + new_h, :x] = v
+        t[:, :, y:y + new_h, x + new_w:] = v
+        return lb

@@ -5,9 +5,11 @@ acknowledged it, so neither a broker outage nor a crash loses it. It never publi
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by put() inside batch()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -49,6 +51,7 @@ class Spool:
                     qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL);
                 CREATE TABLE IF NOT EXISTS dropped (
                     kind TEXT PRIMARY KEY, count INTEGER NOT NULL);
+                CREATE INDEX IF NOT EXISTS spool_kind_created ON spool (kind, created);
                 """
             )
         except sqlite3.DatabaseError as exc:
@@ -56,6 +59,23 @@ class Spool:
             raise ValueError(f"{path}: spool database is unusable ({exc})") from None
         self._bytes = int(self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Puts inside share one transaction, so one fsync: the events of one frame (and
+        their snapshots) are stored together instead of each paying its own sync, which
+        held back the last of a burst by a few milliseconds per event before it. Nothing
+        is sent before the batch ends; an exception inside stores nothing of it."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._bytes = int(self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
+                raise
+            self._db.execute("COMMIT")
 
     def put(self, kind: str, topic: str, payload: bytes, qos: int, retain: bool = False,
             created: float | None = None) -> int:
@@ -121,6 +141,9 @@ class Spool:
                 "ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
 
     def _enforce_bounds(self) -> None:
+        """Runs on every put: the age check reads the (kind, created) index, so its cost does
+        not grow with the spool (without it, a put took 11 ms at 1000 rows, 20 ms at 3000:
+        a broker outage slowed the pipeline thread more the longer it lasted)."""
         cutoff = time.time() - self.max_age_s
         for kind in KINDS:
             rows = self._db.execute(

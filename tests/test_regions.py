@@ -1,0 +1,165 @@
+"""Region-based detection: where crops go, that they find the people the whole frame finds on
+vtest.avi, and that a still scene costs the detector only its refresh runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.capture.frame import Frame
+from edge_agent.config import DetectorConfig, RegionsConfig, load_config
+from edge_agent.detect.agreement import agree
+from edge_agent.detect.detector import Detector
+from edge_agent.pipeline import Agent
+from edge_agent.regions import RegionPlanner
+from edge_agent.track import Track
+from sim.demo import CAMERA, camera_config
+
+W, H = 768, 576
+FPS = 10.0
+
+
+def read(vtest: Path, first: int, count: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(vtest))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+    out = []
+    for _ in range(count):
+        ok, img = cap.read()
+        assert ok
+        out.append(img)
+    cap.release()
+    return out
+
+
+def track(box: tuple[float, float, float, float], seen: float = 0.0) -> Track:
+    return Track(track_id=1, label="person", class_id=0, score=0.9, box=box,
+                 first_seen=seen, last_seen=seen)
+
+
+def planner(**cfg: object) -> RegionPlanner:
+    p = RegionPlanner(RegionsConfig(enabled=True, **cfg), (416, 416))  # type: ignore[arg-type]
+    assert p.plan(0.0, W, H, [], []).reason == "first"  # the first frame is always whole
+    return p
+
+
+# -- planning ----------------------------------------------------------------------------
+def test_one_small_mover_gets_one_square_crop_around_it():
+    plan = planner(min_size=256).plan(0.1, W, H, [(100, 100, 140, 200)], [])
+    assert plan.reason == "regions" and plan.regions is not None and len(plan.regions) == 1
+    x1, y1, x2, y2 = plan.regions[0]
+    assert x2 - x1 == y2 - y1 == 256  # the model input is square: no letterbox waste
+    assert x1 <= 100 - 10 and y1 <= 100 - 25 and x2 >= 140 + 10 and y2 >= 200 + 25  # margin
+
+
+def test_crops_stay_inside_the_frame_by_moving_not_shrinking():
+    plan = planner(min_size=256).plan(0.1, W, H, [(740, 540, 768, 576)], [])
+    assert plan.regions == [(W - 256, H - 256, W, H)]
+
+
+def test_far_apart_movers_merge_to_the_budget_or_fall_back_to_the_whole_frame():
+    movers = [(20, 20, 60, 100), (700, 480, 740, 560)]
+    two = planner(max_regions=2).plan(0.1, W, H, movers, [])
+    assert two.regions is not None and len(two.regions) == 2
+    one = planner(max_regions=1).plan(0.1, W, H, movers, [])
+    assert one.regions is None and one.reason == "no_gain"  # one crop would be the frame
+
+
+def test_tracks_are_covered_where_their_velocity_takes_them():
+    t = track((300, 200, 340, 300))
+    t.history.extend([(0.0, 320, 300), (1.0, 360, 300)])  # 40 px/s to the right
+    plan = planner(min_size=64, margin=0.0).plan(1.5, W, H, [], [t])
+    assert plan.regions is not None
+    x1, _, x2, _ = plan.regions[0]
+    assert x1 <= 300 and x2 >= 340 + 40 * 1.5
+
+
+def test_still_tracks_get_no_crop_they_are_rechecked_on_the_whole_frame():
+    parked = track((650, 40, 720, 100))
+    walker = track((100, 300, 130, 380))
+    plan = planner(min_size=64).plan(0.1, W, H, [(95, 295, 135, 385)], [parked, walker])
+    assert plan.regions is not None and len(plan.regions) == 1
+    assert plan.regions[0][2] < 400  # around the walker only, not stretched to the car
+
+
+def test_whole_frame_when_nothing_moves_and_on_refresh():
+    p = planner(full_frame_s=2.0)
+    assert p.plan(0.5, W, H, [], []).reason == "nothing_moves"
+    assert p.plan(1.0, W, H, [(10, 10, 50, 90)], []).reason == "regions"
+    assert p.plan(2.6, W, H, [(10, 10, 50, 90)], []).reason == "refresh"
+
+
+def test_disabled_planner_always_asks_for_the_whole_frame():
+    p = RegionPlanner(RegionsConfig(enabled=False), (416, 416))
+    assert p.plan(0.0, W, H, [(1, 1, 5, 5)], []).regions is None
+
+
+# -- on real frames ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def yolox(yolox_path):
+    return Detector.from_config(DetectorConfig(model=yolox_path, score=0.3, threads=2,
+                                               classes=["person"]))
+
+
+@pytest.mark.parametrize("index", [120, 300, 520])
+def test_regions_find_the_people_the_whole_frame_finds(yolox, vtest_path, index):
+    """For each person of the previous frame, a crop placed where the tracker would have
+    them finds, in this frame, every person the whole frame finds inside that crop (boxes
+    matched one to one at IoU 0.5): the crop sees them bigger and loses nobody.
+
+    People the whole frame is sure of (score >= 0.6): a blue signpost at the left scores 0.55
+    as a person in the whole frame and, seen bigger in a crop, rightly no longer does."""
+    before, now = read(vtest_path, index - 1, 2)
+    people = [d for d in yolox.detect(before) if d.score >= 0.6]
+    whole = [d for d in yolox.detect(now) if d.score >= 0.6]
+    assert len(people) >= 3 and len(whole) >= 3
+    checked = 0
+    for person in people:
+        plan = planner().plan(0.1, W, H, [person.box], [track(person.box)])  # walking
+        assert plan.regions is not None and len(plan.regions) == 1, plan
+        r = plan.regions[0]
+        m = 16  # someone this close to a crop edge may be cut by it; the margin is for that
+        inside = [d for d in whole if r[0] + m < d.box[0] and r[1] + m < d.box[1]
+                  and d.box[2] < r[2] - m and d.box[3] < r[3] - m]
+        found = yolox.detect_regions(now, plan.regions)
+        a = agree(inside, found)
+        assert a.only_reference == 0, (person, r, inside, found)
+        checked += len(inside)
+    assert checked >= len(people)
+
+
+def test_boxes_cut_by_a_crop_edge_are_dropped(yolox, vtest_path):
+    frame = read(vtest_path, 300, 1)[0]
+    whole = [d for d in yolox.detect(frame) if d.score >= 0.5]
+    d = max(whole, key=lambda d: d.box[3] - d.box[1])
+    x1, y1, x2, y2 = (int(v) for v in d.box)
+    mid = (y1 + y2) // 2
+    cut = (max(0, x1 - 40), max(0, y1 - 40), min(W, x2 + 40), mid)  # the person's upper half
+    found = yolox.detect_regions(frame, [cut])
+    assert all(f.box[3] < mid - 2 for f in found), found
+
+
+# -- in the pipeline ---------------------------------------------------------------------
+def agent_for(tmp: Path, model: Path, clip: Path, **sections: dict[str, object]) -> Agent:
+    path = camera_config(CAMERA, tmp / "node.toml", clip=clip, model=model, port=1,
+                         state_dir=tmp / "state", detector={"threads": 1},
+                         snapshot={"mode": "off"}, **sections)
+    return Agent(load_config(path))
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_a_still_scene_runs_the_detector_only_on_refresh(tmp_path, yolox_path, vtest_path,
+                                                         regions):
+    agent = agent_for(tmp_path, yolox_path, vtest_path, motion={"refresh_s": 2.0},
+                      regions={"enabled": regions})
+    still = read(vtest_path, 300, 1)[0]
+    try:
+        for i in range(60):  # six seconds of a camera looking at a frozen scene
+            agent.process(Frame(still, i, 1.7e9 + i / FPS, i / FPS))
+    finally:
+        agent.spool.close()
+    assert agent.stats.frames == 60
+    assert agent.stats.detector_runs == 3  # t = 0 (first frame), 2 s and 4 s
+    assert agent.stats.inferences == 3
