@@ -37,6 +37,18 @@ def short_clip(vtest: Path, out: Path, start: int = 250, frames: int = 60) -> Pa
     return out
 
 
+def frame_folder(vtest: Path, out: Path, frames: int) -> Path:
+    """The first frames of vtest.avi as JPEGs: a camera that can be unplugged (renamed)."""
+    out.mkdir()
+    cap = cv2.VideoCapture(str(vtest))
+    for i in range(frames):
+        ok, img = cap.read()
+        assert ok
+        cv2.imwrite(str(out / f"{i:04d}.jpg"), img)
+    cap.release()
+    return out
+
+
 def node_config(tmp: Path, *, clip: Path, model: Path, port: int, name: str = "node.toml",
                 **sections: dict[str, Any]) -> Path:
     defaults: dict[str, dict[str, Any]] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sim.broker import MosquittoBroker, free_port
-from tests.agent_helpers import AgentProcess, node_config, short_clip
+from tests.agent_helpers import AgentProcess, frame_folder, node_config, short_clip
 from tests.mqtt_helpers import Recorder, validate
 
 EVENTS = "safecity/+/+/+/event/#"
@@ -138,16 +138,7 @@ def test_corrupt_model_and_bad_config_refuse_to_start_and_keep_the_spool(
 
 def test_camera_removed_mid_run_reports_offline_and_recovers(broker, tmp_path, yolox_path,
                                                              vtest_path):
-    import cv2
-
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    cap = cv2.VideoCapture(str(vtest_path))
-    for i in range(20):
-        ok, img = cap.read()
-        assert ok
-        cv2.imwrite(str(frames / f"{i:04d}.jpg"), img)
-    cap.release()
+    frames = frame_folder(vtest_path, tmp_path / "frames", 20)
     cfg = node_config(tmp_path, clip=frames, model=yolox_path, port=broker.port,
                       camera={"kind": "folder", "loop": True, "fps": 10, "reconnect_max_s": 1})
     rec = Recorder(broker.host, broker.port, ["safecity/+/+/+/status",

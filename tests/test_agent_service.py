@@ -10,22 +10,13 @@ import time
 import urllib.error
 import urllib.request
 
-import cv2
-
 from sim.broker import free_port
-from tests.agent_helpers import AgentProcess, node_config
+from tests.agent_helpers import AgentProcess, frame_folder, node_config
 
 
 def test_ready_watchdog_and_health_follow_frames_and_broker(broker, tmp_path, yolox_path,
                                                            vtest_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    cap = cv2.VideoCapture(str(vtest_path))
-    for i in range(10):
-        ok, img = cap.read()
-        assert ok
-        cv2.imwrite(str(frames / f"{i:04d}.jpg"), img)
-    cap.release()
+    frames = frame_folder(vtest_path, tmp_path / "frames", 10)
     health = free_port()
     cfg = node_config(tmp_path, clip=frames, model=yolox_path, port=broker.port,
                       camera={"kind": "folder", "loop": True, "fps": 10,
