@@ -50,6 +50,10 @@ class Uplink:
         self._on_command = on_command
         self._on_connect = on_connect
         self._status_extra: dict[str, Any] = {}
+        self._status_lock = threading.Lock()
+        """Orders the birth message against set_status from other threads: without it a
+        change made while the birth is being sent would be lost until the next change."""
+        self._status_live = False
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"{ident.site}-{ident.node}",
                                    clean_session=True)
@@ -117,9 +121,10 @@ class Uplink:
 
     def set_status(self, **extra: Any) -> None:
         """Merge extra fields into the retained birth message and republish it."""
-        self._status_extra.update(extra)
-        if self.connected:
-            self._publish_status("online")
+        with self._status_lock:
+            self._status_extra.update(extra)
+            if self._status_live:
+                self._publish_status("online")
 
     def flush(self, timeout: float) -> bool:
         """Wait until the spool is empty (everything acknowledged)."""
@@ -164,7 +169,9 @@ class Uplink:
         self._gen += 1
         self._connected_at = time.monotonic()
         self._connected_since = time.time()
-        self._publish_status("online")
+        with self._status_lock:
+            self._publish_status("online")
+            self._status_live = True
         client.subscribe(self.topics.cmd, qos=1)
         if self._on_connect is not None:
             self._on_connect(client)
@@ -176,6 +183,8 @@ class Uplink:
                            reason: ReasonCode, props: Any = None) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        with self._status_lock:
+            self._status_live = False
         if was and not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s", reason)
 
