@@ -19,6 +19,12 @@ def received_events(rec: Recorder) -> list[dict]:
     return [validate(m.topic, m.payload) for m in rec.matching("/event/")]
 
 
+def numbered(msgs: list) -> set[tuple[str, str, int]]:
+    """(event_id, phase, seq) of every event message received so far."""
+    docs = [x.json() for x in msgs if "/event/" in x.topic]
+    return {(d["event_id"], d["phase"], d["seq"]) for d in docs}
+
+
 def dedupe(docs: list[dict]) -> list[dict]:
     """What a consumer keeps: one message per (event_id, phase, seq), first arrival."""
     seen: set[tuple[str, str, int]] = set()
@@ -57,8 +63,7 @@ def test_sixty_second_broker_outage_loses_no_event(tmp_path, yolox_path, clip):
         assert agent.terminate() == 0
         logged = agent.logged_events()
         want = {(i, p, s) for _, p, i, s in logged}
-        rec.wait_for(lambda m: {(x.json()["event_id"], x.json()["phase"], x.json()["seq"])
-                                for x in m if "/event/" in x.topic} >= want, timeout=60)
+        rec.wait_for(lambda m: numbered(m) >= want, timeout=60)
         docs = received_events(rec)
         rec.close()
     finally:
@@ -87,8 +92,7 @@ def test_events_spooled_before_sigkill_arrive_after_restart(tmp_path, yolox_path
     with MosquittoBroker(port=port) as broker:
         rec = Recorder(broker.host, broker.port, EVENTS)
         second = AgentProcess(cfg, tmp_path / "second.log")
-        rec.wait_for(lambda m: {(x.json()["event_id"], x.json()["phase"], x.json()["seq"])
-                                for x in m if "/event/" in x.topic} >= set(spooled), timeout=90)
+        rec.wait_for(lambda m: numbered(m) >= set(spooled), timeout=90)
         assert second.terminate() == 0
         docs = received_events(rec)
         rec.close()
@@ -130,8 +134,7 @@ def test_corrupt_model_and_bad_config_refuse_to_start_and_keep_the_spool(
     with MosquittoBroker(port=port) as broker:
         rec = Recorder(broker.host, broker.port, EVENTS)
         again = AgentProcess(cfg, tmp_path / "again.log")
-        rec.wait_for(lambda m: {(x.json()["event_id"], x.json()["phase"], x.json()["seq"])
-                                for x in m if "/event/" in x.topic} >= set(spooled), timeout=90)
+        rec.wait_for(lambda m: numbered(m) >= set(spooled), timeout=90)
         assert again.terminate() == 0
         rec.close()
 
