@@ -11,15 +11,22 @@ from pathlib import Path
 from types import FrameType
 
 from edge_agent import __version__, logs
-from edge_agent.config import ConfigError, load_config
+from edge_agent.config import Config, ConfigError, load_config
 
 
-def _check_config(args: argparse.Namespace) -> int:
+def _load(path: Path) -> Config | None:
+    """The validated config, or None after printing one `file: field: reason` line each."""
     try:
-        cfg = load_config(Path(args.config))
+        return load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load(Path(args.config))
+    if cfg is None:
         return 2
     print(f"{args.config}: ok (node {cfg.node.site}/{cfg.node.id}, {len(cfg.rules)} rules)")
     return 0
@@ -35,11 +42,8 @@ def _run(args: argparse.Namespace) -> int:
 
     logs.setup(args.log_level)
     path = Path(args.config)
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.source}: {line}", file=sys.stderr)
+    cfg = _load(path)
+    if cfg is None:
         return 2
     _warn_if_readable_secret(path, cfg.mqtt.password is not None)
     cfg, problem = control.with_overrides(cfg, path)

@@ -5,8 +5,6 @@ running config untouched. Never touches the network itself: results go back as t
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any, Protocol
 
 import tomli_w
 
+from edge_agent.atomic import write_atomic
 from edge_agent.commands import CommandError, Handler
 from edge_agent.config import Config, ConfigError, parse_config, resolve_paths
 
@@ -132,17 +131,4 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _store(path: Path, doc: dict[str, Any]) -> None:
-    """Atomically replace the file (temp file, fsync, rename): a power cut leaves the old
-    or the new version, never half of one."""
-    text = tomli_w.dumps(doc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, tomli_w.dumps(doc))

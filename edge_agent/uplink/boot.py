@@ -4,8 +4,9 @@ Written atomically (temp file, fsync, rename) so a power cut never resets it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from edge_agent.atomic import write_atomic
 
 
 def next_boot(state_dir: Path) -> int:
@@ -19,15 +20,5 @@ def next_boot(state_dir: Path) -> int:
     except ValueError as exc:
         raise ValueError(f"{path}: boot counter is not a number ({exc})") from None
     boot = last + 1
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        f.write(f"{boot}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, f"{boot}\n")
     return boot
