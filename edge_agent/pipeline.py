@@ -149,7 +149,8 @@ class Agent:
     def _apply_rooms(self, config: Config) -> None:
         """(Re)build the per-frame rooms that a config change may replace while running."""
         self.gate = MotionGate(config.motion)
-        self.planner = RegionPlanner(config.regions, self.detector.input_size)
+        self.planner = RegionPlanner(config.regions, self.detector.input_size,
+                                     self.detector.dynamic)
         self.detector.reserve(self._depth * config.regions.max_regions + 1)
         self.tracker = Tracker(config.tracker)
         self.rules: list[Rule] = build_rules(config)
@@ -284,25 +285,35 @@ class Agent:
                       detected=plan is not None, now=frame.monotonic)
         out: list[tuple[int, RuleEvent]] = [(i, ev) for i, rule in enumerate(self.rules)
                                             for ev in rule.update(scene)]
-        if out:
+        if not out:
+            return []
+        with self.spool.batch():
+            shots = [self._emit(ev, frame, i) for i, ev in out]
+        # The events are committed and on their way; their snapshots follow them. Rendering
+        # (redact, draw, JPEG) costs more than the rest of the frame's work after inference
+        # (2.3 ms here, about 15 ms on a Pi 4), and an operator wants the alarm first.
+        due = [shot for shot in shots if shot is not None]
+        if due:
             with self.spool.batch():
-                for i, ev in out:
-                    self._emit(ev, frame, i)
+                for name, boxes in due:
+                    self._snapshot(name, frame, boxes)
         return [ev for _, ev in out]
 
     def _emit(self, ev: RuleEvent, frame: Frame | None, source: int | str,
-              ts: float | None = None) -> None:
+              ts: float | None = None) -> tuple[str, list[Any]] | None:
         """`source` (the rule's index, or the input's name) keeps two rules that watch the
-        same thing from sharing one event's lifecycle."""
+        same thing from sharing one event's lifecycle. Returns the snapshot the event
+        names and the caller must render once the event is stored: (event_id, boxes)."""
         event_id, seq = self.numbering.number(f"{source}/{ev.key}", ev.phase)
         if ts is None:
             ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
-        snapshot = None
+        due = None
         if frame is not None and ev.phase in ("start", "instant") \
                 and self.config.snapshot.mode != "off":
-            snapshot = self._snapshot(event_id, frame, ev.boxes)
+            due = (event_id, ev.boxes)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
-                             ev.details, ev.duration_s, snapshot)
+                             ev.details, ev.duration_s,
+                             self._snapshot_ref(event_id) if due else None)
         self.uplink.publish("event", self.topics.event(ev.type), messages.dumps(doc), 1,
                             created=ts)
         self.stats.events += 1
@@ -310,8 +321,18 @@ class Agent:
             self.gpio.on_event(ev.type, ev.phase, event_id)
         log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s", ev.type,
                  ev.phase, event_id, seq, ev.severity, ev.details)
+        return due
+
+    def _snapshot_ref(self, name: str) -> dict[str, Any]:
+        """Where snapshot `name` will be: the topic it is published on, or its file."""
+        cfg = self.config.snapshot
+        where = (self.topics.snapshot(name) if cfg.mode == "publish"
+                 else str(self.config.node.state_dir / "snapshots" / f"{name}.jpg"))
+        return {"topic": where, "redacted": cfg.redact_people}
 
     def _snapshot(self, name: str, frame: Frame, boxes: list[Any]) -> dict[str, Any] | None:
+        """Render, redact and publish (or save) snapshot `name`; None when it cannot be
+        encoded within max_bytes (logged)."""
         cfg = self.config.snapshot
         try:
             # every live track, tentative ones too: a person seen once is still a person
@@ -322,15 +343,14 @@ class Agent:
         except ValueError as exc:
             log.warning("event=snapshot_failed name=%s reason=%s", name, exc)
             return None
+        ref = self._snapshot_ref(name)
         if cfg.mode == "publish":
-            topic = self.topics.snapshot(name)
-            self.uplink.publish("snapshot", topic, jpeg, 1, created=frame.captured_at)
-            return {"topic": topic, "bytes": len(jpeg), "redacted": cfg.redact_people}
-        folder = self.config.node.state_dir / "snapshots"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.jpg"
-        path.write_bytes(jpeg)
-        return {"topic": str(path), "bytes": len(jpeg), "redacted": cfg.redact_people}
+            self.uplink.publish("snapshot", ref["topic"], jpeg, 1, created=frame.captured_at)
+        else:
+            path = Path(ref["topic"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg)
+        return ref | {"bytes": len(jpeg)}
 
     # -- inputs, status, telemetry --------------------------------------------------------
     def _on_input(self, event_type: str, phase: str, name: str) -> None:
