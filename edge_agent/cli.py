@@ -1,4 +1,5 @@
-"""The `edge-agent` command: run, check-config, detect, models (list, fetch, verify, quantize).
+"""The `edge-agent` command: run, check-config, detect, models (list, fetch, verify, quantize,
+dynamic).
 
 Parses arguments and maps failures to exit codes (2: bad input); holds no logic of its own."""
 
@@ -100,6 +101,8 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     if args.action == "quantize":
         return _quantize(args, folder)
+    if args.action == "dynamic":
+        return _dynamic(args, folder)
     bad = 0
     for name, e in entries.items():
         path = folder / e.file
@@ -198,6 +201,36 @@ def _quantize(args: argparse.Namespace, folder: Path) -> int:
     return 0
 
 
+def _dynamic(args: argparse.Namespace, folder: Path) -> int:
+    from edge_agent import catalog
+    from edge_agent.detect.dynamic import dynamic_path, make_dynamic
+    from edge_agent.detect.errors import ModelError
+
+    if not args.name:
+        print("models dynamic: give a model name (see 'edge-agent models list') or an ONNX "
+              "file", file=sys.stderr)
+        return 2
+    given = Path(args.name)
+    try:
+        if given.suffix == ".onnx" or given.exists():
+            model = given
+        else:
+            model = catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+        report = make_dynamic(model, Path(args.out) if args.out else dynamic_path(model))
+    except (catalog.CatalogError, ModelError) as exc:
+        print(f"models dynamic: {exc}", file=sys.stderr)
+        return 2
+    nw, nh = report.nominal
+    print(f"{args.name}: wrote {report.path} (input height/width dynamic, nominal {nw}x{nh} "
+          f"in its metadata; outputs at {nw}x{nh} equal the source's)")
+    times = ", ".join(f"{w}x{h} {ms:.1f} ms" for (w, h), ms in report.timings_ms.items())
+    print(f"  one inference, 1 thread: {times} (source at {nw}x{nh}: "
+          f"{report.source_ms:.1f} ms)")
+    print(f'  use it: [detector] model = "{report.path}"; region crops then run at the '
+          f"smallest multiple of 32 that holds them, up to {nw}x{nh}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_agent.detect import cli as detect_cli
 
@@ -211,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a node config file")
     check.add_argument("config")
     check.set_defaults(func=_check_config)
-    models = sub.add_parser("models", help="list, fetch, verify or quantize catalog models")
-    models.add_argument("action", choices=["list", "fetch", "verify", "quantize"])
-    models.add_argument("name", nargs="?")
+    models = sub.add_parser("models", help="list, fetch, verify, quantize catalog models, or "
+                                            "make a dynamic-size copy of one")
+    models.add_argument("action", choices=["list", "fetch", "verify", "quantize", "dynamic"])
+    models.add_argument("name", nargs="?",
+                        help="catalog name (dynamic: or an ONNX file)")
     models.add_argument("--dir", default="/var/lib/safecity-edge/models",
                         help="local model folder")
     models.add_argument("--from", dest="source",
@@ -229,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="quantize: calibration method (percentile: slower, closer)")
     models.add_argument("--threads", type=int, default=2,
                         help="quantize: threads when timing float against int8")
+    models.add_argument("--out",
+                        help="dynamic: file to write (default: NAME_dynamic.onnx next to the "
+                             "model)")
     models.set_defaults(func=_models)
     disc = sub.add_parser("discovery", help="publish Home Assistant discovery for a node "
                                              "(sensor boards, from flash.sh)")

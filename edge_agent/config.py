@@ -111,6 +111,11 @@ class DetectorConfig(_Model):
     """Frames in inference at once, each with `threads` threads. On a 2-core CPU,
     workers = 2 with threads = 1 gives more frames per second than one 2-thread inference
     (no thread waits inside a run), at the price of a longer inference per frame."""
+    spin: bool = False
+    """Let onnxruntime's inference threads (threads > 1) busy-wait between operators.
+    Off by default: a spinning thread holds a core that capture, tracking and publishing
+    need, and burns power on a fanless node (1 worker x 2 threads on 2 cores under load:
+    33 against 17 CPU ms per frame, `make bench` reports both)."""
     score: float = Field(0.35, gt=0, le=1)
     nms_iou: float = Field(0.45, gt=0, le=1)
     labels: Path | None = None
@@ -134,15 +139,26 @@ class MotionConfig(_Model):
 
 
 class RegionsConfig(_Model):
-    """Detect on crops around motion and tracked objects instead of the whole frame."""
+    """Detect on crops around motion and tracked objects instead of the whole frame.
+
+    With a fixed-size model every crop is letterboxed to the model input and costs one
+    inference: regions buy resolution, not CPU. With a model whose input height/width are
+    dynamic (`edge-agent models dynamic`), a crop runs at the smallest multiple of 32 that
+    holds it at scale 1 (at most the nominal input) and costs about (that side / the nominal
+    side)^2 of one: regions then buy CPU too."""
 
     enabled: bool = False
     max_regions: int = Field(1, ge=1, le=8)
-    """Each crop costs one inference, like the whole frame: more crops than this and the
-    whole frame is cheaper."""
+    """Crops per frame at most; where more are needed they merge, and when the merged crop
+    is nearly the frame the whole frame is used. With a fixed-size model each crop costs one
+    inference, like the whole frame. With a dynamic model a crop costs a share of one (a
+    320 px crop about 0.6 of a 416 px inference), so two or three small crops can cost
+    less than the whole frame."""
     min_size: int = Field(320, ge=32, le=4096)
-    """Smallest crop side in frame pixels; smaller crops are enlarged to the model input,
-    so distant people are seen bigger than in the whole frame."""
+    """Smallest crop side in frame pixels. With a fixed-size model smaller crops are
+    enlarged to the model input, so distant people are seen bigger than in the whole frame;
+    with a dynamic model a crop runs at its own size (never enlarged beyond rounding to 32),
+    so this is also the smallest input a crop costs."""
     margin: float = Field(0.25, ge=0, le=2)
     """Each motion or track box grows by this share of its size on every side, so a person
     who moved since is still inside and never cut at the crop's edge."""

@@ -96,6 +96,40 @@ def test_disabled_planner_always_asks_for_the_whole_frame():
     assert p.plan(0.0, W, H, [(1, 1, 5, 5)], []).regions is None
 
 
+# -- the cost of a crop: fixed-size against dynamic-size models ---------------------------
+def dynamic_planner(**cfg: object) -> RegionPlanner:
+    p = RegionPlanner(RegionsConfig(enabled=True, **cfg), (416, 416),  # type: ignore[arg-type]
+                      dynamic=True)
+    assert p.plan(0.0, W, H, [], []).reason == "first"
+    return p
+
+
+def test_a_crop_costs_one_inference_on_a_fixed_model_and_its_input_area_on_a_dynamic_one():
+    assert planner().cost((0, 0, 300, 300)) == 1.0
+    p = dynamic_planner()
+    assert p.cost((0, 0, 300, 300)) == pytest.approx((320 / 416) ** 2)  # runs at 320x320
+    assert p.cost((0, 0, 600, 600)) == 1.0  # shrunk to the nominal input, as a whole frame
+
+
+def test_overlapping_crops_merge_on_a_dynamic_model_only_when_that_is_cheaper():
+    movers = [(40, 40, 100, 140), (110, 120, 170, 220)]  # their 128 px crops overlap
+    fixed = planner(min_size=64, margin=0.0, max_regions=2).plan(0.1, W, H, movers, [])
+    assert fixed.regions is not None and len(fixed.regions) == 1  # one inference, not two
+    dyn = dynamic_planner(min_size=64, margin=0.0, max_regions=2).plan(0.1, W, H, movers, [])
+    assert dyn.regions is not None and len(dyn.regions) == 2  # 2 x 128^2 < one 192^2 crop
+    assert dynamic_planner(min_size=64, margin=0.0, max_regions=1).plan(
+        0.1, W, H, movers, []).regions == fixed.regions  # the budget still holds
+
+
+def test_a_crop_near_the_frame_size_is_no_gain_on_a_dynamic_model_too():
+    """A crop the size of the frame runs at 416x320, cheaper than the whole frame's 416x416
+    only by the padding it drops: that is no reason to cut the frame."""
+    far_apart = [(20, 20, 60, 100), (700, 480, 740, 560)]
+    for p in (planner(), dynamic_planner()):
+        assert p.plan(0.1, W, H, far_apart, []).reason == "no_gain"
+        assert p.plan(0.2, 320, 240, [(100, 50, 160, 200)], []).reason == "no_gain"
+
+
 # -- on real frames ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def yolox(yolox_path):

@@ -22,15 +22,16 @@ from edge_agent.detect.adapters import Adapter, Candidates, ModelInfo, OutputSpe
 from edge_agent.detect.backends import Backend, open_backend
 from edge_agent.detect.backends.base import Outputs
 from edge_agent.detect.backends.ort import OrtBackend, open_session
+from edge_agent.detect.dynamic import NOMINAL_KEY
 from edge_agent.detect.errors import ModelError
-from edge_agent.detect.letterbox import Letterbox, Letterboxer
+from edge_agent.detect.letterbox import Letterbox, Letterboxer, crop_input
 from edge_agent.detect.nms import nms
 from edge_agent.detect.types import Detection
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 640
-"""Input size for models with dynamic height/width and no `imgsz` metadata."""
+"""Input size for models with dynamic height/width and no `imgsz` or `nominal_input` metadata."""
 MAX_DET = 300
 INPUT_TYPES: dict[str, type[np.floating]] = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -53,6 +54,12 @@ class Crop:
     inner: tuple[bool, bool, bool, bool]
     """Which edges (left, top, right, bottom) lie inside the frame rather than on its border."""
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) of the tensor; None when there is none (boxes mapped back only)."""
+        t = self.tensor
+        return (int(t.shape[3]), int(t.shape[2])) if t.ndim == 4 else None
+
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
@@ -65,15 +72,26 @@ class Prepared:
 class Detector:
     """Not thread-safe, except `infer`: pre- and post-processing write the detector's own
     buffers, so they run on one thread (the pipeline's), while inference may run on several
-    workers at once, each with its own `backend.for_worker()`."""
+    workers at once, each with its own `backend.for_worker()`.
+
+    A model whose input height and width are dynamic, with a known nominal size (metadata
+    `nominal_input`, as `edge-agent models dynamic` writes, or Ultralytics' `imgsz`), is
+    `dynamic`: whole frames still run at the nominal size, and each region crop at its own
+    input size (`crop_input`), so a small crop costs a fraction of an inference. The ring's
+    letterboxers hold a nominal-size buffer each and view its front for a smaller input:
+    no size allocates anything once the ring is made."""
 
     def __init__(self, cfg: DetectorConfig, backend: Backend, adapter: Adapter,
-                 info: ModelInfo, labels: list[str], input_dtype: type[np.floating]) -> None:
+                 info: ModelInfo, labels: list[str], input_dtype: type[np.floating],
+                 dynamic: bool = False) -> None:
         self.cfg = cfg
         self.backend = backend
         self.adapter = adapter
         self.format: str = adapter.key
         self.input_size: tuple[int, int] = (info.input_w, info.input_h)
+        """The nominal input size: whole frames always run at it."""
+        self.dynamic = dynamic
+        """Region crops run at their own input size (`crop_input`)."""
         self.labels = labels
         self.metadata = info.metadata
         self._dtype = input_dtype
@@ -84,7 +102,7 @@ class Detector:
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> Detector:
         path = Path(cfg.model)
-        session = open_session(path, cfg.threads)
+        session = open_session(path, cfg.threads, cfg.spin)
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(path, f"has {len(inputs)} inputs "
@@ -96,15 +114,18 @@ class Detector:
             raise ModelError(path, f"input {inp.name} is {inp.type}; expected float or float16")
         meta = dict(session.get_modelmeta().custom_metadata_map)
         in_w, in_h = _input_size(path, inp.name, list(inp.shape), meta)
+        dynamic = (cfg.backend == "onnxruntime"  # OpenCV DNN: one input size, unchecked
+                   and _symbolic_hw(list(inp.shape)) and _nominal(meta) is not None)
         info = ModelInfo(path, in_w, in_h, _output_specs(session, path, dtype, in_w, in_h), meta)
         adapter = select(info, cfg.format)
         names = labels_mod.resolve(meta, cfg.labels, adapter.num_classes, path)
         backend = open_backend(cfg.backend, path, session, cfg.threads,
                                [o.name for o in info.outputs])
-        det = cls(cfg, backend, adapter, info, names, dtype)
+        det = cls(cfg, backend, adapter, info, names, dtype, dynamic)
         det.infer(np.zeros((1, 3, in_h, in_w), dtype))  # the first run allocates: not on a frame
-        log.info("event=detector_loaded model=%s format=%s input=%dx%d classes=%s backend=%s "
-                 "threads=%d", path, det.format, in_w, in_h, adapter.num_classes or "?",
+        log.info("event=detector_loaded model=%s format=%s input=%dx%d%s classes=%s "
+                 "backend=%s threads=%d", path, det.format, in_w, in_h,
+                 " input_hw=dynamic" if dynamic else "", adapter.num_classes or "?",
                  backend.name, cfg.threads)
         return det
 
@@ -122,13 +143,19 @@ class Detector:
         while len(self._ring) < tensors:
             self._ring.append(self._letterboxer())
 
-    def preprocess(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.floating],
-                                                                Letterbox]:
+    def preprocess(self, image: npt.NDArray[np.uint8], size: tuple[int, int] | None = None
+                   ) -> tuple[npt.NDArray[np.floating], Letterbox]:
         """The tensor is one of the ring's reused buffers: valid until the ring comes round
-        (with the default ring of one: until the next call)."""
+        (with the default ring of one: until the next call). `size`: (width, height) of the
+        tensor for a dynamic model, at most the nominal size; default the nominal size."""
         letterbox = self._ring[self._turn]
         self._turn = (self._turn + 1) % len(self._ring)
-        return letterbox(_as_bgr(image))
+        return letterbox(_as_bgr(image), size or self.input_size)
+
+    def crop_input(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the input a crop of this size runs at: the nominal size for a
+        fixed model, `letterbox.crop_input` for a dynamic one."""
+        return crop_input(width, height, self.input_size) if self.dynamic else self.input_size
 
     def prepare(self, image: npt.NDArray[np.uint8],
                 regions: Sequence[Region] | None = None) -> Prepared:
@@ -144,7 +171,7 @@ class Detector:
             x2, y2 = min(w, int(region[2])), min(h, int(region[3]))
             if x2 <= x1 or y2 <= y1:
                 continue
-            tensor, lb = self.preprocess(image[y1:y2, x1:x2])
+            tensor, lb = self.preprocess(image[y1:y2, x1:x2], self.crop_input(x2 - x1, y2 - y1))
             crops.append(Crop(tensor, lb, x1, y1, (x1 > 0, y1 > 0, x2 < w, y2 < h)))
         return Prepared(tuple(crops))
 
@@ -208,7 +235,7 @@ class Detector:
     def _candidates(self, outputs: Outputs, crop: Crop) -> Candidates:
         """One crop's boxes in frame pixels after its own NMS and the box filters."""
         cfg = self.cfg
-        boxes, scores, ids = self.adapter.decode(outputs, cfg.score)
+        boxes, scores, ids = self.adapter.decode(outputs, cfg.score, crop.input_size)
         if self._keep is not None and len(ids):
             keep = self._keep
             mask = (ids >= 0) & (ids < len(keep))
@@ -280,7 +307,8 @@ def _as_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 def _input_size(path: Path, name: str, shape: list[object],
                 meta: dict[str, str]) -> tuple[int, int]:
-    """(width, height); dynamic dims come from Ultralytics `imgsz` metadata, else 640."""
+    """(width, height); dynamic dims come from `nominal_input` or Ultralytics `imgsz`
+    metadata, else 640."""
     dims = "[" + ",".join(map(str, shape)) + "]"
     if len(shape) != 4:
         raise ModelError(path, f"input {name} {dims} is not an image tensor [1,3,H,W]")
@@ -292,18 +320,32 @@ def _input_size(path: Path, name: str, shape: list[object],
         raise ModelError(path, f"input {name} {dims} has batch {n}; expected 1")
     if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
         return w, h
-    size = (DEFAULT_SIZE, DEFAULT_SIZE)
+    size = _nominal(meta) or (DEFAULT_SIZE, DEFAULT_SIZE)
+    return (w if isinstance(w, int) and w > 0 else size[0],
+            h if isinstance(h, int) and h > 0 else size[1])
+
+
+def _symbolic_hw(shape: list[object]) -> bool:
+    """Height and width are both symbolic (named or unnamed), not numbers."""
+    return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
+
+
+def _nominal(meta: dict[str, str]) -> tuple[int, int] | None:
+    """(width, height) a dynamic model was made for: `nominal_input` "WxH" metadata, else
+    Ultralytics' `imgsz` (an int, or [height, width]); None when neither says."""
+    m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", meta.get(NOMINAL_KEY, ""))
+    if m and int(m[1]) > 0 and int(m[2]) > 0:
+        return int(m[1]), int(m[2])
     try:
         imgsz = ast.literal_eval(meta.get("imgsz", "None"))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        imgsz = None
-    if isinstance(imgsz, int) and imgsz > 0:
-        size = (imgsz, imgsz)
-    elif (isinstance(imgsz, list | tuple) and len(imgsz) == 2
-          and all(isinstance(v, int) and v > 0 for v in imgsz)):
-        size = (int(imgsz[1]), int(imgsz[0]))  # Ultralytics stores (height, width)
-    return (w if isinstance(w, int) and w > 0 else size[0],
-            h if isinstance(h, int) and h > 0 else size[1])
+        return None
+    if isinstance(imgsz, int) and not isinstance(imgsz, bool) and imgsz > 0:
+        return imgsz, imgsz
+    if (isinstance(imgsz, list | tuple) and len(imgsz) == 2
+            and all(isinstance(v, int) and v > 0 for v in imgsz)):
+        return int(imgsz[1]), int(imgsz[0])  # Ultralytics stores (height, width)
+    return None
 
 
 def _output_specs(session: ort.InferenceSession, path: Path, dtype: type[np.floating],

@@ -40,7 +40,7 @@ class ModelInfo:
     @property
     def grid_cells(self) -> int:
         """Anchor-free grid size for strides 8/16/32: 3549 at 416x416, 8400 at 640x640."""
-        return sum((self.input_h // s) * (self.input_w // s) for s in STRIDES)
+        return grid_cells(self.input_w, self.input_h)
 
     @property
     def ultralytics_meta(self) -> bool:
@@ -71,6 +71,10 @@ class Candidates(NamedTuple):
     boxes: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
     class_ids: npt.NDArray[np.intp]
+
+
+def grid_cells(width: int, height: int) -> int:
+    return sum((height // s) * (width // s) for s in STRIDES)
 
 
 def empty() -> Candidates:
@@ -110,8 +114,10 @@ class Adapter(ABC):
         """Raises ModelError when this family cannot decode the model's outputs."""
 
     @abstractmethod
-    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float) -> Candidates:
-        """Outputs of session.run, in the model's output order."""
+    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float,
+               size: tuple[int, int] | None = None) -> Candidates:
+        """Outputs of session.run, in the model's output order; `size` is the (width, height)
+        of the input they came from (a dynamic model's crop), None for the nominal size."""
 
 
 def single_3d(info: ModelInfo) -> tuple[int, int] | None:

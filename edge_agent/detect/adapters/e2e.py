@@ -83,7 +83,8 @@ class E2E(Adapter):
         if self.four is None and self.width is None:
             raise info.error(EXPECTED)
 
-    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float) -> Candidates:
+    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float,
+               size: tuple[int, int] | None = None) -> Candidates:
         if self.four is not None:
             n_i, b_i, s_i, c_i = self.four
             n = int(np.asarray(outputs[n_i]).ravel()[0])

@@ -55,7 +55,8 @@ class Ultralytics(Adapter):
             log.warning("event=format_override model=%s format=ultralytics output=[1,%d,%d] "
                         "note=looks_like_yolox_raw_grid", info.path, a, b)
 
-    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float) -> Candidates:
+    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float,
+               size: tuple[int, int] | None = None) -> Candidates:
         out = np.asarray(outputs[0][0], np.float32)
         if self.transposed:  # [4+nc, N]: no objectness
             cls = out[4:]

@@ -39,17 +39,38 @@ class Yolox(Adapter):
                 f"format yolox needs one output [1,{info.grid_cells},5+classes] (the grid "
                 f"cells of strides 8/16/32 for its {info.input_w}x{info.input_h} input)")
         self.num_classes = dims[1] - 5
+        self.size = (info.input_w, info.input_h)
+        self._grids: dict[tuple[int, int], tuple[npt.NDArray[np.float32],
+                                                 npt.NDArray[np.float32]]] = {}
+        self.grid, self.stride = self._grid(self.size)
+
+    def _grid(self, size: tuple[int, int]) -> tuple[npt.NDArray[np.float32],
+                                                    npt.NDArray[np.float32]]:
+        """Cell offsets and strides of every row for an input of `size` (width, height),
+        made once per size (a dynamic model's crops come in a few sizes, multiples of 32)."""
+        cached = self._grids.get(size)
+        if cached is not None:
+            return cached
+        w, h = size
         grids, strides = [], []
         for s in STRIDES:
-            hs, ws = info.input_h // s, info.input_w // s
+            hs, ws = h // s, w // s
             xv, yv = np.meshgrid(np.arange(ws), np.arange(hs))
             grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
             strides.append(np.full((hs * ws, 1), s))
-        self.grid = np.concatenate(grids).astype(np.float32)
-        self.stride = np.concatenate(strides).astype(np.float32)
+        made = (np.concatenate(grids).astype(np.float32),
+                np.concatenate(strides).astype(np.float32))
+        self._grids[size] = made
+        return made
 
-    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float) -> Candidates:
+    def decode(self, outputs: Sequence[npt.NDArray[np.generic]], score: float,
+               size: tuple[int, int] | None = None) -> Candidates:
         out = np.asarray(outputs[0][0], np.float32)
+        grid, stride_of = self._grid(size or self.size)
+        if len(grid) != len(out):
+            w, h = size or self.size
+            raise ValueError(f"yolox output has {len(out)} rows, a {w}x{h} input has "
+                             f"{len(grid)} grid cells")
         # class scores are sigmoids (<= 1), so obj * cls >= score needs obj >= score
         cand = np.flatnonzero(out[:, 4] >= score)
         if cand.size == 0:
@@ -60,8 +81,8 @@ class Yolox(Adapter):
         scores = cls_scores[np.arange(len(ids)), ids]
         keep = scores >= score
         rows, cand = rows[keep], cand[keep]
-        stride = self.stride[cand]
+        stride = stride_of[cand]
         xywh = np.empty((len(rows), 4), np.float32)
-        xywh[:, :2] = (rows[:, :2] + self.grid[cand]) * stride
+        xywh[:, :2] = (rows[:, :2] + grid[cand]) * stride
         xywh[:, 2:] = np.exp(np.minimum(rows[:, 2:4], 20.0)) * stride
         return Candidates(xywh_to_xyxy(xywh), scores[keep], ids[keep].astype(np.intp))

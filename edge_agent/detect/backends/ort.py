@@ -13,9 +13,14 @@ from edge_agent.detect.backends.base import Backend, Outputs, Tensor
 from edge_agent.detect.errors import ModelError
 
 
-def open_session(path: Path, threads: int) -> ort.InferenceSession:
+def open_session(path: Path, threads: int, spin: bool = False) -> ort.InferenceSession:
     """A session that runs one inference on `threads` threads; concurrent `run` calls from
-    several Python threads are safe (onnxruntime serialises nothing but its arena)."""
+    several Python threads are safe (onnxruntime serialises nothing but its arena).
+
+    `spin`: the extra threads busy-wait for the next operator instead of sleeping. That
+    wins a little when nothing else needs the cores; on a node, capture, tracking and the
+    MQTT threads need them between and during inferences, and a spinning thread takes
+    the core they would run on (see DetectorConfig.spin)."""
     if not path.exists():
         raise ModelError(path, "model file not found")
     if path.is_dir():
@@ -29,6 +34,7 @@ def open_session(path: Path, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only: initializer warnings are noise on a node's log
