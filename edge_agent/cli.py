@@ -205,6 +205,7 @@ def _dynamic(args: argparse.Namespace, folder: Path) -> int:
     from edge_agent import catalog
     from edge_agent.detect.dynamic import dynamic_path, make_dynamic
     from edge_agent.detect.errors import ModelError
+    from edge_agent.detect.letterbox import crop_input
 
     if not args.name:
         print("models dynamic: give a model name (see 'edge-agent models list') or an ONNX "
@@ -226,8 +227,9 @@ def _dynamic(args: argparse.Namespace, folder: Path) -> int:
     times = ", ".join(f"{w}x{h} {ms:.1f} ms" for (w, h), ms in report.timings_ms.items())
     print(f"  one inference, 1 thread: {times} (source at {nw}x{nh}: "
           f"{report.source_ms:.1f} ms)")
-    print(f'  use it: [detector] model = "{report.path}"; region crops then run at the '
-          f"smallest multiple of 32 that holds them, up to {nw}x{nh}")
+    print(f'  use it: [detector] model = "{report.path}"; whole frames and region crops '
+          f"then run at the smallest multiple of 32 that holds them, up to {nw}x{nh} "
+          f"(a 4:3 frame at {'x'.join(map(str, crop_input(4000, 3000, (nw, nh))))})")
     return 0
 
 

@@ -76,10 +76,12 @@ class Detector:
 
     A model whose input height and width are dynamic, with a known nominal size (metadata
     `nominal_input`, as `edge-agent models dynamic` writes, or Ultralytics' `imgsz`), is
-    `dynamic`: whole frames still run at the nominal size, and each region crop at its own
-    input size (`crop_input`), so a small crop costs a fraction of an inference. The ring's
-    letterboxers hold a nominal-size buffer each and view its front for a smaller input:
-    no size allocates anything once the ring is made."""
+    `dynamic`: the whole frame and each region crop run at their own input size
+    (`crop_input`), so a small crop costs a fraction of an inference, and a 4:3 frame runs
+    at 416x320 instead of 416x416, its padding rows never computed (the same pixels at the
+    same scale; 23% less CPU, 1 thread). The ring's letterboxers hold a nominal-size buffer
+    each and view its front for a smaller input: no size allocates anything once the ring
+    is made."""
 
     def __init__(self, cfg: DetectorConfig, backend: Backend, adapter: Adapter,
                  info: ModelInfo, labels: list[str], input_dtype: type[np.floating],
@@ -89,9 +91,9 @@ class Detector:
         self.adapter = adapter
         self.format: str = adapter.key
         self.input_size: tuple[int, int] = (info.input_w, info.input_h)
-        """The nominal input size: whole frames always run at it."""
+        """The nominal input size: the largest input, and the only one of a fixed model."""
         self.dynamic = dynamic
-        """Region crops run at their own input size (`crop_input`)."""
+        """Whole frames and region crops run at their own input size (`crop_input`)."""
         self.labels = labels
         self.metadata = info.metadata
         self._dtype = input_dtype
@@ -161,10 +163,10 @@ class Detector:
                 regions: Sequence[Region] | None = None) -> Prepared:
         """Letterbox the whole image, or each region of it (clipped to the image; empty ones
         are skipped)."""
-        if regions is None:
-            tensor, lb = self.preprocess(image)
-            return Prepared((Crop(tensor, lb, 0, 0, (False, False, False, False)),))
         h, w = image.shape[:2]
+        if regions is None:
+            tensor, lb = self.preprocess(image, self.crop_input(w, h))
+            return Prepared((Crop(tensor, lb, 0, 0, (False, False, False, False)),))
         crops: list[Crop] = []
         for region in regions:
             x1, y1 = max(0, int(region[0])), max(0, int(region[1]))
