@@ -29,6 +29,10 @@ class AgentRun:
     startup_s: float = float("nan")
     """Process start to the first live (not retained) `online` status at the subscriber."""
     peak_rss_mb: float = float("nan")
+    peak_anon_mb: float = float("nan")
+    """The largest anonymous part of the resident set seen (the agent's own heap, arenas,
+    buffers and stacks); the rest of the RSS is library code and data mapped from files,
+    shared with other processes that map the same libraries."""
     returncode: int | None = None
 
 
@@ -71,15 +75,18 @@ def run_agent(config: Path, host: str, port: int, timeout_s: float = 120.0) -> A
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--config",
                                  str(config), "--log-level", "WARNING"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        hwm = 0.0
+        hwm = anon = 0.0
         deadline = time.monotonic() + timeout_s
         while proc.poll() is None and time.monotonic() < deadline:
-            hwm = max(hwm, _vm_hwm_mb(proc.pid))
+            status = _status_mb(proc.pid)
+            hwm = max(hwm, status.get("VmHWM", 0.0))
+            anon = max(anon, status.get("RssAnon", 0.0))
             time.sleep(0.2)
         if proc.poll() is None:
             proc.terminate()
         out.returncode = proc.wait(30)
         out.peak_rss_mb = hwm
+        out.peak_anon_mb = anon
         time.sleep(0.5)  # the last messages in flight
     finally:
         client.loop_stop()
@@ -87,12 +94,15 @@ def run_agent(config: Path, host: str, port: int, timeout_s: float = 120.0) -> A
     return out
 
 
-def _vm_hwm_mb(pid: int) -> float:
-    """Peak resident set so far, as the kernel counts it (VmHWM)."""
+def _status_mb(pid: int) -> dict[str, float]:
+    """The memory lines of /proc/PID/status in MB: VmHWM (the peak resident set so far, as
+    the kernel counts it), RssAnon, RssFile."""
+    out: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "RssAnon", "RssFile") and value.strip().endswith("kB"):
+                out[key] = int(value.split()[0]) / 1024
     except (OSError, ValueError):
         pass
-    return 0.0
+    return out

@@ -79,6 +79,37 @@ def test_the_agent_uses_the_int8_file_and_finds_the_people_of_frame_300(
     assert agree(float_people, people).f1 >= 0.8
 
 
+def test_the_int8_file_requantizes_nothing_it_only_moves(quantized):
+    """Every Concat's inputs carry its output's scale (QLinearConcat copies rather than
+    requantizes), and the input is quantized before YOLOX's SpaceToDepth and Gather, so
+    they reorder bytes rather than floats."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    path, _ = quantized
+    graph = onnx.load(str(path)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    image = graph.input[0].name
+    assert [n.op_type for n in consumers[image]] == ["QuantizeLinear"]
+    assert {n.op_type for n in consumers[consumers[image][0].output[0]]} == {"SpaceToDepth"}
+    checked = 0
+    for concat in (n for n in graph.node if n.op_type == "Concat"):
+        sources = [producer.get(i) for i in concat.input]
+        sinks = consumers.get(concat.output[0], [])
+        if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources) or \
+                [s.op_type for s in sinks] != ["QuantizeLinear"]:
+            continue
+        scale = float(values[sinks[0].input[1]])
+        assert {float(values[s.input[1]]) for s in sources} == {scale}, concat.name
+        checked += 1
+    assert checked >= 10  # YOLOX-Nano has 17 Concats
+
+
 def test_quantize_mistakes_exit_2_with_one_line(tmp_path):
     r = subprocess.run(CLI + ["--dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "give a model name" in r.stderr
