@@ -6,6 +6,7 @@ Measures and records only; never asserts and never talks to a broker (events sta
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class RunResult:
     cpu_s: float = 0.0
     """Process CPU spent inside `process` (decoding the clip excluded)."""
     events: list[Seen] = field(default_factory=list)
+    inputs: Counter[str] = field(default_factory=Counter)
+    """Inferences by input size ("416x320"): what a dynamic-input model actually ran."""
 
     def per_100(self, value: float) -> float:
         return value * 100.0 / max(self.frames, 1)
@@ -89,6 +92,13 @@ def feed(config: Path, frames: Iterator[Image]) -> RunResult:
     """Every frame through `Agent.process` with capture times CLIP_FPS apart."""
     agent = Agent(load_config(config))
     out = RunResult()
+    infer = agent.detector.infer
+
+    def counted(tensor: Any, backend: Any = None) -> Any:  # bench instrumentation only
+        out.inputs[f"{tensor.shape[3]}x{tensor.shape[2]}"] += 1
+        return infer(tensor, backend)
+
+    agent.detector.infer = counted  # type: ignore[method-assign]
     t0 = time.time()
     try:
         for i, image in enumerate(frames):

@@ -13,14 +13,12 @@ from edge_agent.detect.backends.base import Backend, Outputs, Tensor
 from edge_agent.detect.errors import ModelError
 
 
-def open_session(path: Path, threads: int, spin: bool = False) -> ort.InferenceSession:
+def open_session(path: Path, threads: int, spin: bool = True) -> ort.InferenceSession:
     """A session that runs one inference on `threads` threads; concurrent `run` calls from
     several Python threads are safe (onnxruntime serialises nothing but its arena).
 
-    `spin`: the extra threads busy-wait for the next operator instead of sleeping. That
-    wins a little when nothing else needs the cores; on a node, capture, tracking and the
-    MQTT threads need them between and during inferences, and a spinning thread takes
-    the core they would run on (see DetectorConfig.spin)."""
+    `spin`: the extra threads busy-wait for the next operator instead of sleeping: faster
+    on cores nothing else wants, slower when another process needs them (DetectorConfig)."""
     if not path.exists():
         raise ModelError(path, "model file not found")
     if path.is_dir():
