@@ -31,6 +31,8 @@ SITE, NODE = "plaza", "cam-01"
 PROD_EXEC = "/opt/safecity-edge/venv/bin/edge-agent"
 CATALOG = tomllib.loads((ROOT / "models" / "catalog.toml").read_text())
 MODEL = CATALOG["models"][CATALOG["default"]]
+RUN_FILE = MODEL["file"].removesuffix(".onnx") + "_dynamic.onnx"
+"""What the node runs by default: the model's dynamic-input copy, made by flash.sh."""
 
 
 def pi_args(root: Path | None, **over: str | None) -> list[str]:
@@ -88,6 +90,13 @@ def test_root_install_lays_out_the_node(installed: dict[str, Any]) -> None:
     assert tree(models)[MODEL["file"]] == MODEL["sha256"]
     assert stat.S_IMODE((models / MODEL["file"]).stat().st_mode) == 0o644
     assert (models / "coco.txt").read_bytes() == (ROOT / "models" / "coco.txt").read_bytes()
+    # the copy the node runs: input height and width free, the published size recorded
+    assert stat.S_IMODE((models / RUN_FILE).stat().st_mode) == 0o644
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(models / RUN_FILE), providers=["CPUExecutionProvider"])
+    _, _, h, w = session.get_inputs()[0].shape
+    assert isinstance(h, str) and isinstance(w, str)
+    assert session.get_modelmeta().custom_metadata_map["nominal_input"] == "416x416"
     # the service user must be able to run the agent: nothing in the venv is private
     agent = root / PROD_EXEC.lstrip("/")
     assert stat.S_IMODE(agent.stat().st_mode) & 0o005 == 0o005
@@ -95,7 +104,8 @@ def test_root_install_lays_out_the_node(installed: dict[str, Any]) -> None:
     assert os.readlink(link) == "/etc/systemd/system/edge-agent.service"
     # order of the work as printed
     steps = [ln for ln in out.splitlines() if ln.startswith("+ ")]
-    order = ["helper ensure-password", "pip wheel", "models fetch", "helper render",
+    order = ["helper ensure-password", "pip wheel", "models fetch", "models dynamic",
+             "helper render",
              "-m venv", "pip --python", "check-config", "systemctl --root="]
     at = [next(i for i, s in enumerate(steps) if k in s) for k in order]
     assert at == sorted(at), steps
@@ -110,7 +120,7 @@ def test_generated_config_carries_the_node_and_its_credentials(installed: dict[s
     assert cfg["node"] == {"id": NODE, "site": SITE, "state_dir": "/var/lib/safecity-edge"}
     assert cfg["mqtt"] == {"host": "broker.city.example", "port": 1883, "username": NODE,
                            "password": password}
-    assert cfg["detector"]["model"] == f"/var/lib/safecity-edge/models/{MODEL['file']}"
+    assert cfg["detector"]["model"] == f"/var/lib/safecity-edge/models/{RUN_FILE}"
     assert cfg["detector"]["labels"] == "/var/lib/safecity-edge/models/coco.txt"
     passwd = (installed["home"] / "state/nodes" / NODE / "mosquitto.passwd").read_text()
     assert passwd.startswith(f"{NODE}:$7$101$") and passwd in installed["out"]
@@ -233,11 +243,27 @@ def test_root_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None
     for k in ("helper ensure-password", "pip wheel", f"mkdir -p -- {root}",
               f"edge_agent.cli models fetch yolox-nano --dir {root}/var/lib/safecity-edge/models"
               f" --from {MODELS.resolve()}",
+              f"edge_agent.cli models dynamic {root}/var/lib/safecity-edge/models/"
+              f"{MODEL['file']} --out {root}/var/lib/safecity-edge/models/{RUN_FILE}",
+              f"MODEL_PATH=s:/var/lib/safecity-edge/models/{RUN_FILE}",
               "helper render", "-m venv --without-pip", "check-config",
               f"systemctl --root={root} --quiet enable edge-agent.service"):
         assert any(k in s for s in steps), k
     assert not root.exists()
     assert tree(home) == {"tmp": "dir"}
+
+
+def test_fixed_input_runs_the_model_as_published(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    root = tmp_path / "root"
+    r = run_flash(pi_args(root) + ["--fixed-input", "--dry-run"], home)
+    assert r.returncode == 0, r.stderr
+    steps = [ln for ln in r.stdout.splitlines() if ln.startswith("+ ")]
+    assert not any("models dynamic" in s for s in steps)
+    assert any(f"MODEL_PATH=s:/var/lib/safecity-edge/models/{MODEL['file']}" in s
+               for s in steps)
+    assert not root.exists()
 
 
 def test_host_dry_run_prints_the_remote_steps(tmp_path: Path) -> None:
@@ -306,6 +332,25 @@ def test_pi_refusals_say_why_and_write_nothing(tmp_path: Path, case: str, over: 
     assert r.returncode == 2, r.stdout + r.stderr
     assert message.replace("{t}", str(extra)) in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    assert "+ " not in r.stdout
+    assert tree(tmp_path) == before and not root.exists()
+
+
+def test_without_onnx_the_dynamic_copy_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """A technician's Python without the onnx package: refused up front, with the way out."""
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    shim = tmp_path / "no-onnx"
+    shim.mkdir()
+    (shim / "onnx.py").write_text("raise ImportError('onnx is not installed here')\n")
+    root = tmp_path / "root"
+    before = tree(tmp_path)
+    r = run_flash(pi_args(root), home,
+                  env={"PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no onnx package to make the model's dynamic-input copy" in r.stderr
+    assert "--fixed-input" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "+ " not in r.stdout
     assert tree(tmp_path) == before and not root.exists()
 
