@@ -29,7 +29,7 @@ from edge_agent.config import DetectorConfig, load_config
 from edge_agent.detect.compare import compare
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.dynamic import DynamicReport, dynamic_path, make_dynamic
-from edge_agent.detect.quantize import int8_path, quantize, read_frames
+from edge_agent.detect.quantize import Image, int8_path, quantize, read_frames
 from sim.broker import MosquittoBroker
 from sim.demo import CAMERA, camera_config
 
@@ -162,7 +162,7 @@ def run(shared: Path, var: Path) -> list[Figure]:
         figs += _throughput({"stock": model, "dynamic": dynamic.path}, clip, broker, tmp)
         figs += _gating(model, dynamic, clip, tmp)
         figs += _latency(model, clip, broker, tmp)
-        figs += _int8(model, clip, tmp)
+        figs += _int8(model, dynamic.path, clip, tmp)
         figs += _opencv(model, clip)
     return figs
 
@@ -415,7 +415,7 @@ def _latency(model: Path, clip: Path, broker: MosquittoBroker, tmp: Path) -> lis
     return figs
 
 
-def _int8(model: Path, clip: Path, tmp: Path) -> list[Figure]:
+def _int8(model: Path, dynamic: Path, clip: Path, tmp: Path) -> list[Figure]:
     """The CLI's int8 file against the float model at THREADS threads (quantize()'s own
     comparison) and at 1 thread, where onnxruntime's int8 kernels gain the most."""
     frames = read_frames(clip, 64)
@@ -453,7 +453,25 @@ def _int8(model: Path, clip: Path, tmp: Path) -> list[Figure]:
                a.f1 >= 0.9, f"{a.matched} boxes matched, {a.only_reference} missed, "
                             f"{a.only_other} extra, IoU >= 0.5, same class, on {c.frames} "
                             f"frames not used for calibration"),
+        *_int8_dynamic(model, dynamic, frames, tmp),
     ]
+
+
+def _int8_dynamic(model: Path, dynamic: Path, frames: list[Image], tmp: Path) -> list[Figure]:
+    """Both savings at once: the int8 file of the dynamic-input copy (4:3 frames at 416x320)
+    against the float model as published, 1 thread (the 2 workers x 1 thread shape)."""
+    report = quantize(dynamic, int8_path(dynamic, tmp), frames, threads=1)
+    c = compare(Detector.from_config(DetectorConfig(model=model, threads=1)),
+                Detector.from_config(DetectorConfig(model=report.path, threads=1)),
+                frames[1::2])
+    a = c.agreement
+    return [Figure(
+        GROUP, "int8 of the dynamic-input copy / float stock model, 1 thread", round(
+            c.speedup, 2), "x",
+        note=f"float 416x416 {c.reference_ms:.1f} ms, int8 416x320 {c.other_ms:.1f} ms per "
+             f"inference; agreement F1 {a.f1:.3f} ({a.matched} matched, {a.only_reference} "
+             f"missed, {a.only_other} extra) on {c.frames} frames not used for calibration: "
+             f"`edge-agent models dynamic` then `models quantize` on its output")]
 
 
 def _opencv(model: Path, clip: Path) -> list[Figure]:

@@ -168,8 +168,8 @@ def _quantize(args: argparse.Namespace, folder: Path) -> int:
     from edge_agent.detect.quantize import QuantizeError, int8_path, quantize, read_frames
 
     if not args.name:
-        print("models quantize: give a model name (see 'edge-agent models list')",
-              file=sys.stderr)
+        print("models quantize: give a model name (see 'edge-agent models list') or an "
+              "ONNX file", file=sys.stderr)
         return 2
     source = Path(args.calibration) if args.calibration else next(
         (p for p in SAMPLE_CLIPS if p.is_file()), None)
@@ -178,10 +178,10 @@ def _quantize(args: argparse.Namespace, folder: Path) -> int:
               "with frames like the camera's", file=sys.stderr)
         return 2
     try:
-        model = catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+        model = _model_file(args, folder)
         frames = read_frames(source, 2 * args.frames)
-        report = quantize(model, int8_path(model, folder), frames, method=args.method,
-                          threads=args.threads)
+        report = quantize(model, Path(args.out) if args.out else int8_path(model),
+                          frames, method=args.method, threads=args.threads)
     except (catalog.CatalogError, QuantizeError, ModelError) as exc:
         print(f"models quantize: {exc}", file=sys.stderr)
         return 2
@@ -201,6 +201,17 @@ def _quantize(args: argparse.Namespace, folder: Path) -> int:
     return 0
 
 
+def _model_file(args: argparse.Namespace, folder: Path) -> Path:
+    """`name` as an ONNX file when it is one (a dynamic copy, an int8 file), else the
+    catalog's model of that name, fetched into `folder`."""
+    from edge_agent import catalog
+
+    given = Path(args.name)
+    if given.suffix == ".onnx" or given.exists():
+        return given
+    return catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+
+
 def _dynamic(args: argparse.Namespace, folder: Path) -> int:
     from edge_agent import catalog
     from edge_agent.detect.dynamic import dynamic_path, make_dynamic
@@ -211,12 +222,8 @@ def _dynamic(args: argparse.Namespace, folder: Path) -> int:
         print("models dynamic: give a model name (see 'edge-agent models list') or an ONNX "
               "file", file=sys.stderr)
         return 2
-    given = Path(args.name)
     try:
-        if given.suffix == ".onnx" or given.exists():
-            model = given
-        else:
-            model = catalog.fetch(args.name, folder, Path(args.source) if args.source else None)
+        model = _model_file(args, folder)
         report = make_dynamic(model, Path(args.out) if args.out else dynamic_path(model))
     except (catalog.CatalogError, ModelError) as exc:
         print(f"models dynamic: {exc}", file=sys.stderr)
@@ -250,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "make a dynamic-size copy of one")
     models.add_argument("action", choices=["list", "fetch", "verify", "quantize", "dynamic"])
     models.add_argument("name", nargs="?",
-                        help="catalog name (dynamic: or an ONNX file)")
+                        help="catalog name (quantize, dynamic: or an ONNX file)")
     models.add_argument("--dir", default="/var/lib/safecity-edge/models",
                         help="local model folder")
     models.add_argument("--from", dest="source",
@@ -267,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--threads", type=int, default=2,
                         help="quantize: threads when timing float against int8")
     models.add_argument("--out",
-                        help="dynamic: file to write (default: NAME_dynamic.onnx next to the "
-                             "model)")
+                        help="quantize, dynamic: file to write (default: NAME_int8.onnx, "
+                             "NAME_dynamic.onnx next to the model)")
     models.set_defaults(func=_models)
     disc = sub.add_parser("discovery", help="publish Home Assistant discovery for a node "
                                              "(sensor boards, from flash.sh)")

@@ -110,7 +110,7 @@ def test_the_int8_file_requantizes_nothing_it_only_moves(quantized):
     assert checked >= 10  # YOLOX-Nano has 17 Concats
 
 
-def test_quantize_mistakes_exit_2_with_one_line(tmp_path):
+def test_quantize_mistakes_exit_2_with_one_line(tmp_path, calibration):
     r = subprocess.run(CLI + ["--dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "give a model name" in r.stderr
     r = subprocess.run(CLI + ["yolox-nano", "--dir", str(tmp_path), "--from", str(MODELS),
@@ -121,3 +121,28 @@ def test_quantize_mistakes_exit_2_with_one_line(tmp_path):
     r = subprocess.run(CLI + ["yolo9000", "--dir", str(tmp_path)], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "unknown model" in r.stderr
+    r = subprocess.run(CLI + [str(tmp_path / "absent.onnx"), "--calibration",
+                              str(calibration), "--frames", "2"], capture_output=True, text=True)
+    assert r.returncode == 2 and "absent.onnx: model file not found" in r.stderr
+
+
+def test_a_dynamic_input_copy_quantizes_and_stays_dynamic(tmp_path, calibration):
+    """`models quantize FILE`: the dynamic copy's int8 file still runs a 4:3 frame at
+    416x320, and still finds the people the float model finds."""
+    from edge_agent.config import DetectorConfig
+    from edge_agent.detect.detector import Detector
+    from edge_agent.detect.dynamic import make_dynamic
+
+    dynamic = make_dynamic(MODELS / "yolox_nano.onnx", tmp_path / "d.onnx", timing_runs=1).path
+    out = tmp_path / "d8.onnx"
+    r = subprocess.run(CLI + [str(dynamic), "--out", str(out), "--calibration",
+                              str(calibration), "--frames", "4", "--threads", "1"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}" in r.stdout and "F1" in r.stdout
+    frame = cv2.imread(str(sorted(calibration.iterdir())[3]))
+    q = Detector.from_config(DetectorConfig(model=out, threads=1, classes=["person"]))
+    f = Detector.from_config(DetectorConfig(model=MODELS / "yolox_nano.onnx", threads=1,
+                                            classes=["person"]))
+    assert q.dynamic and q.prepare(frame).crops[0].tensor.shape == (1, 3, 320, 416)
+    assert agree(f.detect(frame), q.detect(frame)).f1 >= 0.8
