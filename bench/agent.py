@@ -395,11 +395,13 @@ def _latency(model: Path, clip: Path, broker: MosquittoBroker, tmp: Path) -> lis
                        note=f"{len(lat)} events, vtest at 3x its rate, 1 worker x 2 threads"))
     figs.append(Figure(GROUP, "event latency capture -> subscriber, p95", round(p95, 1), "ms",
                        f"< {limit:.0f} (inference {inference:.1f} + 20)", p95 < limit,
-                       note="includes the snapshot JPEG (rendered and published first), the "
-                            "durable spool write (fsync) and the broker hop"))
+                       note="includes the durable spool write (fsync) and the broker hop; "
+                            "the event's snapshot is rendered after the event is sent"))
     note = (f"VmHWM of `edge-agent run` on the plaza config; of it at most "
             f"{r.peak_anon_mb:.0f} MB anonymous (the agent's own heap, inference arena, "
-            f"frames, stacks), the rest pages of shared libraries mapped from their files")
+            f"frames, stacks), the rest pages of shared libraries mapped from their files, "
+            f"which vary with what the kernel has cached (69 to 122 MB in runs on the same "
+            f"code today, while the anonymous part stayed at 84-85 MB)")
     if r.peak_rss_mb >= 200:
         note += (". The file-backed part is mostly code: the cv2 module alone has about 39 MB "
                  "resident, onnxruntime 26 MB, the FFmpeg decoder the clip needs 17 MB (a "
