@@ -439,7 +439,11 @@ def _int8(model: Path, dynamic: Path, clip: Path, tmp: Path) -> list[Figure]:
                  f"even on 1 thread, and onnxruntime runs both on one thread for tensors "
                  f"below ~100K elements: a second thread takes float from {one.reference_ms:.1f} "
                  f"to {c.reference_ms:.1f} ms but int8 only from {one.other_ms:.1f} to "
-                 f"{c.other_ms:.1f}. Configurations tried: edge_agent/detect/quantize.py")
+                 f"{c.other_ms:.1f}. Configurations tried: edge_agent/detect/quantize.py. "
+                 f"What meets 1.3x on this CPU: one thread per inference (next figure), the "
+                 f"shape that gives the most frames per second on 2 cores anyway; with 2 "
+                 f"threads, an int8 SiLU kernel that runs on every thread (onnxruntime has "
+                 f"none)")
     a = c.agreement
     return [
         Figure(GROUP, f"int8 / float speed (YOLOX-Nano), {THREADS} threads per inference",
