@@ -361,9 +361,10 @@ def _gating(model: Path, dynamic: DynamicReport, clip: Path, tmp: Path) -> list[
     figs.append(Figure(
         GROUP, "small movers: event agreement, dynamic-input regions vs off", round(share_dyn, 3),
         "share", note=f"{m} events in both, {only_off} only on whole frames, {only_dyn} only "
-                      f"with dynamic-input regions (of {len(small_off.events)}); crops run at "
-                      f"scale ~1 instead of being enlarged to 416, so people are seen at their "
-                      f"own size (still ~1.9x bigger than in the whole frame)"))
+                      f"with dynamic-input regions (of {len(small_off.events)}); "
+                      f"{small_dyn.region_runs} of {small_dyn.detector_runs} detector runs on a "
+                      f"crop (run at scale ~1, not enlarged to 416), the rest whole frames, "
+                      f"where a crop would have cost more"))
     for name, other in (("gating on", on), ("gating + regions", reg)):
         agree, matched, only_ref, only_other = harness.agreement(off.events, other.events)
         figs.append(Figure(

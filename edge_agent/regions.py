@@ -37,8 +37,8 @@ class Plan:
     regions: list[Region] | None
     """None: the whole frame."""
     reason: str
-    """Why: "regions", "first", "refresh", "nothing_moves", "too_many" or "no_gain"
-    (for telemetry and benchmarks)."""
+    """Why: "regions", "first", "refresh", "nothing_moves", "too_many", "no_gain" or
+    "costlier" (for telemetry and benchmarks)."""
 
 
 class RegionPlanner:
@@ -54,9 +54,10 @@ class RegionPlanner:
     and costs about (its input side / the nominal side)^2 of one: regions then gain CPU
     too, and the planner weighs that cost (`cost`): overlapping crops merge only when the
     merged crop costs no more than the two, the pair to merge when there are too many is the
-    one that adds the least cost, and a crop nearly as big as the frame is no gain unless
-    the crops cost at most NO_GAIN of the frame as a crop. For a fixed model every rule is
-    as described first.
+    one that adds the least cost, a crop nearly as big as the frame is no gain unless
+    the crops cost at most NO_GAIN of the frame as a crop, and crops that cost more than the
+    whole frame ("costlier") give way to it: regions are used when they are cheaper. For a
+    fixed model every rule is as described first.
     The whole frame is used on the first frame, every `full_frame_s`, when nothing moves and
     nothing is tracked, and when the crops would not be smaller than the frame."""
 
@@ -85,10 +86,14 @@ class RegionPlanner:
                             self.cost if self.dynamic else None)
         if len(crops) > self.cfg.max_regions:
             return self._full(now, "too_many")
+        frame_cost = self.cost((0, 0, width, height))
         if (any(c[2] - c[0] >= NO_GAIN * width or c[3] - c[1] >= NO_GAIN * height
                 for c in crops)
-                and sum(map(self.cost, crops)) > NO_GAIN * self.cost((0, 0, width, height))):
+                and sum(map(self.cost, crops)) > NO_GAIN * frame_cost):
             return self._full(now, "no_gain")
+        if self.dynamic and sum(map(self.cost, crops)) > frame_cost:
+            # a 448 px crop runs at 416x416, dearer than the 768x576 frame's 416x320
+            return self._full(now, "costlier")
         return Plan([_whole_pixels(c) for c in crops], "regions")
 
     def cost(self, crop: Box) -> float:

@@ -130,6 +130,16 @@ def test_a_crop_near_the_frame_size_is_no_gain_on_a_dynamic_model_too():
         assert p.plan(0.2, 320, 240, [(100, 50, 160, 200)], []).reason == "no_gain"
 
 
+def test_on_a_dynamic_model_crops_dearer_than_the_whole_frame_give_way_to_it():
+    """A 768x576 frame runs at 416x320; a 448 px crop would run at 416x416 and cost more."""
+    mover = [(300, 100, 420, 330)]  # 448 px square crop with its margin: dearer
+    assert dynamic_planner(min_size=448, margin=0.0).plan(0.1, W, H, mover, []).reason \
+        == "costlier"
+    small = dynamic_planner(min_size=256, margin=0.0).plan(0.1, W, H, mover, [])
+    assert small.reason == "regions"  # 256x256 < 416x320: cheaper, and sharper
+    assert planner(min_size=448, margin=0.0).plan(0.1, W, H, mover, []).reason == "regions"
+
+
 # -- on real frames ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def yolox(yolox_path):
