@@ -147,7 +147,8 @@ class RegionsConfig(_Model):
     inference: regions buy resolution, not CPU. With a model whose input height/width are
     dynamic (`edge-agent models dynamic`), a crop runs at the smallest multiple of 32 that
     holds it at scale 1 (at most the nominal input) and costs about (that side / the nominal
-    side)^2 of one: regions then buy CPU too."""
+    side)^2 of one: regions then buy CPU too, and are used only where they cost less than
+    the whole frame (which itself runs at its own size, 416x320 for 4:3)."""
 
     enabled: bool = False
     max_regions: int = Field(1, ge=1, le=8)
