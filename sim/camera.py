@@ -35,9 +35,15 @@ def camera_config(template: Path, out: Path, *, clip: Path, model: Path, port: i
     return out
 
 
+DYNAMIC = "_dynamic.onnx"
+"""A template's model named NAME_dynamic.onnx is the catalog model NAME.onnx's dynamic-input
+copy, the file `flash.sh pi` installs."""
+
+
 def template_media(template: Path, shared: Path, var: Path) -> tuple[Path, Path]:
     """The clip and model a template names: a file next to the template when there is one,
-    else the sample clip and the catalog model of that file name (../shared or var/)."""
+    else the sample clip and the catalog model of that file name (../shared or var/), or
+    that model's dynamic-input copy (made under var/)."""
     doc = tomllib.loads(template.read_text())
     source = template.parent / str(doc["camera"]["source"])
     clip = source if source.is_file() else media.sample_clip(shared, var)
@@ -46,8 +52,10 @@ def template_media(template: Path, shared: Path, var: Path) -> tuple[Path, Path]
         return clip, named
     _, entries = load_catalog()
     by_file = {e.file: name for name, e in entries.items()}
-    name = by_file.get(named.name, "yolox-nano")
-    return clip, media.model(name, shared, var)
+    dynamic = named.name.endswith(DYNAMIC)
+    published = named.name.removesuffix(DYNAMIC) + ".onnx" if dynamic else named.name
+    model = media.model(by_file.get(published, "yolox-nano"), shared, var)
+    return clip, media.dynamic_copy(model) if dynamic else model
 
 
 class CameraNode:

@@ -40,3 +40,14 @@ def model(name: str, shared: Path, var: Path) -> Path:
     """A catalog model, seeded from the shared models folder when it exists."""
     offline = shared / "models"
     return fetch(name, var / "models", offline if offline.is_dir() else None)
+
+
+def dynamic_copy(model: Path) -> Path:
+    """The model's dynamic-input copy next to it, as `flash.sh pi` installs it on a node:
+    made once (`edge-agent models dynamic`), again only when the model is newer."""
+    from edge_agent.detect.dynamic import dynamic_path, make_dynamic
+
+    out = dynamic_path(model)
+    if not out.is_file() or out.stat().st_mtime < model.stat().st_mtime:
+        make_dynamic(model, out, timing_runs=1)
+    return out
