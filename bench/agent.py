@@ -257,7 +257,7 @@ def _throughput(models: dict[str, Path], clip: Path, broker: MosquittoBroker, tm
         if gain < 0.95:
             note += (". The 23% the copy saves and the pipeline's ~25% cost nearly cancel on "
                      "these fast cores, so this ratio lands either side of 0.95 from run to "
-                     "run (0.949-0.999 in today's five runs); where inference is slower next "
+                     "run (0.949-1.01 in today's five runs); where inference is slower next "
                      "to the rest, as on a Pi, the saving stays and the cost shrinks")
         figs.append(Figure(
             GROUP, "pipeline on the dynamic-input copy / bare limit of the stock model",
