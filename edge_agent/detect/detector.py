@@ -20,7 +20,7 @@ from edge_agent.config import DetectorConfig
 from edge_agent.detect import labels as labels_mod
 from edge_agent.detect.adapters import Adapter, Candidates, ModelInfo, OutputSpec, select
 from edge_agent.detect.backends import Backend, open_backend
-from edge_agent.detect.backends.base import Outputs
+from edge_agent.detect.backends.base import INPUT_TYPES, Outputs
 from edge_agent.detect.backends.ort import OrtBackend, open_session
 from edge_agent.detect.dynamic import NOMINAL_KEY
 from edge_agent.detect.errors import ModelError
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = 640
 """Input size for models with dynamic height/width and no `imgsz` or `nominal_input` metadata."""
 MAX_DET = 300
-INPUT_TYPES: dict[str, type[np.floating]] = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16}
 EDGE_PX = 2.0
 """A box this close to a crop edge that lies inside the frame was cut by the crop: it is
 someone the crop was not placed for (those get a margin), and half a person is no box."""

@@ -18,20 +18,18 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from edge_agent.detect.adapters.base import STRIDES
+from edge_agent.detect.adapters.base import grid_cells
+from edge_agent.detect.backends.base import INPUT_TYPES
 from edge_agent.detect.errors import ModelError
+from edge_agent.detect.letterbox import STRIDE
 
 NOMINAL_KEY = "nominal_input"
 """Metadata key for the size the model was trained and exported at, "WxH" (e.g. "416x416"):
 the whole frame still runs at this size."""
-STRIDE = max(STRIDES)
-"""Every input side is a multiple of the largest stride of the families we decode."""
 HEIGHT, WIDTH = "height", "width"
 RTOL = ATOL = 1e-4
 """At the nominal size the copy runs the same kernels on the same weights; onnxruntime may pick
 other kernels for symbolic shapes, so allow float rounding, nothing more."""
-INPUT_TYPES: dict[str, type[np.floating]] = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,19 +218,15 @@ def _check_probe(src: Path, graph: Any, nominal: tuple[int, int], probe: tuple[i
                  at_nominal: list[npt.NDArray[Any]], at_probe: list[npt.NDArray[Any]]) -> None:
     """An output that holds one row per grid cell at the nominal size must hold one per cell
     of the smaller input too: a constant that kept the nominal count shows here."""
-    per_cell = {_cells(nominal): 1, 3 * _cells(nominal): 3}  # YOLOv5: 3 anchors a cell
+    cells, probe_cells = grid_cells(*nominal), grid_cells(*probe)
+    per_cell = {cells: 1, 3 * cells: 3}  # YOLOv5: 3 anchors a cell
     for out, a, b in zip(graph.output, at_nominal, at_probe, strict=True):
         for i, n in enumerate(a.shape):
-            want = per_cell[n] * _cells(probe) if n in per_cell else None
+            want = per_cell[n] * probe_cells if n in per_cell else None
             if want is not None and (len(b.shape) != len(a.shape) or b.shape[i] != want):
                 raise ModelError(src, f"output {out.name} is {list(b.shape)} at {probe[0]}x"
                                       f"{probe[1]}, expected {want} rows (one per grid cell) "
                                       f"on axis {i}: sizes are baked into the graph")
-
-
-def _cells(size: tuple[int, int]) -> int:
-    w, h = size
-    return sum((h // s) * (w // s) for s in STRIDES)
 
 
 def _median_ms(session: ort.InferenceSession, name: str, tensor: npt.NDArray[np.floating],

@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.detect.adapters.base import STRIDES
+
 PAD = 114
-STRIDE = 32
+STRIDE = max(STRIDES)
 """The largest stride of the detector families we decode: a dynamic input's sides are
 multiples of it, as the nominal size's are."""
 Boxes = npt.NDArray[np.float32]

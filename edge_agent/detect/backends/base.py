@@ -11,6 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 Tensor = npt.NDArray[np.floating]
+INPUT_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16}
+"""The model input element types the detector feeds, by onnxruntime's type name."""
 Outputs = Sequence[npt.NDArray[np.generic]]
 
 
