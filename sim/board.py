@@ -301,6 +301,29 @@ class SimBoard:
     def wifi(self, up: bool) -> None:
         self.set("wifi", "up", up)
 
+    def _set_many(self, section: str, values: dict[str, Any]) -> None:
+        with self._lock:
+            self.ctl.setdefault(section, {}).update(
+                {k: v for k, v in values.items() if v is not None})
+            if self.flash.exists():
+                self._write_ctl()
+
+    def dns(self, delay_ms: int | None = None, fail: bool | str | None = None,
+            servers: int | None = None, hosts: dict[str, str] | None = None) -> None:
+        """The network's DNS as the board sees it (sim/upy/socket.py): answer time, failure
+        (True: no answer, so lwIP blocks 7 s per server; "nxdomain": an error answer), how
+        many DNS servers DHCP gave, and the names that resolve ({name: ip}, merged)."""
+        if hosts is not None:
+            hosts = {**self.ctl.get("dns", {}).get("hosts", {}), **hosts}
+        self._set_many("dns", {"delay_ms": delay_ms, "fail": fail, "servers": servers,
+                               "hosts": hosts})
+
+    def ntp(self, rtt_ms: int | None = None, lost: bool | None = None,
+            offset_ms: int | None = None) -> None:
+        """The NTP server the board reaches on UDP port 123: round trip, whether its answers
+        are lost, and its clock's offset from world UTC (ms)."""
+        self._set_many("ntp", {"rtt_ms": rtt_ms, "lost": lost, "offset_ms": offset_ms})
+
     def set_adc(self, pin: str, volts: float | dict[str, Any]) -> None:
         """Volts at the named ADC pin of the board map (or a {"pw": [[t, v], ...]} ramp)."""
         self.set("adc", self.board["pins"][pin], volts)

@@ -1,5 +1,6 @@
 """Simulated `network`: a station WLAN whose link the harness takes down and up
 (ctl "wifi": {"up": bool, "rssi": dBm, "ssid": name}); traffic uses real sockets.
+status("rssi") raises while the station is not associated, as on the chip.
 
 Never touches the host's real network configuration."""
 
@@ -49,6 +50,12 @@ class WLAN:
 
     def status(self, param=None):
         if param == "rssi":
+            # esp32 port network_wlan.c network_wlan_status(): "rssi" is
+            # esp_exceptions(esp_wifi_sta_get_ap_info(&info)), which fails with
+            # ESP_ERR_WIFI_NOT_CONNECT unless the station is associated, and esp_exceptions
+            # (network_common.c esp_exceptions_helper) raises it as this OSError.
+            if self.status() not in (STAT_CONNECTING, STAT_GOT_IP) or not _up():
+                raise OSError("Wifi Not Connected")
             return int(_ctl.get("wifi", "rssi", -60))
         if not self._active or self._ssid is None:
             return STAT_IDLE
