@@ -67,7 +67,7 @@ class Board:
     mqtt_reconnects: int
     offline_since: Any  # ticks_ms
     stage: int
-    ntp_done: bool
+    ntp: Any = None  # sntp.py's state (a list; its first item: when the next step is due)
     telemetry_next: Any  # ticks_ms
     reboot_at: Any
     wdt: Any
@@ -201,22 +201,26 @@ class Board:
             self.wifi_up = True
             self.wifi_backoff = 1000
             self.mqtt_next = now
-            if c["ntp"] and not self.ntp_done:
-                try:
-                    import ntptime
-                    ntptime.settime()
-                    self.ntp_done = True
-                except (OSError, ImportError, OverflowError):
-                    pass
         cl = self.client
         if up and cl.state == self.mqtt.DOWN and time.ticks_diff(now, self.mqtt_next) >= 0:
             self.mqtt_reconnects += 1
             self.mqtt_next = time.ticks_add(now, self.mqtt_backoff)
             self.mqtt_backoff = min(self.mqtt_backoff * 2, 15000)
-            try:
-                cl.connect()
-            except OSError as e:
-                log("mqtt", "connect_failed", e)
+            if cl.addr is None:
+                import lookup  # may hold the loop for seconds (DNS)
+
+                lookup.broker(self, now)
+                drop("lookup")
+            if cl.addr is not None:
+                try:
+                    cl.connect()
+                except OSError as e:
+                    log("mqtt", "connect_failed", e)
+        if up and c["ntp"] and (self.ntp is None or time.ticks_diff(now, self.ntp[0]) >= 0):
+            import sntp  # stays loaded only while an exchange is under way
+
+            if sntp.step(self, now):
+                drop("sntp")
         if self.online():
             self.offline_since = now
             return

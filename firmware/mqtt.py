@@ -21,6 +21,7 @@ _TX_SIZE = const(1024)
 # errno while a TCP connect is still pending: EAGAIN, ENOTCONN, EINPROGRESS (linux and lwIP)
 _PENDING = (11, 107, 115, 119, 128)
 _RX_SIZE = const(512)
+_RERESOLVE_AFTER = const(3)  # failed connection attempts in a row before a new DNS look-up
 
 
 class MQTTClient:
@@ -43,6 +44,8 @@ class MQTTClient:
         self.on_disconnect = None
         self.state = DOWN
         self.sock = None
+        self.addr = None  # the broker's resolved address, kept across reconnects
+        self.failed = 0  # connection attempts in a row without a CONNACK
         self.poller = select.poll()
         self.tx = bytearray(_TX_SIZE)
         self.txmv = memoryview(self.tx)
@@ -66,14 +69,30 @@ class MQTTClient:
 
     # -- connection ---------------------------------------------------------------------
 
+    def resolve(self):
+        """Look the broker up and cache its address (None until then, and again after
+        _RERESOLVE_AFTER attempts in a row without a CONNACK); raises OSError when it cannot.
+        Blocks while a name is resolved (lwIP: up to 7 s per DNS server): the caller feeds
+        its watchdog around this call. An IP address returns at once."""
+        addr = socket.getaddrinfo(self.host, self.port)[0][-1]
+        self.addr = addr
+        return addr
+
     def connect(self):
-        """Start connecting; completion is reported by on_connect from poll()."""
+        """Start connecting; completion is reported by on_connect from poll(). Uses the
+        cached address, resolving first when there is none (which may block)."""
         self.close("reconnect")
-        ai = socket.getaddrinfo(self.host, self.port)[0][-1]
+        addr = self.addr
+        if addr is None:
+            addr = self.resolve()
+        self.failed += 1  # until a CONNACK says otherwise
+        if self.failed >= _RERESOLVE_AFTER:
+            self.addr = None  # this is the last try with it
+            self.failed = 0
         s = socket.socket()
         s.setblocking(False)
         try:
-            s.connect(ai)
+            s.connect(addr)
         except OSError as e:
             if e.args[0] not in _PENDING:
                 s.close()
@@ -292,6 +311,7 @@ class MQTTClient:
                 self.close("refused %d" % rx[start + 1])
                 return
             self.state = UP
+            self.failed = 0
             self.last_rx = self.last_tx = time.ticks_ms()
             if self.on_connect:
                 self.on_connect()

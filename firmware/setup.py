@@ -78,7 +78,6 @@ def setup(self, root):
     self.mqtt_reconnects = 0
     self.offline_since = self.t0
     self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
-    self.ntp_done = False
     self.telemetry_next = self.t0
     self.reboot_at = None
     self.wdt = None

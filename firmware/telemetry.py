@@ -13,9 +13,13 @@ def build(self):
     m["boot"] = self.boot
     m["uptime_s"] = m["uptime_ms"] // 1000
     free = gc.mem_free()
+    try:  # raises on an ESP32 whenever the station is not associated, even just now
+        rssi = self.wlan.status("rssi") if self.wifi_up else None
+    except OSError:
+        rssi = None
     met = {"free_heap_bytes": free, "heap_used_bytes": used, "min_free_heap_bytes": self.heap_min,
            "reset_cause": self.reset_cause, "fw_version": self.version,
-           "rssi_dbm": self.wlan.status("rssi") if self.wifi_up else None,
+           "rssi_dbm": rssi,
            "queue_depth": self.outbox.depth(),
            "queue_drops_telemetry": self.outbox.drops_telemetry,
            "queue_drops_alarm": self.outbox.drops_alarm,
