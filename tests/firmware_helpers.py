@@ -41,7 +41,8 @@ def wait_doc(rec: Recorder, part: str, pred: Callable[[dict[str, Any]], bool],
 @contextmanager
 def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
           config: dict[str, Any] | None = None,
-          setup: Callable[[SimBoard], None] | None = None) -> Iterator[tuple[SimBoard, Recorder]]:
+          setup: Callable[[SimBoard], None] | None = None,
+          time_scale: float = 1.0) -> Iterator[tuple[SimBoard, Recorder]]:
     """A running board and a recorder subscribed to everything from its site."""
     cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FAST.items()}
     for k, v in (config or {}).items():
@@ -50,7 +51,8 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
         else:
             cfg[k] = v
     rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
-    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg)
+    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg,
+                 time_scale=time_scale)
     if kind == "gas":
         b.set_gas_ppm(0)
     elif kind == "flood":
