@@ -350,4 +350,6 @@ class Board:
 
 
 def main():
-    Board().run()
+    global board
+    board = Board()  # by name, so the REPL after Ctrl-C (app.board) can look at its state
+    board.run()

@@ -104,7 +104,9 @@ class SimBoard:
     simulator running many boards passes the same t0_us to all of them, and the same
     `defaults` (firmware_defaults()) and `build` (build_firmware()) to start them quickly.
     `ticks_start_ms` is where time.ticks_ms() starts at every reset (an ESP32 starts at 0;
-    the default starts near the 2**30 wrap, see default_ticks_start_ms)."""
+    the default starts near the 2**30 wrap, see default_ticks_start_ms). `smallint_check`
+    has the board report every value it keeps outside the ESP32's 31-bit small ints
+    (sim/upy/_smallint.py; read them with smallint_flags())."""
 
     def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
                  site: str = "test", config: dict[str, Any] | None = None,
@@ -112,7 +114,7 @@ class SimBoard:
                  heapsize: str = TEST_HEAP,
                  t0_us: int | None = None, precompile: bool = True,
                  defaults: dict[str, Any] | None = None, build: Path | None = None,
-                 ticks_start_ms: int | None = None) -> None:
+                 ticks_start_ms: int | None = None, smallint_check: bool = False) -> None:
         self.kind = kind
         self.node = node
         self.site = site
@@ -152,6 +154,7 @@ class SimBoard:
                                else ticks_start_ms)
         if not 0 <= self.ticks_start_ms < TICKS_PERIOD_MS:
             raise ValueError(f"ticks_start_ms must be in 0..{TICKS_PERIOD_MS - 1}")
+        self.smallint_check = smallint_check
         if kind == "flood":
             pins = self.board["pins"]
             self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
@@ -197,6 +200,8 @@ class SimBoard:
                "SIM_EPOCH_S": str(self.t0_us // 1_000_000), "SIM_RESET_CAUSE": str(cause),
                "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node,
                "SIM_TICKS_START_MS": str(self.ticks_start_ms)}
+        if self.smallint_check:
+            env["SIM_SMALLINT"] = "1"
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
         with open(self.dir / "board.log", "ab") as log:
@@ -387,6 +392,14 @@ class SimBoard:
         spec.update(file=name, t0_ms=int(start * 1000), rate_hz=rate_hz, n=len(samples))
         self.set("accel", addr, spec)
         return start
+
+    def smallint_flags(self) -> dict[str, int]:
+        """Firmware values seen outside the small-int range (path -> value), when checked."""
+        try:
+            text = (self.dir / "smallint").read_text()
+        except OSError:
+            return {}
+        return {p: int(v) for p, v in (line.rsplit(" ", 1) for line in text.splitlines())}
 
     def log_text(self) -> str:
         try:

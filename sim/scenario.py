@@ -50,6 +50,10 @@ class NodeSpec(_M):
     ticks_start_ms: int | None = Field(None, ge=0, lt=1 << 30)
     """Boards: where time.ticks_ms() starts at each reset (an ESP32 wraps it at 2**30). The
     default starts every board 5 to 35 s before the wrap, so every scenario crosses it."""
+    smallint_check: bool = False
+    """Boards: report every value the firmware keeps outside the ESP32's 31-bit small ints
+    (a counter there makes the sampling loop allocate on the chip); a reported one fails
+    the run."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"

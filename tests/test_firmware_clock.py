@@ -129,3 +129,27 @@ def test_a_scenario_can_place_a_board_clock_and_refuses_it_on_cameras(tmp_path: 
     else:
         raise AssertionError("a clock past the period was accepted")
     assert "nodes[0].ticks_start_ms" in text
+
+
+def test_the_small_int_check_flags_a_counter_past_2_30_and_nothing_in_a_normal_run(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    def near_limit(b: SimBoard) -> None:
+        b.smallint_check = True
+        b.flash.mkdir(parents=True, exist_ok=True)
+        (b.flash / "boot").write_text(str((1 << 30) - 1))  # the next boot is 2**30
+
+    with board(broker, tmp_path, "vibration", setup=near_limit) as (b, rec):
+        online(rec)
+        wait_doc(rec, "/telemetry", lambda d: True)
+        time.sleep(2)
+        assert b.smallint_flags() == {"app.board.boot": 1 << 30}
+        assert "smallint: app.board.boot" in b.log_text()
+
+    def plain(b: SimBoard) -> None:
+        b.smallint_check = True
+
+    with board(broker, tmp_path, "vibration", node="b2", setup=plain) as (b, rec):
+        online(rec)
+        wait_doc(rec, "/telemetry", lambda d: d["node"] == "b2")
+        time.sleep(2)
+        assert b.smallint_flags() == {}

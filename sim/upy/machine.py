@@ -208,6 +208,13 @@ class WDT:
             f.seek(0)
             f.write(self._buf)
             f.flush()
+        if _smallint is not None:
+            _smallint.check()
+
+
+_smallint = None
+if os.getenv("SIM_SMALLINT"):
+    import _smallint
 
 
 def Timer(*a, **kw):
