@@ -114,7 +114,7 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
         broker.close()
     assert recorder is not None and fleet is not None  # else the try block raised
     arrivals = recorder.snapshot()
-    verdicts = judge(scenario, arrivals)
+    verdicts = judge(scenario, arrivals) + _smallint_verdicts(fleet)
     traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
     facts["real_s"] = round(time.monotonic() - real_start, 2)
     files = write_report(options.report, scenario.name, arrivals, verdicts, traces,
@@ -187,6 +187,18 @@ class BoardsMeter:
 
     def facts(self) -> dict[str, Any]:
         return self._facts
+
+
+def _smallint_verdicts(fleet: Fleet) -> list[Verdict]:
+    """One verdict per board that ran with the small-int check."""
+    out = []
+    for b in fleet.boards():
+        if b.board.smallint_check:
+            flags = b.board.smallint_flags()
+            shown = ", ".join(f"{p} = {v}" for p, v in list(flags.items())[:3])
+            out.append(Verdict(f"{b.id} keeps ESP32 small ints", not flags,
+                               f"outside +-2**30: {shown}" if flags else "every value in range"))
+    return out
 
 
 def _own_cpu() -> float:

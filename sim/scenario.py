@@ -47,6 +47,13 @@ class NodeSpec(_M):
     `gas = {warmup_s = 5}`), checked against the firmware's own table before the run."""
     link: Literal["direct", "proxy"] = "direct"
     """proxy: through the simulator's faulty link, so link faults can reach it."""
+    ticks_start_ms: int | None = Field(None, ge=0, lt=1 << 30)
+    """Boards: where time.ticks_ms() starts at each reset (an ESP32 wraps it at 2**30). The
+    default starts every board 5 to 35 s before the wrap, so every scenario crosses it."""
+    smallint_check: bool = False
+    """Boards: report every value the firmware keeps outside the ESP32's 31-bit small ints
+    (a counter there makes the sampling loop allocate on the chip); a reported one fails
+    the run."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"
@@ -291,6 +298,8 @@ def _node_problems(where: str, n: NodeSpec, time_scale: float) -> list[str]:
             out.append(f"{where}.count: camera nodes run one agent each")
         if n.settings or n.telemetry_interval_s is not None:
             out.append(f"{where}.settings: camera nodes take their settings from config")
+        if n.ticks_start_ms is not None:
+            out.append(f"{where}.ticks_start_ms: only sensor boards have an ESP32 clock")
         if time_scale > MAX_CAMERA_SCALE:
             out.append(f"time_scale: at most {MAX_CAMERA_SCALE:g} with camera nodes (the "
                        "agent plays its clip that much faster and must keep up)")
