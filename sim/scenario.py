@@ -102,8 +102,8 @@ class TrafficSignal(_Timed):
 
 
 class RecordingSignal(_Timed):
-    """A recorded signal (CSV) played on one board kind from at_s: the record's first row
-    plays at at_s. The file itself is checked where the scenario's folder is known
+    """A recorded signal (CSV) played on a gas, flood or vibration board: the record's first
+    row plays at at_s. The file itself is checked where the scenario's folder is known
     (sim/records.py, from sim/runner.py `prepare`)."""
 
     type: Literal["recording"]
