@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sim import faults
+from sim import faults, records
 from sim.board import firmware_defaults
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
@@ -56,7 +56,8 @@ class Outcome:
 
 def prepare(path: Path, speed: float | None = None) -> Scenario:
     """Load and validate a scenario (raises ScenarioError naming each bad field), with the
-    time scale overridden by `speed`, and the board settings checked against the firmware."""
+    time scale overridden by `speed`, the board settings checked against the firmware, and
+    each recording's file checked and made absolute (it is relative to the scenario)."""
     scenario = load_scenario(path)
     if speed is not None:
         data = scenario.model_dump()
@@ -70,9 +71,10 @@ def prepare(path: Path, speed: float | None = None) -> Scenario:
                 and not (path.parent / n.config).is_file()]
     if any(n.kind != "camera" for n in scenario.nodes):
         problems += settings_problems(scenario, firmware_defaults())
+    problems += records.problems(scenario, path.parent)  # recordings' files, from here
     if problems:
         raise ScenarioError(str(path), problems)
-    return scenario
+    return records.resolve(scenario, path.parent)
 
 
 def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -> Outcome:
