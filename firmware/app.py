@@ -70,7 +70,7 @@ class Board:
     mqtt_reconnects: int
     offline_at: int  # up_s when the link was last seen up (or went down)
     stage: int
-    ntp: Any = None  # sntp.py's state (a list; its first item: when the next step is due)
+    ntp: Any  # sntp.py's state (a list; its first item: when the next step is due), or None
     telemetry_next: Any  # ticks_ms
     reboot_at: Any
     wdt: Any
@@ -346,7 +346,12 @@ class Board:
         return self.offline_s() < self.cfg["reset_after_s"] + 30
 
     def run(self):
-        self.wdt = machine.WDT(timeout=self.cfg["wdt_timeout_ms"])
+        import lookup
+
+        t = lookup.wdt_ms(self.cfg)  # a DNS look-up must fit in it
+        drop("lookup")
+        log("wdt", t)
+        self.wdt = machine.WDT(timeout=t)
         while True:
             d = self.step()
             if d > 0:

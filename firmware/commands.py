@@ -42,12 +42,27 @@ def handle(self, topic, payload):
             return
         log("cmd", cmd, cid)
         if cmd in ("set_config", "calibrate"):
+            h = args.get("broker_host")
+            if isinstance(h, str) and not host_ok(h):  # the config code checks the rest
+                self.ack(cid, cmd, False, code="bad_args",
+                         message="broker_host: not an IPv4 address or host name")
+                return
             return cid, cmd, args
         command(self, cid, cmd, args)
     except Exception as e:  # a command must never end the loop
         sys.print_exception(e)
         self.ack(cid, cmd, False, code="internal", message=repr(e)[:120])
     return None
+
+
+def host_ok(v):
+    """An IPv4 address or a host name: letters, digits, '-' and '.' (lwIP takes a numeric
+    address as it is and asks the DNS for anything else). Checked here, not in config.py,
+    because that module is loaded at boot, when the heap is tightest."""
+    for ch in v:
+        if not (ch.isalpha() or ch.isdigit() or ch in ".-"):
+            return False
+    return v != "" and ".." not in v and v[0] not in ".-" and v[-1] not in ".-"
 
 
 def command(self, cid, cmd, args):

@@ -16,35 +16,8 @@ COMMON = (
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
     "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp b 0 0 1;"
-    "ntp_host s 1 64 pool.ntp.org;ntp_interval_s i 60 86400 21600;dns_servers i 1 3 1"
+    "ntp_interval_s i 60 86400 21600"
 )
-
-
-def host_error(v):
-    """None for an IPv4 address or a host name (letters, digits, '-' and '.'), else why."""
-    p = v.split(".")
-    if is_name(v):
-        ok = "" not in p and all(ch.isalpha() or ch.isdigit() or ch == "-" for ch in v
-                                  if ch != ".")
-        return None if ok else "not a valid host name"
-    ok = len(p) == 4 and all(x and int(x) < 256 for x in p)
-    return None if ok else "not a valid IPv4 address"
-
-
-def is_name(v):
-    """True for a host name (looked up with DNS), False for an IPv4 address."""
-    return not all(x.isdigit() for x in v.split(".") if x)
-
-
-def net_error(c):
-    """A DNS look-up holds the loop up to 7 s per DNS server (lwIP core/dns.c: 1+1+2+3 s with
-    DNS_MAX_RETRIES 4), with the watchdog fed right before and after it: with a host name to
-    look up, the watchdog must outlast that plus 1 s."""
-    need = 7000 * c["dns_servers"] + 1000
-    if c["wdt_timeout_ms"] < need and (is_name(c["broker_host"]) or
-                                       c["ntp"] and is_name(c["ntp_host"])):
-        return "wdt_timeout_ms: must be at least %d to look up a host name" % need
-    return None
 
 
 def entries(table):
@@ -111,17 +84,12 @@ def merge(cfg, kind, spec, changes, cross=None):
         if e is None:
             return None, "%s: unknown key" % k
         err = _check(e, v)
-        if not err and k in ("broker_host", "ntp_host"):
-            err = host_error(v)
         if err:
             return None, "%s: %s" % (k, err)
         new[k] = v
     err = cross(new[kind]) if cross else None
     if err:
         return None, "%s.%s" % (kind, err)
-    err = net_error(new)
-    if err:
-        return None, err
     return new, None
 
 
@@ -157,8 +125,6 @@ def command(self, cid, cmd, args):
     for k in ("site", "node", "broker_host", "broker_port", "mqtt_user", "mqtt_password",
               "keepalive_s"):
         net = net or new[k] != self.cfg[k]
-    if new["ntp_host"] != self.cfg["ntp_host"] and self.ntp:
-        self.ntp[2] = None  # sntp.py looks the new name up at its next exchange
     self.cfg = new
     self.sensor.configure(new)
     if cmd == "calibrate":

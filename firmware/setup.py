@@ -83,6 +83,7 @@ def setup(self, root):
     self.mqtt_reconnects = 0
     self.offline_at = 0
     self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
+    self.ntp = None  # sntp.py keeps its state here once NTP runs
     self.telemetry_next = self.t0
     self.reboot_at = None
     self.wdt = None

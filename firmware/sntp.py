@@ -1,7 +1,7 @@
 """SNTP for the loop: one query over a non-blocking UDP socket, polled every network step; the
 answer sets machine.RTC(), a lost one gives up after TIMEOUT_MS. Loaded only during an exchange.
 
-Never waits on the socket; the only blocking call is the DNS look-up of ntp_host (done once,
+Never waits on the socket; the only blocking call is the DNS look-up of HOST (done once,
 cached, with the watchdog fed around it by lookup.py)."""
 
 import socket
@@ -13,9 +13,10 @@ from micropython import const
 
 import app
 
+HOST = "pool.ntp.org"  # as micropython-lib's ntptime; a name, so looked up once (cached)
 TIMEOUT_MS = const(2000)  # no answer by then: the exchange failed (the loop was never held)
 RETRY_MS = const(60000)  # first retry after a failure, doubling up to ntp_interval_s
-_RERESOLVE_AFTER = const(3)  # failed exchanges in a row before ntp_host is looked up again
+_RERESOLVE_AFTER = const(3)  # failed exchanges in a row before HOST is looked up again
 _EAGAIN = const(11)
 # app.Board.ntp: [due (ticks_ms), socket, server address, sent (ticks_ms), our transmit
 # timestamp, syncs, failures, failures in a row]
@@ -56,7 +57,7 @@ def step(self, now):
 
 
 def _start(self, n, now):
-    host = self.cfg["ntp_host"]
+    host = HOST
     if n[_ADDR] is None:
         def look():
             n[_ADDR] = socket.getaddrinfo(host, 123)[0][-1]

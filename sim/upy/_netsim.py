@@ -1,9 +1,12 @@
-"""The simulated network behind socket.py, loaded on first use: lwIP's DNS resolver (blocking
-as it blocks) and UDP sockets whose NTP queries a simulated server answers.
+"""The simulated network behind socket.py: lwIP's DNS resolver (blocking as it blocks) and UDP
+sockets whose NTP queries a simulated server answers. It takes itself out of sys.modules as
+it loads, so it lives on the board's heap only while used (on a chip this is C in flash).
 
 Sim-only; never asks the host's resolver for a name and never sends a real datagram."""
 
 import struct
+import sys
+import usocket as _s
 import utime
 import _sim
 from socket import _link
@@ -52,6 +55,18 @@ def resolve(host):
     if fail or ip is None:  # the server answered "no such name" (dns_recv: error flags)
         raise OSError(EAI_FAIL)
     return ip
+
+
+def getaddrinfo(host, port, type=0, proto=0, flags=0):
+    """Like the esp32 port's: IPv4 only (modsocket.c asks lwIP for AF_INET); a name blocks
+    while it is resolved. Addresses are the unix port's own, so the real sockets take them.
+    Numeric hosts never reach DNS (lwIP api/netdb.c lwip_getaddrinfo)."""
+    try:
+        _s.inet_pton(_s.AF_INET, host)
+    except OSError:
+        if host:
+            host = resolve(host)
+    return _s.getaddrinfo(host or "0.0.0.0", port, _s.AF_INET, type, proto, flags)
 
 
 def _port(addr):
@@ -144,3 +159,6 @@ class Udp:
     def close(self):
         self._closed = True
         self._reply = None
+
+
+sys.modules.pop(__name__, None)  # see the module docstring

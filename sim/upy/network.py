@@ -54,7 +54,7 @@ class WLAN:
             # esp_exceptions(esp_wifi_sta_get_ap_info(&info)), which fails with
             # ESP_ERR_WIFI_NOT_CONNECT unless the station is associated, and esp_exceptions
             # (network_common.c esp_exceptions_helper) raises it as this OSError.
-            if self.status() not in (STAT_CONNECTING, STAT_GOT_IP) or not _up():
+            if self.status() != STAT_GOT_IP:
                 raise OSError("Wifi Not Connected")
             return int(_ctl.get("wifi", "rssi", -60))
         if not self._active or self._ssid is None:
