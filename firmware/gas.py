@@ -1,11 +1,21 @@
-"""MQ-series gas sensor on an ADC1 pin: warm-up, R0 calibration, Rs/R0 -> ppm curve,
-alarm/high thresholds with hysteresis, slow clean-air drift tracking, open/short faults.
+"""MQ-series gas sensor on an ADC1 pin: warm-up by reset cause, R0 calibration, Rs/R0 -> ppm
+curve, alarm/high thresholds with hysteresis, bounded clean-air drift tracking, open/short faults.
 
-Never reports gas while warming up or while the sensor circuit is open or shorted."""
+Never reports gas while warming up or from a reading the open/short limits reject; a fault
+never ends a gas alarm."""
 
 import time
-from machine import ADC, Pin
+from machine import ADC, Pin, reset_cause
 
+# machine.reset_cause() on the esp32 port (ports/esp32/modmachine.c): a watchdog, panic or
+# machine.reset() (HARD_RESET 2, WDT_RESET 3) or a soft reset (5) leaves the 5 V heater
+# powered; power-on (1, brownout included) and deep-sleep wake (4) start it cold.
+HOT_RESETS = (2, 3, 5)
+# What the ESP32 ADC can read at 11 dB through ESP-IDF's calibration: nothing below 0.142 V
+# (an open sensor reads that) and nothing above 3.06-3.21 V depending on the chip's Vref (a
+# short reads that). Fault limits outside are moved inside, or they could never trigger.
+OPEN_MIN_V = 0.16
+SHORT_MAX_V = 3.0
 
 WARMING = "warming_up"
 OK = "ok"
@@ -21,14 +31,23 @@ class Gas:
         self.adc = ADC(Pin(board["pins"]["gas_adc"]), atten=ADC.ATTN_11DB)
         self.divider = board.get("gas_divider", 1.0)  # sensor volts per pin volt
         self.emit = emit
+        self.hot = reset_cause() in HOT_RESETS
         self.t0 = time.ticks_ms()
+        self.last = self.t0
         self.next = self.t0
-        self.state = WARMING
+        self.warm = False  # latched once warm-up is over: never measured against boot again
+        # Uptime of this sensor in whole seconds plus milliseconds (both small ints for
+        # decades), advanced by the ticks between samples: durations never wrap.
+        self.up_s = 0
+        self.up_ms = 0
+        self.level = OK
         self.event_id = None
-        self.event_t = 0
+        self.event_s = 0
+        self.event_ms = 0
         self.fault = None
         self.fault_id = None
-        self.fault_t = 0
+        self.fault_s = 0
+        self.fault_ms = 0
         self.bad = 0
         self.good = 0
         self.ppm = 0.0
@@ -36,12 +55,24 @@ class Gas:
         self.rs = 0.0
         self.pin_v = 0.0
         self.configure(cfg)
-        self.r0_track = self.r0
 
     def configure(self, cfg):
-        self.c = cfg["gas"]
-        self.r0 = self.c["r0_ohm"]
-        self.r0_track = self.r0
+        c = self.c = cfg["gas"]
+        self.r0 = self.r0_track = c["r0_ohm"]
+        cap = c["drift_max_pct"] / 100
+        self.r0_lo = self.r0 * (1 - cap)
+        self.r0_hi = self.r0 * (1 + cap)
+        # Largest R0 change per sample: drift_max_pct_h of R0 per hour of samples.
+        self.r0_step = self.r0 * c["drift_max_pct_h"] / 100 * c["sample_ms"] / 3600000
+        self.warm_ms = (c["warmup_hot_s"] if self.hot else c["warmup_s"]) * 1000
+        self.open_v = c["open_v"] if c["open_v"] > OPEN_MIN_V else OPEN_MIN_V
+        self.short_v = c["short_v"] if c["short_v"] < SHORT_MAX_V else SHORT_MAX_V
+
+    @property
+    def state(self):
+        if self.fault is not None:
+            return FAULT
+        return self.level if self.warm else WARMING
 
     def due_ms(self, now):
         return time.ticks_diff(self.next, now)
@@ -53,87 +84,102 @@ class Gas:
         self.sample(now)
 
     def _fault_kind(self, v):
-        c = self.c
-        if v < c["open_v"]:
+        if v < self.open_v:
             return "open"
-        if v > c["short_v"]:
+        if v >= self.short_v:
             return "short"
         return None
 
+    def _since(self, s, ms):
+        return (self.up_s - s) + (self.up_ms - ms) / 1000
+
     def sample(self, now):
         c = self.c
+        ms = self.up_ms + time.ticks_diff(now, self.last)
+        self.last = now
+        self.up_s += ms // 1000
+        self.up_ms = ms % 1000
+        if not self.warm and self.up_s * 1000 + self.up_ms >= self.warm_ms:
+            self.warm = True
         v = self.adc.read_uv() / 1000000
         self.pin_v = v
         kind = self._fault_kind(v)
+        n = c["fault_samples"]
         if kind:
+            # Never used as gas: a short reads the ADC's ceiling, far above any alarm.
             self.good = 0
-            self.bad += 1
-            if self.fault is None and self.bad >= c["fault_samples"]:
-                self._end_gas(now)
+            if self.bad < n:
+                self.bad += 1
+            if self.fault is None and self.bad >= n:
                 self.fault = kind
-                self.fault_t = now
-                self.state = FAULT
+                self.fault_s = self.up_s
+                self.fault_ms = self.up_ms
                 self.fault_id = self.emit("sensor_fault", "start", "warning",
                                           {"sensor": "gas", "fault": kind, "value": v})
             return
         self.bad = 0
         if self.fault is not None:
-            self.good += 1
-            if self.good < c["fault_samples"]:
+            if self.good < n:
+                self.good += 1
+            if self.good < n:
                 return
             self.emit("sensor_fault", "end", "info",
                       {"sensor": "gas", "fault": self.fault, "value": v},
-                      self.fault_id, time.ticks_diff(now, self.fault_t) / 1000)
+                      self.fault_id, self._since(self.fault_s, self.fault_ms))
             self.fault = None
-            self.state = WARMING
         vs = v * self.divider
         self.rs = c["rl_ohm"] * (c["vcc_v"] - vs) / vs
         if self.rs < 1.0:
             self.rs = 1.0
         self.ratio = self.rs / self.r0_track
         self.ppm = c["curve_a"] * self.ratio ** c["curve_b"]
-        if time.ticks_diff(now, self.t0) < c["warmup_s"] * 1000:
-            self.state = WARMING
+        if not self.warm:
             return
-        self._levels(now)
-        if self.state == OK and self.ppm < c["alarm_ppm"] / 2:
-            # Clean air: follow the slow baseline drift of the sensing element.
-            a = c["drift_alpha"]
-            self.r0_track += (self.rs / c["clean_air_ratio"] - self.r0_track) * a
+        self._levels()
+        if self.level == OK and self.ppm < c["alarm_ppm"] * c["drift_freeze"]:
+            self._drift()
 
-    def _levels(self, now):
+    def _drift(self):
+        # Clean air: follow the slow baseline drift of the sensing element, at most
+        # r0_step per sample and never past drift_max_pct of the calibrated R0, so a leak
+        # that rises slowly under the freeze level cannot be learned as clean air.
+        c = self.c
+        d = (self.rs / c["clean_air_ratio"] - self.r0_track) * c["drift_alpha"]
+        s = self.r0_step
+        r = self.r0_track + (s if d > s else -s if d < -s else d)
+        self.r0_track = self.r0_lo if r < self.r0_lo else self.r0_hi if r > self.r0_hi else r
+
+    def _levels(self):
         c = self.c
         p = self.ppm
         h = c["hysteresis_ppm"]
-        st = self.state
-        if st in (WARMING, OK, FAULT):
+        lv = self.level
+        if lv == OK:
             if p >= c["high_ppm"]:
-                self._start(now, HIGH)
+                self._start(HIGH)
             elif p >= c["alarm_ppm"]:
-                self._start(now, ALARM)
-            else:
-                self.state = OK
-        elif st == ALARM:
+                self._start(ALARM)
+        elif lv == ALARM:
             if p >= c["high_ppm"]:
-                self.state = HIGH
+                self.level = HIGH
                 self._update(HIGH, c["high_ppm"])
             elif p < c["alarm_ppm"] - h:
-                self._end_gas(now)
-        elif st == HIGH:
-            if p < c["alarm_ppm"] - h:
-                self._end_gas(now)
-            elif p < c["high_ppm"] - h:
-                self.state = ALARM
-                self._update(ALARM, c["alarm_ppm"])
+                self._end_gas()
+        elif p < c["alarm_ppm"] - h:
+            self._end_gas()
+        elif p < c["high_ppm"] - h:
+            self.level = ALARM
+            self._update(ALARM, c["alarm_ppm"])
 
     def _details(self, level, thr):
         return {"ppm": round(self.ppm, 1), "ratio": round(self.ratio, 3), "level": level,
                 "threshold_ppm": thr}
 
-    def _start(self, now, level):
+    def _start(self, level):
         c = self.c
-        self.state = level
-        self.event_t = now
+        self.level = level
+        self.event_s = self.up_s
+        self.event_ms = self.up_ms
         thr = c["high_ppm"] if level == HIGH else c["alarm_ppm"]
         self.event_id = self.emit("gas", "start", "critical" if level == HIGH else "warning",
                                   self._details(level, thr))
@@ -142,26 +188,30 @@ class Gas:
         self.emit("gas", "update", "critical" if level == HIGH else "warning",
                   self._details(level, thr), self.event_id)
 
-    def _end_gas(self, now):
+    def _end_gas(self):
+        self.level = OK
         if self.event_id is None:
             return
         self.emit("gas", "end", "info", self._details(ALARM, self.c["alarm_ppm"]),
-                  self.event_id, time.ticks_diff(now, self.event_t) / 1000)
+                  self.event_id, self._since(self.event_s, self.event_ms))
         self.event_id = None
-        self.state = OK
 
     def calibrate(self):
         """Clean-air R0 from the mean of 16 readings; (r0, None) or (None, error)."""
         if self.fault:
             return None, "gas sensor fault: " + self.fault
-        if self.state == WARMING:
+        if not self.warm:
             return None, "gas sensor still warming up"
+        if self.level != OK:
+            return None, "gas alarm active (" + self.level + "): calibrate only in clean air"
         total = 0.0
         c = self.c
         for _ in range(16):
-            vs = self.adc.read_uv() / 1000000 * self.divider
-            if vs <= 0:
-                return None, "gas sensor reads 0 V"
+            v = self.adc.read_uv() / 1000000
+            kind = self._fault_kind(v)
+            if kind:
+                return None, "gas sensor reads %.3f V (%s)" % (v, kind)
+            vs = v * self.divider
             total += c["rl_ohm"] * (c["vcc_v"] - vs) / vs
         r0 = total / 16 / c["clean_air_ratio"]
         self.r0 = self.r0_track = r0
