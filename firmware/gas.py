@@ -32,41 +32,25 @@ class Gas:
         self.divider = board.get("gas_divider", 1.0)  # sensor volts per pin volt
         self.emit = emit
         self.hot = reset_cause() in HOT_RESETS
-        self.t0 = time.ticks_ms()
-        self.last = self.t0
-        self.next = self.t0
+        self.last = self.next = time.ticks_ms()
         self.warm = False  # latched once warm-up is over: never measured against boot again
-        # Uptime of this sensor in whole seconds plus milliseconds (both small ints for
-        # decades), advanced by the ticks between samples: durations never wrap.
-        self.up_s = 0
-        self.up_ms = 0
+        # Seconds and milliseconds of this sensor's uptime, then of the gas event's start and
+        # of the fault's start: small ints for decades, advanced by the ticks between
+        # samples, so durations never wrap.
+        self.clk = [0, 0, 0, 0, 0, 0]
         self.level = OK
         self.event_id = None
-        self.event_s = 0
-        self.event_ms = 0
         self.fault = None
         self.fault_id = None
-        self.fault_s = 0
-        self.fault_ms = 0
-        self.bad = 0
-        self.good = 0
+        self.streak = 0  # readings in a row that disagree with the fault state
         self.ppm = 0.0
         self.ratio = 0.0
-        self.rs = 0.0
         self.pin_v = 0.0
         self.configure(cfg)
 
     def configure(self, cfg):
-        c = self.c = cfg["gas"]
-        self.r0 = self.r0_track = c["r0_ohm"]
-        cap = c["drift_max_pct"] / 100
-        self.r0_lo = self.r0 * (1 - cap)
-        self.r0_hi = self.r0 * (1 + cap)
-        # Largest R0 change per sample: drift_max_pct_h of R0 per hour of samples.
-        self.r0_step = self.r0 * c["drift_max_pct_h"] / 100 * c["sample_ms"] / 3600000
-        self.warm_ms = (c["warmup_hot_s"] if self.hot else c["warmup_s"]) * 1000
-        self.open_v = c["open_v"] if c["open_v"] > OPEN_MIN_V else OPEN_MIN_V
-        self.short_v = c["short_v"] if c["short_v"] < SHORT_MAX_V else SHORT_MAX_V
+        self.c = cfg["gas"]
+        self.r0 = self.r0_track = self.c["r0_ohm"]
 
     @property
     def state(self):
@@ -84,70 +68,79 @@ class Gas:
         self.sample(now)
 
     def _fault_kind(self, v):
-        if v < self.open_v:
+        c = self.c
+        if v < (c["open_v"] if c["open_v"] > OPEN_MIN_V else OPEN_MIN_V):
             return "open"
-        if v >= self.short_v:
+        if v >= (c["short_v"] if c["short_v"] < SHORT_MAX_V else SHORT_MAX_V):
             return "short"
         return None
 
-    def _since(self, s, ms):
-        return (self.up_s - s) + (self.up_ms - ms) / 1000
+    def _mark(self, i):
+        k = self.clk
+        k[i] = k[0]
+        k[i + 1] = k[1]
+
+    def _since(self, i):
+        k = self.clk
+        return (k[0] - k[i]) + (k[1] - k[i + 1]) / 1000
 
     def sample(self, now):
         c = self.c
-        ms = self.up_ms + time.ticks_diff(now, self.last)
+        k = self.clk
+        ms = k[1] + time.ticks_diff(now, self.last)
         self.last = now
-        self.up_s += ms // 1000
-        self.up_ms = ms % 1000
-        if not self.warm and self.up_s * 1000 + self.up_ms >= self.warm_ms:
+        k[0] += ms // 1000
+        k[1] = ms % 1000
+        if not self.warm and k[0] >= (c["warmup_hot_s"] if self.hot else c["warmup_s"]):
             self.warm = True
         v = self.adc.read_uv() / 1000000
         self.pin_v = v
         kind = self._fault_kind(v)
         n = c["fault_samples"]
+        if (kind is None) == (self.fault is None):
+            self.streak = 0
+        elif self.streak < n:
+            self.streak += 1
         if kind:
             # Never used as gas: a short reads the ADC's ceiling, far above any alarm.
-            self.good = 0
-            if self.bad < n:
-                self.bad += 1
-            if self.fault is None and self.bad >= n:
+            if self.fault is None and self.streak >= n:
                 self.fault = kind
-                self.fault_s = self.up_s
-                self.fault_ms = self.up_ms
+                self.streak = 0
+                self._mark(4)
                 self.fault_id = self.emit("sensor_fault", "start", "warning",
                                           {"sensor": "gas", "fault": kind, "value": v})
             return
-        self.bad = 0
         if self.fault is not None:
-            if self.good < n:
-                self.good += 1
-            if self.good < n:
+            if self.streak < n:
                 return
             self.emit("sensor_fault", "end", "info",
                       {"sensor": "gas", "fault": self.fault, "value": v},
-                      self.fault_id, self._since(self.fault_s, self.fault_ms))
+                      self.fault_id, self._since(4))
             self.fault = None
+            self.streak = 0
         vs = v * self.divider
-        self.rs = c["rl_ohm"] * (c["vcc_v"] - vs) / vs
-        if self.rs < 1.0:
-            self.rs = 1.0
-        self.ratio = self.rs / self.r0_track
+        rs = c["rl_ohm"] * (c["vcc_v"] - vs) / vs
+        if rs < 1.0:
+            rs = 1.0
+        self.ratio = rs / self.r0_track
         self.ppm = c["curve_a"] * self.ratio ** c["curve_b"]
         if not self.warm:
             return
         self._levels()
         if self.level == OK and self.ppm < c["alarm_ppm"] * c["drift_freeze"]:
-            self._drift()
+            self._drift(rs)
 
-    def _drift(self):
+    def _drift(self, rs):
         # Clean air: follow the slow baseline drift of the sensing element, at most
-        # r0_step per sample and never past drift_max_pct of the calibrated R0, so a leak
-        # that rises slowly under the freeze level cannot be learned as clean air.
+        # drift_max_pct_h of R0 per hour and drift_max_pct in all, so a leak that rises
+        # slowly under the freeze level cannot be learned as clean air.
         c = self.c
-        d = (self.rs / c["clean_air_ratio"] - self.r0_track) * c["drift_alpha"]
-        s = self.r0_step
+        r0 = self.r0
+        d = (rs / c["clean_air_ratio"] - self.r0_track) * c["drift_alpha"]
+        s = r0 * c["drift_max_pct_h"] * c["sample_ms"] / 360000000
         r = self.r0_track + (s if d > s else -s if d < -s else d)
-        self.r0_track = self.r0_lo if r < self.r0_lo else self.r0_hi if r > self.r0_hi else r
+        cap = r0 * c["drift_max_pct"] / 100
+        self.r0_track = r0 - cap if r < r0 - cap else r0 + cap if r > r0 + cap else r
 
     def _levels(self):
         c = self.c
@@ -178,8 +171,7 @@ class Gas:
     def _start(self, level):
         c = self.c
         self.level = level
-        self.event_s = self.up_s
-        self.event_ms = self.up_ms
+        self._mark(2)
         thr = c["high_ppm"] if level == HIGH else c["alarm_ppm"]
         self.event_id = self.emit("gas", "start", "critical" if level == HIGH else "warning",
                                   self._details(level, thr))
@@ -193,7 +185,7 @@ class Gas:
         if self.event_id is None:
             return
         self.emit("gas", "end", "info", self._details(ALARM, self.c["alarm_ppm"]),
-                  self.event_id, self._since(self.event_s, self.event_ms))
+                  self.event_id, self._since(2))
         self.event_id = None
 
     def calibrate(self):

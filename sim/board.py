@@ -327,6 +327,11 @@ class SimBoard:
         vs = g["vcc_v"] * g["rl_ohm"] / (rs + g["rl_ohm"])
         return float(vs / self.board["gas_divider"])
 
+    def gas_short_volts(self) -> float:
+        """The pin voltage of a shorted MQ sensor: its supply through the divider (5 V / 1.5
+        = 3.33 V on gas-v1), above what the ADC can read."""
+        return float(self._gas_cfg()["vcc_v"] / self.board["gas_divider"])
+
     def set_gas_ppm(self, ppm: float) -> None:
         self.set_adc("gas_adc", self.gas_pin_volts(ppm))
 

@@ -1,16 +1,22 @@
 """The gas board's sensing under the real MicroPython (-X heapsize=64K): the real `Gas`
 class, the simulated ESP32 ADC, and a clock that wraps at 2**30 ms like the ESP32's.
 
-Drives the firmware sample by sample (no broker): slow leaks, open and shorted sensors at
-the levels the chip reads, warm-up by reset cause, and more than 6.2 days of uptime."""
+Drives the firmware sample by sample (slow leaks, open and shorted sensors at the levels the
+chip reads, warm-up by reset cause, more than 6.2 days of uptime), then whole boards against
+a real broker (warm-up after a watchdog reset, calibrate refused in alarm)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from sim.board import run_upy
+import paho.mqtt.publish as publish
+
+from sim.board import WDT_RESET, run_upy
+from sim.broker import MosquittoBroker
+from tests.firmware_helpers import board, docs, online, wait_doc
 
 # A `time` module for the snippet's directory (first on sys.path, so it replaces the
 # built-in): ticks in ms wrapping at 2**30 with the ESP32 port's ticks_diff/ticks_add.
@@ -246,3 +252,56 @@ print(json.dumps(out))
             assert (lo + hi) / 2e6 < volts - 0.005, "no compression above 2.45 V"
         else:
             assert 3.1e6 <= lo <= hi <= 3.14e6 and rhi == 4095, "ceiling"
+
+
+# -- on a running board: the real firmware against a real broker ----------------------------
+
+
+def test_a_watchdog_reset_warms_up_briefly_and_a_power_cycle_fully(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    cfg = {"gas": {"warmup_s": 40, "warmup_hot_s": 1}}
+    with board(broker, tmp_path, "gas", config=cfg,
+               setup=lambda b: b.set_gas_ppm(3000)) as (b, rec):
+        first = online(rec)
+        assert first["reset_cause"] == "power_on"
+        time.sleep(4)
+        assert docs(rec, "/event/gas") == [], "gas reported while the heater was cold"
+        b.kill()
+        with b._lock:  # the watchdog fired: the 5 V heater stayed on
+            b._auto = True
+            b._launch(WDT_RESET)
+        hot = wait_doc(rec, "/status", lambda d: d["state"] == "online" and d["boot"] == 2)
+        assert hot["reset_cause"] == "watchdog"
+        start = wait_doc(rec, "/event/gas", lambda d: d["phase"] == "start", 15)
+        assert start["boot"] == 2 and start["uptime_ms"] < 15000
+        b.restart()  # power cycle: a cold heater again
+        wait_doc(rec, "/status", lambda d: d["state"] == "online" and d["boot"] == 3)
+        time.sleep(4)
+        assert [d for d in docs(rec, "/event/gas") if d["boot"] == 3] == []
+        tele = wait_doc(rec, "/telemetry", lambda d: d["boot"] == 3)
+        assert tele["metrics"]["gas_state"] == "warming_up"
+
+
+def _cmd(broker: MosquittoBroker, cmd: dict[str, Any]) -> None:
+    publish.single("safecity/v1/test/b1/cmd", json.dumps(cmd), qos=1, hostname=broker.host,
+                   port=broker.port)
+
+
+def test_calibrate_is_refused_while_the_board_is_in_alarm(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    with board(broker, tmp_path, "gas") as (b, rec):
+        online(rec)
+        b.set_gas_ppm(3000)
+        wait_doc(rec, "/event/gas", lambda d: d["phase"] == "start")
+        _cmd(broker, {"id": "cal-1", "cmd": "calibrate"})
+        ack = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "cal-1")
+        assert ack["ok"] is False and ack["error"]["code"] == "rejected"
+        assert "alarm" in ack["error"]["message"]
+        _cmd(broker, {"id": "cfg-1", "cmd": "get_config"})
+        cfg = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "cfg-1")["result"]
+        assert cfg["gas"]["r0_ohm"] == 10000.0, "the leak was stored as clean air"
+        b.set_gas_ppm(0)
+        wait_doc(rec, "/event/gas", lambda d: d["phase"] == "end")
+        _cmd(broker, {"id": "cal-2", "cmd": "calibrate"})
+        ok = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "cal-2")
+        assert ok["ok"] is True and 9000 <= ok["result"]["r0_ohm"] <= 11000
