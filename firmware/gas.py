@@ -7,16 +7,6 @@ never ends a gas alarm."""
 import time
 from machine import ADC, Pin, reset_cause
 
-# machine.reset_cause() on the esp32 port (ports/esp32/modmachine.c): a watchdog, panic or
-# machine.reset() (HARD_RESET 2, WDT_RESET 3) or a soft reset (5) leaves the 5 V heater
-# powered; power-on (1, brownout included) and deep-sleep wake (4) start it cold.
-HOT_RESETS = (2, 3, 5)
-# What the ESP32 ADC can read at 11 dB through ESP-IDF's calibration: nothing below 0.142 V
-# (an open sensor reads that) and nothing above 3.06-3.21 V depending on the chip's Vref (a
-# short reads that). Fault limits outside are moved inside, or they could never trigger.
-OPEN_MIN_V = 0.16
-SHORT_MAX_V = 3.0
-
 WARMING = "warming_up"
 OK = "ok"
 ALARM = "alarm"
@@ -31,7 +21,11 @@ class Gas:
         self.adc = ADC(Pin(board["pins"]["gas_adc"]), atten=ADC.ATTN_11DB)
         self.divider = board.get("gas_divider", 1.0)  # sensor volts per pin volt
         self.emit = emit
-        self.hot = reset_cause() in HOT_RESETS
+        # machine.reset_cause() on the esp32 port (ports/esp32/modmachine.c): after a
+        # watchdog, panic or machine.reset() (HARD_RESET 2, WDT_RESET 3) or a soft reset (5)
+        # the 5 V heater is still hot; power-on (1, brownout too) and deep-sleep wake (4)
+        # start it cold.
+        self.hot = reset_cause() in (2, 3, 5)
         self.last = self.next = time.ticks_ms()
         self.warm = False  # latched once warm-up is over: never measured against boot again
         # Seconds and milliseconds of this sensor's uptime, then of the gas event's start and
@@ -52,12 +46,6 @@ class Gas:
         self.c = cfg["gas"]
         self.r0 = self.r0_track = self.c["r0_ohm"]
 
-    @property
-    def state(self):
-        if self.fault is not None:
-            return FAULT
-        return self.level if self.warm else WARMING
-
     def due_ms(self, now):
         return time.ticks_diff(self.next, now)
 
@@ -68,10 +56,13 @@ class Gas:
         self.sample(now)
 
     def _fault_kind(self, v):
+        # The ESP32 ADC reads nothing below 0.142 V (an open sensor reads that) nor above
+        # 3.06-3.21 V by chip (a short reads that): limits outside (from older firmware's
+        # config) are moved inside to 0.16 V and 3.0 V, or they could never trigger.
         c = self.c
-        if v < (c["open_v"] if c["open_v"] > OPEN_MIN_V else OPEN_MIN_V):
+        if v < c["open_v"] or v < 0.16:
             return "open"
-        if v >= (c["short_v"] if c["short_v"] < SHORT_MAX_V else SHORT_MAX_V):
+        if v >= c["short_v"] or v >= 3.0:
             return "short"
         return None
 
@@ -95,29 +86,8 @@ class Gas:
             self.warm = True
         v = self.adc.read_uv() / 1000000
         self.pin_v = v
-        kind = self._fault_kind(v)
-        n = c["fault_samples"]
-        if (kind is None) == (self.fault is None):
-            self.streak = 0
-        elif self.streak < n:
-            self.streak += 1
-        if kind:
-            # Never used as gas: a short reads the ADC's ceiling, far above any alarm.
-            if self.fault is None and self.streak >= n:
-                self.fault = kind
-                self.streak = 0
-                self._mark(4)
-                self.fault_id = self.emit("sensor_fault", "start", "warning",
-                                          {"sensor": "gas", "fault": kind, "value": v})
+        if self._faulty(v):
             return
-        if self.fault is not None:
-            if self.streak < n:
-                return
-            self.emit("sensor_fault", "end", "info",
-                      {"sensor": "gas", "fault": self.fault, "value": v},
-                      self.fault_id, self._since(4))
-            self.fault = None
-            self.streak = 0
         vs = v * self.divider
         rs = c["rl_ohm"] * (c["vcc_v"] - vs) / vs
         if rs < 1.0:
@@ -127,20 +97,49 @@ class Gas:
         if not self.warm:
             return
         self._levels()
-        if self.level == OK and self.ppm < c["alarm_ppm"] * c["drift_freeze"]:
+        # Frozen from a twentieth of alarm_ppm up: clean air reads 4 ppm on the MQ-2 curve.
+        if self.level == OK and self.ppm * 20 < c["alarm_ppm"]:
             self._drift(rs)
 
+    def _faulty(self, v):
+        # True while the reading must not be used as gas: outside the open/short limits (a
+        # short reads the ADC's ceiling, far above any alarm), or a fault not yet cleared by
+        # fault_samples good readings in a row.
+        kind = self._fault_kind(v)
+        n = self.c["fault_samples"]
+        if (kind is None) == (self.fault is None):
+            self.streak = 0
+        elif self.streak < n:
+            self.streak += 1
+        if kind:
+            if self.fault is None and self.streak >= n:
+                self.fault = kind
+                self.streak = 0
+                self._mark(4)
+                self.fault_id = self.emit("sensor_fault", "start", "warning",
+                                          {"sensor": "gas", "fault": kind, "value": v})
+            return True
+        if self.fault is None:
+            return False
+        if self.streak < n:
+            return True
+        self.emit("sensor_fault", "end", "info", {"sensor": "gas", "fault": self.fault,
+                                                  "value": v}, self.fault_id, self._since(4))
+        self.fault = None
+        self.streak = 0
+        return False
+
     def _drift(self, rs):
-        # Clean air: follow the slow baseline drift of the sensing element, at most
-        # drift_max_pct_h of R0 per hour and drift_max_pct in all, so a leak that rises
-        # slowly under the freeze level cannot be learned as clean air.
+        # Clean air: follow the slow baseline drift of the sensing element, at most 1 % of
+        # the calibrated R0 per hour and 10 % in all, so a leak that rises slowly under the
+        # freeze level cannot be learned as clean air (it would read up to 21 % low).
         c = self.c
         r0 = self.r0
         d = (rs / c["clean_air_ratio"] - self.r0_track) * c["drift_alpha"]
-        s = r0 * c["drift_max_pct_h"] * c["sample_ms"] / 360000000
+        s = r0 * c["sample_ms"] / 360000000
         r = self.r0_track + (s if d > s else -s if d < -s else d)
-        cap = r0 * c["drift_max_pct"] / 100
-        self.r0_track = r0 - cap if r < r0 - cap else r0 + cap if r > r0 + cap else r
+        s = r0 / 10
+        self.r0_track = r0 - s if r < r0 - s else r0 + s if r > r0 + s else r
 
     def _levels(self):
         c = self.c
@@ -202,7 +201,7 @@ class Gas:
             v = self.adc.read_uv() / 1000000
             kind = self._fault_kind(v)
             if kind:
-                return None, "gas sensor reads %.3f V (%s)" % (v, kind)
+                return None, "gas sensor fault: " + kind
             vs = v * self.divider
             total += c["rl_ohm"] * (c["vcc_v"] - vs) / vs
         r0 = total / 16 / c["clean_air_ratio"]
@@ -215,7 +214,7 @@ class Gas:
         return {"gas_adc_v": round(v, 3), "gas_circuit": kind or "ok"}, kind is None
 
     def metrics(self, m):
-        m["gas_state"] = self.state
+        m["gas_state"] = FAULT if self.fault else self.level if self.warm else WARMING
         m["gas_ppm"] = round(self.ppm, 1)
         m["gas_ratio"] = round(self.ratio, 3)
         m["gas_adc_v"] = round(self.pin_v, 3)

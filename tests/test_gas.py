@@ -130,12 +130,12 @@ def test_a_slow_leak_alarms_when_it_crosses_the_threshold_and_the_baseline_stays
     assert starts[0]["details"]["level"] == "alarm"
     ends = [e for e in events if e["type"] == "gas" and e["phase"] == "end"]
     assert len(ends) == 1 and ends[0]["event_id"] == starts[0]["event_id"]
-    assert abs(m["gas_r0_drift_pct"]) <= 10.0  # drift_max_pct
+    assert abs(m["gas_r0_drift_pct"]) <= 10.0  # the cap on R0 drift
 
 
 def test_clean_air_drift_is_followed_but_never_past_its_cap(tmp_path: Path) -> None:
     # The sensing element ages: clean-air Rs falls 30 % over a day. R0 follows at most
-    # drift_max_pct (10 %) and the board raises no gas alarm for clean air.
+    # 10 % (its cap) and the board raises no gas alarm for clean air.
     src = ("def volts(t):\n"
            "    rs = 98300.0 * (1 - 0.3 * min(1.0, t / 86400))\n"
            "    return 5.0 * 10000.0 / (rs + 10000.0) / 1.5\n")
