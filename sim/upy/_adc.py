@@ -2,7 +2,7 @@
 through the chip model and ESP-IDF's calibration in _adccal (loaded with the first ADC).
 
 Reads no lower than the calibration floor nor higher than its ceiling, like the chip;
-never allocates on the per-read path beyond the harness signal itself."""
+allocates nothing per read beyond turning the harness's volts into millivolts."""
 
 import _sim
 

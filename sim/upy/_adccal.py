@@ -1,7 +1,8 @@
 """The ESP32's ADC1 at 11 dB for sim/upy/_adc.py: the raw count a pin voltage converts to, and
 ESP-IDF's line-fitting calibration of a raw count back to millivolts (what read_uv returns).
 
-Integer arithmetic only, every intermediate below 2**30; never allocates per conversion."""
+Integer arithmetic only (the calibration's intermediates stay below 2**30; the noise LCG,
+like machine._noise, relies on the unix port's 63-bit small ints): never allocates."""
 
 from micropython import const
 
@@ -43,7 +44,7 @@ _seed = 0x1D872B41
 def raw_to_mv(raw):
     """ESP-IDF cali_raw_to_voltage() at 11 dB (millivolts)."""
     # calculate_voltage_linear()
-    lin = (_COEFF_A * raw + 32768) // 65536 + _COEFF_B  # LIN_COEFF_A_ROUND, _SCALE
+    lin = (_COEFF_A * raw + 32768) // 65536 + _COEFF_B  # LIN_COEFF_A_ROUND, LIN_COEFF_A_SCALE
     if raw < _LUT_LOW_THRESH:
         return lin
     # calculate_voltage_lut(): bilinear in (Vref, raw) between the two curves; the Vref
