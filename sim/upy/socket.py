@@ -1,5 +1,5 @@
 """Simulated `socket`: the real unix TCP sockets, which fail while the simulated WiFi is down;
-names and UDP go to _netsim (lwIP's blocking resolver, an NTP server), loaded for each use.
+names go to _dns (lwIP's blocking resolver) and UDP to _udp (an NTP server), loaded per use.
 
 Only adds the link check; never proxies TCP data, never asks the host's resolver for a name
 (names come from ctl "dns": {"hosts": {name: ip}})."""
@@ -30,9 +30,9 @@ def socket(af=AF_INET, type=SOCK_STREAM, proto=0):
     if not _link():
         raise OSError(113)  # EHOSTUNREACH
     if type == SOCK_DGRAM:
-        import _netsim
+        import _udp
 
-        s = _netsim.Udp()
+        s = _udp.Udp()
     else:
         s = _s.socket(af, type, proto)
     _open.append(s)
@@ -42,6 +42,14 @@ def socket(af=AF_INET, type=SOCK_STREAM, proto=0):
 
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
-    import _netsim
+    """Like the esp32 port's: IPv4 only (modsocket.c asks lwIP for AF_INET); a name blocks
+    while _dns resolves it, a numeric host never reaches DNS (lwIP lwip_getaddrinfo). The
+    addresses are the unix port's own, so the real sockets take them."""
+    try:
+        _s.inet_pton(AF_INET, host)
+    except OSError:
+        if host:
+            import _dns
 
-    return _netsim.getaddrinfo(host, port, type, proto, flags)
+            host = _dns.resolve(host)
+    return _s.getaddrinfo(host or "0.0.0.0", port, AF_INET, type, proto, flags)

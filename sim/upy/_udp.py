@@ -1,26 +1,15 @@
-"""The simulated network behind socket.py: lwIP's DNS resolver (blocking as it blocks) and UDP
-sockets whose NTP queries a simulated server answers. It takes itself out of sys.modules as
-it loads, so it lives on the board's heap only while used (on a chip this is C in flash).
+"""Simulated UDP sockets (socket.socket(AF_INET, SOCK_DGRAM)): datagrams to port 123 reach a
+simulated NTP server (ctl "ntp"); others are dropped. Takes itself out of sys.modules as it
+loads, so it is on the board's heap only while a socket lives (on a chip: C in flash).
 
-Sim-only; never asks the host's resolver for a name and never sends a real datagram."""
+Sim-only; never sends a real datagram."""
 
 import struct
 import sys
-import usocket as _s
 import utime
 import _sim
 from socket import _link
 
-# lwIP core/dns.c dns_check_entry(): a query is sent with tmr = 1 and, on each DNS_TMR_INTERVAL
-# (1000 ms) tick without an answer, resent with tmr = ++retries until retries reaches
-# DNS_MAX_RETRIES (4, lwip/opt.h; ESP-IDF keeps it, see its FAQ "How to increase the DNS
-# request time for ESP32?"): 1 + 1 + 2 + 3 = 7 s per DNS server before the next server
-# (ESP-IDF lwipopts.h DNS_MAX_SERVERS 3) or the end.
-DNS_SERVER_TIMEOUT_MS = 7000
-# lwIP api/netdb.c lwip_getaddrinfo(): a failed netconn_gethostbyname() returns EAI_FAIL (202);
-# the esp32 port's modsocket.c _getaddrinfo_inner() raises it negated ("instead of raising
-# gaierror getaddrinfo raises negative error number"): OSError(-202).
-EAI_FAIL = -202
 # Errno values of ESP-IDF's newlib errno.h, which the esp32 port raises as they are:
 # modsocket.c _socket_read_data() gives MP_EWOULDBLOCK on a non-blocking socket and
 # MP_ETIMEDOUT when a settimeout() expires ("[Errno 116] ETIMEDOUT" on current boards).
@@ -29,44 +18,6 @@ ETIMEDOUT = 116
 EBADF = 9
 NTP_PORT = 123
 _NTP_DELTA = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
-
-
-def _block(ms):
-    """Hold the caller for `ms` of board time, as a blocking lwIP call holds the chip."""
-    if ms > 0:
-        utime.sleep_us(_sim.real_ms(ms) * 1000)
-
-
-def resolve(host):
-    """The address lwIP's resolver gives for `host`, after blocking as long as it would.
-    ctl "dns": delay_ms (answer time, default 20), fail (true: no answer, so lwIP's full
-    timeout; "nxdomain": an error answer after delay_ms), servers (DNS servers the network
-    gave, 1-3: the timeout is per server), hosts ({name: ip}: names that resolve)."""
-    _sim.ctl.poll()
-    d = _sim.ctl.state.get("dns") or {}
-    delay = int(d.get("delay_ms", 20))
-    fail = d.get("fail", False)
-    timeout = DNS_SERVER_TIMEOUT_MS * max(1, min(3, int(d.get("servers", 1))))
-    if not _link() or fail is True or delay >= timeout:
-        _block(timeout)  # queries lost (or the answer comes too late): lwIP gives up
-        raise OSError(EAI_FAIL)
-    _block(delay)
-    ip = (d.get("hosts") or {}).get(host)
-    if fail or ip is None:  # the server answered "no such name" (dns_recv: error flags)
-        raise OSError(EAI_FAIL)
-    return ip
-
-
-def getaddrinfo(host, port, type=0, proto=0, flags=0):
-    """Like the esp32 port's: IPv4 only (modsocket.c asks lwIP for AF_INET); a name blocks
-    while it is resolved. Addresses are the unix port's own, so the real sockets take them.
-    Numeric hosts never reach DNS (lwIP api/netdb.c lwip_getaddrinfo)."""
-    try:
-        _s.inet_pton(_s.AF_INET, host)
-    except OSError:
-        if host:
-            host = resolve(host)
-    return _s.getaddrinfo(host or "0.0.0.0", port, _s.AF_INET, type, proto, flags)
 
 
 def _port(addr):
