@@ -15,8 +15,7 @@ COMMON = (
     "broker_host s 1 64 127.0.0.1;broker_port i 1 65535 1883;mqtt_user s 0 64 ;"
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
-    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp b 0 0 1;"
-    "ntp_interval_s i 60 86400 21600"
+    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600"
 )
 
 
@@ -83,6 +82,8 @@ def merge(cfg, kind, spec, changes, cross=None):
         e = find(COMMON, k)
         if e is None:
             return None, "%s: unknown key" % k
+        if k == "ntp" and isinstance(v, bool):
+            v = 21600 if v else 0  # older configs: ntp on or off
         err = _check(e, v)
         if err:
             return None, "%s: %s" % (k, err)

@@ -15,7 +15,7 @@ import app
 
 HOST = "pool.ntp.org"  # as micropython-lib's ntptime; a name, so looked up once (cached)
 TIMEOUT_MS = const(2000)  # no answer by then: the exchange failed (the loop was never held)
-RETRY_MS = const(60000)  # first retry after a failure, doubling up to ntp_interval_s
+RETRY_MS = const(60000)  # first retry after a failure, doubling up to the interval
 _RERESOLVE_AFTER = const(3)  # failed exchanges in a row before HOST is looked up again
 _EAGAIN = const(11)
 # app.Board.ntp: [due (ticks_ms), socket, server address, sent (ticks_ms), our transmit
@@ -93,7 +93,7 @@ def _end(self, n, now, err):
             s.close()
         except OSError:
             pass
-    interval = self.cfg["ntp_interval_s"] * 1000
+    interval = max(60, self.cfg["ntp"]) * 1000
     if err is None:
         n[_ROW] = 0
         n[_DUE] = time.ticks_add(now, interval)

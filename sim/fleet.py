@@ -141,6 +141,9 @@ class Fleet:
                          heapsize=HEAP, t0_us=0, defaults=self._defaults, build=self._build,
                          ticks_start_ms=spec.ticks_start_ms, smallint_check=spec.smallint_check)
         board.supervise_s = SUPERVISE_S
+        if spec.broker_name is not None:  # named: the board looks the broker up (and waits)
+            board.config["broker_host"] = spec.broker_name
+            board.dns(delay_ms=spec.dns_delay_ms, hosts={spec.broker_name: self._host})
         board.dir.mkdir(parents=True, exist_ok=True)
         feed = feed_for(self.scenario, node_id, spec.kind, board)
         return BoardNode(node_id, spec.kind, board, feed, link)

@@ -54,6 +54,12 @@ class NodeSpec(_M):
     """Boards: report every value the firmware keeps outside the ESP32's 31-bit small ints
     (a counter there makes the sampling loop allocate on the chip); a reported one fails
     the run."""
+    broker_name: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+    """Boards: reach the broker by this host name, which the simulated DNS resolves (a
+    blocking look-up, as on an ESP32) instead of by its IP address."""
+    dns_delay_ms: int = Field(20, ge=0, le=60_000)
+    """Boards: how long the simulated DNS takes to answer a look-up (board time; an answer
+    later than lwIP's 7 s is no answer)."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"
@@ -300,6 +306,8 @@ def _node_problems(where: str, n: NodeSpec, time_scale: float) -> list[str]:
             out.append(f"{where}.settings: camera nodes take their settings from config")
         if n.ticks_start_ms is not None:
             out.append(f"{where}.ticks_start_ms: only sensor boards have an ESP32 clock")
+        if n.broker_name is not None:
+            out.append(f"{where}.broker_name: camera nodes reach the broker by their config")
         if time_scale > MAX_CAMERA_SCALE:
             out.append(f"time_scale: at most {MAX_CAMERA_SCALE:g} with camera nodes (the "
                        "agent plays its clip that much faster and must keep up)")

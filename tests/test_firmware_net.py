@@ -103,7 +103,7 @@ def test_a_dns_that_never_answers_holds_the_board_21s_and_the_watchdog_outlasts_
         assert [o for o, _ in _dns_lines(b, BROKER)] == ["failed -202", "ok"]
 
 
-def test_broker_hosts_are_checked_and_a_dns_look_up_sets_the_watchdog(tmp_path: Path) -> None:
+def test_hosts_the_watchdog_for_a_look_up_and_the_ntp_setting(tmp_path: Path) -> None:
     code = """
 import commands, config, lookup, spec_gas as g
 base = config.defaults(config.COMMON)
@@ -114,16 +114,22 @@ def wdt(**kw):
     c = dict(base)
     c.update(kw)
     print(lookup.wdt_ms(c))
-wdt(ntp=False)
-wdt(ntp=False, broker_host="mqtt.example.com")
-wdt(ntp=True)
-wdt(ntp=True, wdt_timeout_ms=30000)
-wdt(ntp=False, wdt_timeout_ms=3000)
+wdt(ntp=0)
+wdt(ntp=0, broker_host="mqtt.example.com")
+wdt(ntp=21600)
+wdt(ntp=21600, wdt_timeout_ms=30000)
+wdt(ntp=0, wdt_timeout_ms=3000)
+for v in (True, False, 3600, 86401, -1):
+    new, err = config.merge(base, "gas", g.SPEC, {"ntp": v}, g.cross)
+    print(err or new["ntp"])
 """
     out = run_upy(code, tmp_path).splitlines()
     assert out[:6] == ["True", "True", "False", "False", "False", "False"]
     # Only a board that looks a name up (a named broker, or NTP) needs lwIP's 21 s + 1 s.
-    assert out[6:] == ["10000", "22000", "22000", "30000", "3000"]
+    assert out[6:11] == ["10000", "22000", "22000", "30000", "3000"]
+    # `ntp` is the seconds between syncs (0: off); older configs' true/false still load.
+    bad = "ntp: must be in 0..86400"
+    assert out[11:] == ["21600", "0", "3600", bad, bad]
 
 
 def test_rssi_raises_while_not_associated_and_telemetry_reports_null(tmp_path: Path) -> None:
@@ -187,7 +193,7 @@ def test_ntp_resyncs_every_interval_and_sets_the_clock_to_the_server(
         b.dns(hosts={NTP: "10.0.0.1"})
         b.ntp(rtt_ms=40, offset_ms=offset_ms)
 
-    cfg = {"ntp": True, "ntp_interval_s": 60, "telemetry_interval_s": 30}
+    cfg = {"ntp": 60, "telemetry_interval_s": 30}  # seconds between syncs
     with board(broker, tmp_path, "vibration", config=cfg, setup=ntp, time_scale=5,
                heapsize=SIM_HEAP) as (b, rec):
         online(rec, 20)
@@ -196,7 +202,7 @@ def test_ntp_resyncs_every_interval_and_sets_the_clock_to_the_server(
             time.sleep(0.5)
         synced = _synced(b)
         assert len(synced) >= 3
-        # One exchange per ntp_interval_s of board time.
+        # One exchange per `ntp` seconds of board time.
         gaps = [t1 - t0 for t0, t1 in zip(synced, synced[1:], strict=False)]
         assert all(59.0 <= g <= 61.5 for g in gaps), gaps
         # Set to the server's clock (it is offset_ms from world UTC) within half the 100 ms
@@ -217,7 +223,7 @@ def test_a_lost_ntp_server_never_holds_the_sampling_loop(
         b.dns(hosts={NTP: "10.0.0.1"})
         b.ntp(lost=True)
 
-    cfg = {"ntp": True, "ntp_interval_s": 60}
+    cfg = {"ntp": 60}
     with board(broker, tmp_path, "vibration", config=cfg, setup=lost,
                heapsize=SIM_HEAP) as (b, rec):
         online(rec, 20)
