@@ -1,0 +1,103 @@
+"""Deep sleep of a battery flood board: the `sleeping` status, the wake sources, and the
+alarm, fault and disagreement state that must outlive a sleep (RAM does not).
+
+Loaded only at boot and around a sleep, then dropped; never sleeps with the probe powered."""
+
+import json
+import time
+
+import machine
+
+STATE = "flood_sleep.json"
+
+
+def _iso(secs):
+    t = time.gmtime(secs)
+    if t[0] < 2024:
+        return None  # clock not set (no NTP yet): no wall-clock promise
+    return "%04d-%02d-%02dT%02d:%02d:%02d.000Z" % (t[0], t[1], t[2], t[3], t[4], t[5])
+
+
+def announce(f, board):
+    """Publish the retained `sleeping` status (QoS 1) with the coming sleep's timer and the
+    UTC time it ends; returns its packet id (-1: not sent)."""
+    s = f.sleep_ms() // 1000
+    return board.client.publish(board.topic("status"), board.status(
+        "sleeping", None, {"sleep_s": s, "wake_by": _iso(time.time() + s)}), 1, True)
+
+
+def sleep(f, board, announced):
+    """Keep what must outlive the sleep, arm the wake sources and sleep (never returns)."""
+    import esp32
+
+    ms = f.sleep_ms()
+    f.probe_pwr.value(0)
+    save(f)
+    if "floating" not in f.faults:
+        # ext0 (an RTC GPIO: flood-v1's GPIO27) wakes on the float changing from what it
+        # reads now: wet while it is dry, dry while a flood holds, so the end is seen. The
+        # external 100k pull-up holds the line in deep sleep. A chattering input would wake
+        # the board at once: then only the timer wakes it.
+        lvl = f.float_pin.value()
+        esp32.wake_on_ext0(f.float_pin, esp32.WAKEUP_ALL_LOW if lvl else esp32.WAKEUP_ANY_HIGH)
+    if announced:
+        board.client.disconnect()  # the broker keeps `sleeping` and drops the Last Will
+    else:
+        board.client.close("sleep")  # not announced: the Last Will says offline
+    print("fw deepsleep", ms, "announced" if announced else "unannounced")
+    machine.deepsleep(ms)
+
+
+def save(f):
+    now = time.ticks_ms()
+    if f.event_id is None and not f.faults and f.suspect is None:
+        forget()
+        return
+    ev = None
+    if f.event_id is not None:
+        ev = [f.event_id, f.source, f.event_age + time.ticks_diff(now, f.event_t) // 1000]
+    fs = [[k, v[3], v[0], v[2] + time.ticks_diff(now, v[1]) // 1000]
+          for k, v in f.faults.items()]
+    dis = None
+    if f.suspect is not None:
+        dis = [f.suspect, f.disagree_age + time.ticks_diff(now, f.disagree_t) // 1000]
+    with open(STATE, "w") as fh:
+        json.dump({"t": time.time(), "ev": ev, "f": fs, "dis": dis, "wet": f.wet}, fh)
+
+
+def forget():
+    import os
+
+    try:
+        os.remove(STATE)
+    except OSError:
+        pass
+
+
+def boot(f, now):
+    """After a deep-sleep wake, carry on with the stored alarm, faults and disagreement
+    (their ages grown by the time slept: the RTC keeps time through deep sleep). After any
+    other reset the stored state is stale (RAM-like): drop it."""
+    if machine.reset_cause() != machine.DEEPSLEEP_RESET:
+        forget()
+        return
+    try:
+        with open(STATE) as fh:
+            s = json.load(fh)
+    except (OSError, ValueError):
+        return
+    slept = max(0, time.time() - s["t"])
+    if s["ev"]:
+        f.event_id, f.source, age = s["ev"]
+        f.event_age = age + slept
+        f.event_t = now
+        f.wet = s["wet"]
+        f.raw = f.wet  # the first reading debounces against the stored state
+    for k, sensor, eid, age in s["f"]:
+        f.faults[k] = [eid, now, age + slept, sensor]
+    if "floating" in f.faults:
+        f.stable_t = time.ticks_add(now, -4000)  # one quiet second ends it
+    if s["dis"]:
+        f.suspect = s["dis"][0]
+        f.disagree_age = s["dis"][1] + slept
+        f.disagree_t = now
