@@ -53,6 +53,10 @@ class Timeline:
             self._next += 1
         return out
 
+    def next_t(self) -> float | None:
+        """Scenario time of the next action not yet handed out (None: none left)."""
+        return self.actions[self._next].t if self._next < len(self.actions) else None
+
 
 def _links(fleet: Fleet, scenario: Scenario, f: Fault) -> list[FaultyLink]:
     if f.node is None:

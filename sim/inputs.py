@@ -144,7 +144,12 @@ class GasFeed:
 
 @dataclass
 class FloodFeed:
-    """A resistive level probe and a float switch at float_at_cm in the same water."""
+    """A resistive level probe and a float switch at float_at_cm in the same water.
+
+    The float switch closes to GND (water = low with float_active_low) and its input has the
+    internal pull-up plus an external 100k pull-up (hw/boards/flood-v1.json): a cut wire reads
+    steady high, i.e. dry, never a chattering input. `sensor_chatter` is an input without a
+    pull that picks up noise (the firmware's `floating` check)."""
 
     node: str
     board: SimBoard
@@ -174,9 +179,11 @@ class FloodFeed:
             cm = max(0.0, cm + self.noise_cm * _jitter(self.seed, t))
         return min(PIN_V_MAX, self._offset_v + cm / self._cm_per_v)
 
+    def _wet(self, t: float) -> bool:
+        return any(fl.level_cm(t) >= at for fl, at in self.floods)
+
     def _float_level(self, t: float) -> float:
-        wet = any(fl.level_cm(t) >= at for fl, at in self.floods)
-        return float(int(wet) ^ int(self._active_low))
+        return float(int(self._wet(t)) ^ int(self._active_low))
 
     def update(self, t: float) -> None:
         self.probe.write(t)
@@ -187,10 +194,36 @@ class FloodFeed:
             self.probe.override = _override(kind, on, self._probe_v(t))
             self.probe.write(t, force=True)
             return
-        held = self._float_level(t)
-        self.float_pin.override = (None if not on else "floating"
-                                   if kind == "sensor_disconnected" else held)
+        override: float | str | None = None
+        if on and kind == "sensor_disconnected":
+            override = 1.0  # the pull-ups hold a cut wire high
+        elif on and kind == "sensor_chatter":
+            override = "floating"
+        elif on:
+            override = self._float_level(t)  # stuck where it was
+        self.float_pin.override = override
         self.float_pin.write(t, force=True)
+
+    def next_float_level(self, level: int, t0: float, t1: float) -> float | None:
+        """The earliest scenario time in [t0, t1] at which the float pin may read `level`
+        (it never does later than the physical change), or None if it does not (for skipping
+        time over a board in deep sleep with ext0 on the float)."""
+        o = self.float_pin.override
+        if o is not None:
+            return t0 if o == "floating" or int(bool(o)) == level else None
+        edges = [t0]
+        for fl, at in self.floods:
+            if at > fl.crest_cm:
+                continue
+            rise_s = fl.crest_cm / fl.rise_cm_per_min * 60.0
+            up = fl.at_s + at / fl.rise_cm_per_min * 60.0
+            down = fl.at_s + rise_s + fl.hold_s + (fl.crest_cm - at) / fl.recede_cm_per_min * 60
+            edges += [e for e in (up, down) if t0 < e <= t1]
+        for e in sorted(edges):
+            # just after each edge (the level holds until the next one)
+            if self._float_level(min(e + 1e-6, t1) if e < t1 else e) == level:
+                return e
+        return None
 
     def trace(self, duration_s: float) -> Trace:
         return _trace("level", "cm", self.level_cm, duration_s)

@@ -101,7 +101,10 @@ Signal = Annotated[GasLeakSignal | FloodSignal | QuakeSignal | TrafficSignal,
 
 class Fault(_Timed):
     type: Literal["broker_down", "wifi_down", "link_slow", "link_lossy", "sensor_disconnected",
-                  "sensor_stuck", "sensor_out_of_range", "i2c_error", "kill"]
+                  "sensor_stuck", "sensor_out_of_range", "sensor_chatter", "i2c_error", "kill"]
+    """sensor_disconnected: a cut wire, read as the board's hardware reads it (an analog
+    input 0 V; flood-v1's float input is pulled up, so it reads steady dry).
+    sensor_chatter: a digital input with no pull that picks up noise (a float only)."""
     duration_s: float = Field(10.0, ge=0)
     """kill: 0 leaves the node off until the end."""
     node: str | None = None
@@ -222,6 +225,9 @@ class Scenario(_M):
                                                               and "camera" in kinds)
         if via_link and any(spec.link != "proxy" for spec, _ in hits):
             return [f"{where}.node: {f.type} needs link = \"proxy\" on {f.node!r}"]
+        if f.type == "sensor_chatter" and (kinds != {"flood"} or f.sensor not in (None, "float")):
+            return [f"{where}.type: sensor_chatter is a digital input picking up noise: it needs "
+                    "a flood board's float (sensor = \"float\")"]
         if f.type == "sensor_out_of_range" and "flood" in kinds and f.sensor in (None, "float"):
             return [f"{where}.sensor: a float switch is on or off; out of range needs "
                     "sensor = \"probe\""]
