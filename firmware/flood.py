@@ -192,10 +192,12 @@ class Flood:
 
     # -- battery boards: bounded wakes and deep sleep ----------------------------------------
 
-    def sleep_ms(self):
-        """How long the next deep sleep lasts: shorter while a flood is active."""
+    def sleep_ms(self, board):
+        """How long the next deep sleep lasts: alarm_sleep_s while a flood is active or an
+        alarm still waits in the outbox (the network was down), else sleep_s."""
         c = self.c
-        return (c["alarm_sleep_s"] if self.event_id is not None else c["sleep_s"]) * 1000
+        short = self.event_id is not None or board.outbox.alarms()
+        return (c["alarm_sleep_s"] if short else c["sleep_s"]) * 1000
 
     def maybe_sleep(self, board, now):
         """Battery boards (deep_sleep): once the outbox is sent, announce a retained

@@ -21,7 +21,7 @@ def _iso(secs):
 def announce(f, board):
     """Publish the retained `sleeping` status (QoS 1) with the coming sleep's timer and the
     UTC time it ends; returns its packet id (-1: not sent)."""
-    s = f.sleep_ms() // 1000
+    s = f.sleep_ms(board) // 1000
     return board.client.publish(board.topic("status"), board.status(
         "sleeping", None, {"sleep_s": s, "wake_by": _iso(time.time() + s)}), 1, True)
 
@@ -30,7 +30,7 @@ def sleep(f, board, announced):
     """Keep what must outlive the sleep, arm the wake sources and sleep (never returns)."""
     import esp32
 
-    ms = f.sleep_ms()
+    ms = f.sleep_ms(board)
     f.probe_pwr.value(0)
     save(f)
     if "floating" not in f.faults:
