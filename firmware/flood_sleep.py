@@ -36,8 +36,11 @@ def sleep(f, board, announced):
     if "floating" not in f.faults:
         # ext0 (an RTC GPIO: flood-v1's GPIO27) wakes on the float changing from what it
         # reads now: wet while it is dry, dry while a flood holds, so the end is seen. The
-        # external 100k pull-up holds the line in deep sleep. A chattering input would wake
-        # the board at once: then only the timer wakes it.
+        # esp32 port passes the level to esp_sleep_enable_ext0_wakeup (modesp32.c:
+        # WAKEUP_ALL_LOW = False, WAKEUP_ANY_HIGH = True) and sets no RTC pull for the sleep
+        # (ESP-IDF examples/system/deep_sleep: pulls must go through rtc_gpio), so the
+        # external 100k pull-up is what holds the line. A chattering input would wake the
+        # board at once: then only the timer wakes it.
         lvl = f.float_pin.value()
         esp32.wake_on_ext0(f.float_pin, esp32.WAKEUP_ALL_LOW if lvl else esp32.WAKEUP_ANY_HIGH)
     if announced:
@@ -76,7 +79,7 @@ def forget():
 
 def boot(f, now):
     """After a deep-sleep wake, carry on with the stored alarm, faults and disagreement
-    (their ages grown by the time slept: the RTC keeps time through deep sleep). After any
+    (their ages grown by the time slept: time.time() runs on through deep sleep). After any
     other reset the stored state is stale (RAM-like): drop it."""
     if machine.reset_cause() != machine.DEEPSLEEP_RESET:
         forget()
@@ -86,7 +89,7 @@ def boot(f, now):
             s = json.load(fh)
     except (OSError, ValueError):
         return
-    slept = max(0, time.time() - s["t"])
+    slept = max(0, time.time() - s["t"])  # ESP-IDF keeps system time on the RTC timer
     if s["ev"]:
         f.event_id, f.source, age = s["ev"]
         f.event_age = age + slept
