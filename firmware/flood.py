@@ -7,6 +7,8 @@ between readings (electrolysis eats the electrodes)."""
 
 import sys
 import time
+
+import machine
 from machine import ADC, Pin
 
 
@@ -41,19 +43,22 @@ class Flood:
         self.level = 0.0
         self.rate = 0.0
         self.levels = []
+        # Durations count whole seconds of their own (secs), not ticks: ESP32 ticks wrap at
+        # 2**30 ms and an alarm may outlast the 2**29 ms a ticks_diff can measure.
+        self.secs = 0
+        self.clock_at = now
         self.event_id = None
-        self.event_t = now
-        self.event_age = 0  # seconds the alarm had lasted before this boot (deep sleep)
+        self.event_s = 0  # secs at the start (negative: it began before a deep sleep)
         self.source = None
-        self.faults = {}  # kind -> [event_id, start ticks, seconds before this boot, sensor]
-        self.disagree_t = None
-        self.disagree_age = 0
+        self.faults = {}  # kind -> [event_id, secs at the start, sensor]
+        self.disagree_s = 0
         self.suspect = None
         self.stable_t = now
         self.sleep_pid = 0  # packet id of the `sleeping` status waiting for its PUBACK
         self.configure(cfg)
-        _sleep_code().boot(self, now)  # an alarm or fault kept over a deep sleep goes on
-        _drop_sleep_code()
+        if machine.reset_cause() == machine.DEEPSLEEP_RESET:
+            _sleep_code().boot(self, now)  # an alarm or fault kept over the sleep goes on
+            _drop_sleep_code()
 
     def configure(self, cfg):
         self.c = cfg["flood"]
@@ -69,6 +74,10 @@ class Flood:
             return
         c = self.c
         self.next = time.ticks_add(now, c["sample_ms"])
+        d = time.ticks_diff(now, self.clock_at)
+        if d >= 1000:
+            self.secs += d // 1000
+            self.clock_at = time.ticks_add(self.clock_at, d // 1000 * 1000)
         v = self.float_pin.value()
         raw = (v == 0) if c["float_active_low"] else (v == 1)
         if raw != self.raw:
@@ -132,15 +141,14 @@ class Flood:
         elif not self.wet and self.level > c["level_alarm_cm"] * 2:
             suspect = "float"
         f = self.faults.get("stuck")
-        if f and f[3] != suspect:
+        if f and f[2] != suspect:
             self._fault_off(now, "stuck")
         if suspect != self.suspect:
             self.suspect = suspect
-            self.disagree_t = now
-            self.disagree_age = 0
+            self.disagree_s = self.secs
         if suspect is None or "stuck" in self.faults:
             return
-        if self.disagree_age + time.ticks_diff(now, self.disagree_t) // 1000 >= c["stuck_s"]:
+        if self.secs - self.disagree_s >= c["stuck_s"]:
             if suspect == "float":
                 self._fault_on(now, "stuck", "float", 0,
                                "float reads dry while the probe reads water")
@@ -155,13 +163,13 @@ class Flood:
         if message:
             d["message"] = message
         eid = self.emit("sensor_fault", "start", "warning", d)
-        self.faults[kind] = [eid, now, 0, sensor]
+        self.faults[kind] = [eid, self.secs, sensor]
 
     def _fault_off(self, now, kind):
         f = self.faults.pop(kind, None)
         if f:
-            self.emit("sensor_fault", "end", "info", {"sensor": f[3], "fault": kind},
-                      f[0], f[2] + time.ticks_diff(now, f[1]) / 1000)
+            self.emit("sensor_fault", "end", "info", {"sensor": f[2], "fault": kind},
+                      f[0], self.secs - f[1])
 
     def _flood(self, now):
         c = self.c
@@ -173,8 +181,7 @@ class Flood:
         elif c["probe"] and self.rate >= c["rate_alarm_cm_min"] and self.level >= 2.0:
             src = "rate"
         if src and self.event_id is None:
-            self.event_t = now
-            self.event_age = 0
+            self.event_s = self.secs
             self.source = src
             self.event_id = self.emit("flood", "start", "critical", self._details(src))
         elif src is None and self.event_id is not None:
@@ -182,7 +189,7 @@ class Flood:
             # with hysteresis and no longer rising).
             if self.level < c["level_alarm_cm"] - 2 and self.rate < c["rate_alarm_cm_min"] / 2:
                 self.emit("flood", "end", "info", self._details(self.source), self.event_id,
-                          self.event_age + time.ticks_diff(now, self.event_t) / 1000)
+                          self.secs - self.event_s)
                 self.event_id = None
 
     def _details(self, src):
@@ -208,7 +215,7 @@ class Flood:
         c = self.c
         if not c["deep_sleep"]:
             return
-        up = time.ticks_diff(now, board.t0)
+        up = board.uptime_ms()
         budget = c["awake_max_s"] * 1000
         if self.raw != self.wet and up < budget + max(c["float_on_ms"], c["float_off_ms"]):
             return  # confirm the float's change first, so the alarm starts or ends now

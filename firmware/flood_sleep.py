@@ -52,18 +52,16 @@ def sleep(f, board, announced):
 
 
 def save(f):
-    now = time.ticks_ms()
     if f.event_id is None and not f.faults and f.suspect is None:
         forget()
         return
     ev = None
     if f.event_id is not None:
-        ev = [f.event_id, f.source, f.event_age + time.ticks_diff(now, f.event_t) // 1000]
-    fs = [[k, v[3], v[0], v[2] + time.ticks_diff(now, v[1]) // 1000]
-          for k, v in f.faults.items()]
+        ev = [f.event_id, f.source, f.secs - f.event_s]
+    fs = [[k, v[2], v[0], f.secs - v[1]] for k, v in f.faults.items()]
     dis = None
     if f.suspect is not None:
-        dis = [f.suspect, f.disagree_age + time.ticks_diff(now, f.disagree_t) // 1000]
+        dis = [f.suspect, f.secs - f.disagree_s]
     with open(STATE, "w") as fh:
         json.dump({"t": time.time(), "ev": ev, "f": fs, "dis": dis, "wet": f.wet}, fh)
 
@@ -79,11 +77,8 @@ def forget():
 
 def boot(f, now):
     """After a deep-sleep wake, carry on with the stored alarm, faults and disagreement
-    (their ages grown by the time slept: time.time() runs on through deep sleep). After any
-    other reset the stored state is stale (RAM-like): drop it."""
-    if machine.reset_cause() != machine.DEEPSLEEP_RESET:
-        forget()
-        return
+    (their ages grown by the time slept: time.time() runs on through deep sleep). Read only
+    after a deep-sleep wake (like RTC memory); every sleep rewrites or removes it."""
     try:
         with open(STATE) as fh:
             s = json.load(fh)
@@ -92,15 +87,13 @@ def boot(f, now):
     slept = max(0, time.time() - s["t"])  # ESP-IDF keeps system time on the RTC timer
     if s["ev"]:
         f.event_id, f.source, age = s["ev"]
-        f.event_age = age + slept
-        f.event_t = now
+        f.event_s = f.secs - age - slept
         f.wet = s["wet"]
         f.raw = f.wet  # the first reading debounces against the stored state
     for k, sensor, eid, age in s["f"]:
-        f.faults[k] = [eid, now, age + slept, sensor]
+        f.faults[k] = [eid, f.secs - age - slept, sensor]
     if "floating" in f.faults:
         f.stable_t = time.ticks_add(now, -4000)  # one quiet second ends it
     if s["dis"]:
         f.suspect = s["dis"][0]
-        f.disagree_age = s["dis"][1] + slept
-        f.disagree_t = now
+        f.disagree_s = f.secs - s["dis"][1] - slept

@@ -13,8 +13,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sim import records
 from sim.board import ADXL_COUNTS_PER_G, SimBoard
-from sim.physics import Earthquake, FlashFlood, GasLeak, Traffic
+from sim.physics import Earthquake, FlashFlood, GasLeak, Recording, Traffic
 from sim.report import Trace
 from sim.scenario import SENSORS, FloodSignal, GasLeakSignal, QuakeSignal, Scenario, TrafficSignal
 
@@ -113,7 +114,7 @@ class GasFeed:
 
     node: str
     board: SimBoard
-    leaks: list[GasLeak]
+    leaks: list[GasLeak | Recording]  # recordings: ppm
     noise_rel: float = 0.03
     seed: int = 1
     step_s: float = STEP_S
@@ -153,7 +154,7 @@ class FloodFeed:
 
     node: str
     board: SimBoard
-    floods: list[tuple[FlashFlood, float]]  # each flood with its float switch height
+    floods: list[tuple[FlashFlood | Recording, float]]  # each with its float switch height
     noise_cm: float = 0.2
     seed: int = 1
     step_s: float = STEP_S
@@ -213,6 +214,11 @@ class FloodFeed:
             return t0 if o == "floating" or int(bool(o)) == level else None
         edges = [t0]
         for fl, at in self.floods:
+            if isinstance(fl, Recording):
+                # a recorded level may cross the float anywhere while it plays
+                if fl.at_s <= t1 and fl.at_s + fl.length_s >= t0:
+                    return max(t0, fl.at_s)
+                continue
             if at > fl.crest_cm:
                 continue
             rise_s = fl.crest_cm / fl.rise_cm_per_min * 60.0
@@ -248,7 +254,7 @@ class VibrationFeed:
 
     node: str
     board: SimBoard
-    sources: list[Earthquake | Traffic]
+    sources: list[Earthquake | Traffic | Recording]
     duration_s: float
     _spec: dict[str, Any] = field(default_factory=dict)
 
@@ -308,12 +314,14 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
     if kind == "gas":
         leaks = [GasLeak(s.at_s, s.peak_ppm, s.ramp_s, s.hold_s, s.decay_tau_s)
                  for s in mine if isinstance(s, GasLeakSignal)]
-        return GasFeed(node, board, leaks, seed=seed, step_s=step)
+        played = [r for r, _ in records.sources(mine, kind, step)]  # recordings add ppm
+        return GasFeed(node, board, [*leaks, *played], seed=seed, step_s=step)
     if kind == "flood":
         floods = [(FlashFlood(s.at_s, s.rise_cm_per_min, s.crest_cm, s.hold_s,
                               s.recede_cm_per_min), s.float_at_cm)
                   for s in mine if isinstance(s, FloodSignal)]
-        return FloodFeed(node, board, floods, seed=seed, step_s=step)
+        levels = [(r, s.float_at_cm) for r, s in records.sources(mine, kind, step)]  # cm
+        return FloodFeed(node, board, [*floods, *levels], seed=seed, step_s=step)
     sources: list[Earthquake | Traffic] = []
     for s in mine:
         if isinstance(s, QuakeSignal):
@@ -322,7 +330,8 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
         elif isinstance(s, TrafficSignal):
             sources.append(Traffic(s.at_s, s.amplitude_g, s.every_s, s.burst_s,
                                    s.until_s if s.until_s is not None else math.inf))
-    return VibrationFeed(node, board, sources, scenario.duration_s)
+    played = [r for r, _ in records.sources(mine, kind, 1 / ACCEL_HZ)]  # at the stream's rate
+    return VibrationFeed(node, board, [*sources, *played], scenario.duration_s)
 
 
 def default_sensor(kind: str) -> str:
