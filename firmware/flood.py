@@ -1,9 +1,7 @@
-"""Flood: debounced float switch and an optional resistive level probe powered only while
-reading; float, level and rate-of-rise alarms; stuck, disagreeing and floating inputs are
-faults; battery boards sleep between short, bounded wakes.
+"""Flood: debounced float switch, a level probe powered only while read, float, level and
+rate-of-rise alarms, stuck/disagreeing/floating input faults, bounded battery wakes.
 
-Never ends an alarm while either input says water, and never leaves the probe powered
-between readings (electrolysis eats the electrodes)."""
+Never ends an alarm while either input says water; never leaves the probe powered."""
 
 import sys
 import time
@@ -13,7 +11,7 @@ from machine import ADC, Pin
 
 
 def _sleep_code():
-    """flood_sleep.py: loaded only at boot and around a deep sleep (keeps the heap free)."""
+    """flood_sleep.py: loaded only after a deep-sleep wake and around a sleep (heap)."""
     import flood_sleep
 
     return flood_sleep

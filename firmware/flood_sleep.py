@@ -1,7 +1,7 @@
-"""Deep sleep of a battery flood board: the `sleeping` status, the wake sources, and the
-alarm, fault and disagreement state that must outlive a sleep (RAM does not).
+"""A battery flood board's deep sleep: the `sleeping` status, the wake sources, and the alarm
+and fault state kept over the sleep; loaded only after a deep-sleep wake and around a sleep.
 
-Loaded only at boot and around a sleep, then dropped; never sleeps with the probe powered."""
+Never lets an active alarm's event_id or age be lost to a sleep."""
 
 import json
 import time
@@ -31,7 +31,6 @@ def sleep(f, board, announced):
     import esp32
 
     ms = f.sleep_ms(board)
-    f.probe_pwr.value(0)
     save(f)
     if "floating" not in f.faults:
         # ext0 (an RTC GPIO: flood-v1's GPIO27) wakes on the float changing from what it
