@@ -10,7 +10,7 @@ from pathlib import Path
 from sim.board import SimBoard
 from sim.clock import ScenarioClock
 from sim.inputs import FloodFeed
-from sim.physics import FlashFlood
+from sim.physics import FlashFlood, Recording
 
 
 def test_the_clock_jumps_ahead_and_never_back() -> None:
@@ -71,3 +71,11 @@ def test_the_jump_stops_where_the_float_can_first_reach_the_wake_level(tmp_path:
     assert feed.next_float_level(dry, 1100.0, 10_000.0) == 1100.0
     feed.fault("sensor_chatter", "float", True, 1100.0)  # noise reaches any level at once
     assert feed.next_float_level(wet, 1100.0, 10_000.0) == 1100.0
+
+
+def test_a_recorded_level_stops_the_jump_while_it_plays(tmp_path: Path) -> None:
+    rec = Recording(5000.0, [0.0, 60.0, 120.0], [[0.0, 30.0, 0.0]])
+    feed = _feed([(rec, 5.0)], tmp_path)
+    assert feed.next_float_level(0, 0.0, 10_000.0) == 5000.0  # not past its start
+    assert feed.next_float_level(0, 5050.0, 10_000.0) == 5050.0  # nor through it
+    assert feed.next_float_level(0, 6000.0, 10_000.0) is None  # over: only silence follows
