@@ -46,7 +46,8 @@ def sleep(f, board, announced):
         board.client.disconnect()  # the broker keeps `sleeping` and drops the Last Will
     else:
         board.client.close("sleep")  # not announced: the Last Will says offline
-    print("fw deepsleep", ms, "announced" if announced else "unannounced")
+    print("fw deepsleep", ms, "announced" if announced else "unannounced", "awake_ms",
+          board.uptime_ms())
     machine.deepsleep(ms)
 
 

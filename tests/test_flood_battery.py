@@ -20,6 +20,9 @@ from tests.mqtt_helpers import Recorder
 AWAKE_MAX_S = 2
 SLEEP_S = 10
 DEBOUNCE_S = 0.5
+LATE_S = 0.2
+"""The loop looks at its budget every pass (20 ms at most between passes); this allows a few
+passes of a busy host, far below what a missed bound would add (a whole sleep period)."""
 BATTERY = {"telemetry_interval_s": 5, "keepalive_s": 10,
            "flood": {"deep_sleep": True, "sleep_s": SLEEP_S, "alarm_sleep_s": SLEEP_S,
                      "awake_max_s": AWAKE_MAX_S, "float_on_ms": 200,
@@ -47,6 +50,13 @@ def wakes(b: SimBoard) -> list[tuple[float, float]]:
     """(start, end) board seconds of each run of the board that ended in deep sleep."""
     starts = [float(t) for t in re.findall(r"--- start cause=\d+ t=([\d.]+)", b.log_text())]
     return [(s, e) for s, (e, rc) in zip(starts, b.exits, strict=False) if rc == EXIT_DEEPSLEEP]
+
+
+def awake_s(b: SimBoard) -> list[float]:
+    """Seconds each wake lasted by the firmware's own uptime, as it went to sleep (the
+    interpreter's start before the firmware runs is not the firmware's to bound)."""
+    return [int(ms) / 1000 for ms in re.findall(r"fw deepsleep \d+ \w+ awake_ms (\d+)",
+                                                b.log_text())]
 
 
 def wait_until(cond: Any, timeout: float, what: str) -> None:
@@ -79,8 +89,7 @@ def test_a_battery_board_leaves_a_retained_sleeping_status_and_is_back_by_its_wa
         assert asleep["sleep_s"] == SLEEP_S and asleep["boot"] == 1
         assert abs(_ts(asleep["wake_by"]) - _ts(asleep["ts"]) - SLEEP_S) <= 1
         wait_until(lambda: wakes(b), 10, "the first deep sleep")
-        start, end = wakes(b)[0]
-        assert end - start <= AWAKE_MAX_S + 0.5
+        assert awake_s(b)[0] < AWAKE_MAX_S
         assert retained_status(broker)["state"] == "sleeping", \
             "a clean DISCONNECT left the retained status online"
         back = wait_doc(rec, "/status", lambda d: d["state"] == "online" and d["boot"] == 2,
@@ -95,13 +104,12 @@ def test_offline_wakes_stay_bounded_and_a_flood_in_the_outage_arrives_with_its_e
         broker: MosquittoBroker, tmp_path: Path) -> None:
     with battery_board(broker, tmp_path, wifi=False) as (b, rec):
         wait_until(lambda: wakes(b), 10, "a deep sleep with the network down")
-        start, end = wakes(b)[0]
-        assert end - start <= AWAKE_MAX_S + 0.5, "the board stayed awake waiting for WiFi"
+        assert AWAKE_MAX_S <= awake_s(b)[0] <= AWAKE_MAX_S + LATE_S, \
+            "the board stayed awake waiting for WiFi"
         b.set_float(True)  # water while it sleeps: ext0 wakes it at once
         wait_until(lambda: len(wakes(b)) >= 2, 10, "the flood wake and its sleep")
-        start, end = wakes(b)[1]
-        assert start - wakes(b)[0][1] < 1.0, "the float did not wake the board"
-        assert end - start <= AWAKE_MAX_S + DEBOUNCE_S + 0.5
+        assert wakes(b)[1][0] - wakes(b)[0][1] < 1.0, "the float did not wake the board"
+        assert awake_s(b)[1] <= AWAKE_MAX_S + DEBOUNCE_S + LATE_S
         assert "event flood start" in b.log_text()
         assert docs(rec, "/event/flood") == []
         b.wifi(True)  # the network is back: the next (alarm) wake delivers the alarm
@@ -112,5 +120,4 @@ def test_offline_wakes_stay_bounded_and_a_flood_in_the_outage_arrives_with_its_e
         end_doc = wait_doc(rec, "/event/flood", lambda d: d["phase"] == "end", 15)
         assert end_doc["event_id"] == flood["event_id"]
         assert end_doc["duration_s"] >= SLEEP_S / 2, "the alarm's age was lost in the sleeps"
-        for s, e in wakes(b):
-            assert e - s <= AWAKE_MAX_S + DEBOUNCE_S + 0.5, f"awake {e - s:.2f} s at t={s:.1f}"
+        assert all(a <= AWAKE_MAX_S + DEBOUNCE_S + LATE_S for a in awake_s(b)), awake_s(b)
