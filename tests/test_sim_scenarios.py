@@ -42,6 +42,20 @@ def test_scenario_holds(path: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert any(m["kind"] == "event" for m in messages)
     if path.stem == "flood-battery-week":
         _week_was_skipped_honestly(summary, messages)
+    if path.stem == "sensor-faults":
+        _the_cut_float_is_named(messages)
+
+
+def _the_cut_float_is_named(messages: list[dict[str, Any]]) -> None:
+    """The float wire cut at t=60 reads dry while the probe sees the flood: the fault names
+    the float (the input that says "no water"), and the flood raised by the probe holds."""
+    faults = [m["payload"]["details"] for m in messages if m["node"] == "flood-1"
+              and m["kind"] == "event" and m["payload"]["type"] == "sensor_fault"
+              and m["payload"]["phase"] == "start" and m["t"] > 60]
+    assert faults and all(d["sensor"] == "float" and d["fault"] == "stuck" for d in faults), faults
+    floods = [m["payload"] for m in messages if m["node"] == "flood-1"
+              and m["kind"] == "event" and m["payload"]["type"] == "flood"]
+    assert [f["phase"] for f in floods] == ["start"] and floods[0]["details"]["source"] != "float"
 
 
 def _week_was_skipped_honestly(summary: dict[str, Any], messages: list[dict[str, Any]]) -> None:
