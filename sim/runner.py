@@ -159,7 +159,10 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
         boards.sample(t / scenario.duration_s)
         if t >= scenario.duration_s:
             break
-        gap = skip_sleep(scenario, clock, fleet, timeline)
+        # With the broker up, only while the recorder is connected: what a woken board sends
+        # is then stamped on arrival, not when the recorder's reconnect (real time) comes.
+        gap = skip_sleep(scenario, clock, fleet, timeline) \
+            if recorder.client.is_connected() or _broker_down(scenario, t) else 0.0
         if gap > 0:
             skipped += gap
             skips += 1
@@ -179,7 +182,8 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
 def skip_sleep(scenario: Scenario, clock: ScenarioClock, fleet: Fleet,
                timeline: faults.Timeline) -> float:
     """Jump the clock over time in which nothing can happen: every board's process has
-    exited into deep sleep (for SKIP_SETTLE_S at least) and no camera runs. The jump ends at
+    exited into deep sleep (for SKIP_SETTLE_S at least) and no camera runs (the caller also
+    waits for its recorder to be connected while the broker is up). The jump ends at
     the earliest of the next timeline action, each board's timer wake, the first time its
     ext0 pin can reach its wake level, and the end; woken boards start on the shifted clock
     (SimBoard.skip_s), so board time stays scenario time. Returns the seconds skipped."""
@@ -212,6 +216,11 @@ def skip_sleep(scenario: Scenario, clock: ScenarioClock, fleet: Fleet,
             b.board.skip_s = clock.skipped_s
             b.feed.update(target)
     return gap
+
+
+def _broker_down(scenario: Scenario, t: float) -> bool:
+    return any(f.type == "broker_down" and f.at_s <= t < f.at_s + f.duration_s
+               for f in scenario.faults)
 
 
 def _ext0_change(b: BoardNode, ext0: tuple[int, int], t: float, until: float) -> float:
