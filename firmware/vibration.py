@@ -7,6 +7,7 @@ MicroPython is a heap object), and every value and counter stays inside the ESP3
 31-bit small ints (counters wrap at 2**30)."""
 
 import time
+from array import array
 from machine import I2C, Pin
 from micropython import const
 
@@ -80,13 +81,13 @@ class Vibration:
     sensor = "accel"
 
     def __init__(self, cfg, board, emit):
+        # At most 37 attributes: one more and MicroPython grows the instance's table to
+        # 47 slots (752 bytes), which a fragmented 64K heap may not have at boot.
         p = board["pins"]
-        self.i2c = I2C(board.get("i2c_bus", 0), scl=Pin(p["scl"]), sda=Pin(p["sda"]),
-                       freq=400000)
-        self.dev = ADXL345(self.i2c, board.get("accel_addr", ADDR))
+        i2c = I2C(board.get("i2c_bus", 0), scl=Pin(p["scl"]), sda=Pin(p["sda"]), freq=400000)
+        self.dev = ADXL345(i2c, board.get("accel_addr", ADDR))
         self.emit = emit
         self.buf = bytearray(6)
-        self.ring = bytearray(400)  # last second of motion levels (0, 1 gate, 2 critical)
         self.errors = 0  # consecutive I2C errors
         self.i2c_errors = 0
         self.fault_id = None
@@ -108,39 +109,39 @@ class Vibration:
     def configure(self, cfg):
         c = self.c = cfg["vibration"]
         self.rate = c["rate_hz"]
+        self.ring = bytearray(self.rate)  # last second of motion levels: 0, 1 gate, 2 crit
+        self.cnt = array("H", (0, 0, 0))  # ring index, samples >= gate, >= critical_g
+        self.dc = array("i", (0, 0, 0))  # DC (gravity) estimates per axis, Q8 counts
+        self.pk = array("H", (0, 0, 0))  # per-axis peaks in this trigger, 1/512 g
         self.period = 1000000 // self.rate
-        self.drain_us = min(100000, 4 * self.period)  # an eighth of the FIFO at most
         self.next = time.ticks_us()
         self.n_sta = max(1, int(c["sta_s"] * self.rate))
         self.n_lta = max(self.n_sta + 1, int(c["lta_s"] * self.rate))
-        self.n_fall = min(self.n_lta, 5 * self.rate)  # the LTA falls with a 5 s constant
         self.trig16 = int(c["trigger"] * 16)
         self.detrig16 = int(c["detrigger"] * 16)
         self.gate = int(c["peak_gate_g"] * _Q)
         self.crit = int(c["critical_g"] * _Q)
         self.sustain = max(1, int(c["sustain_s"] * self.rate))
-        self.max_samples = c["max_event_s"] * self.rate
         self.reset_filter()
 
     def reset_filter(self):
-        self.mx = self.my = self.mz = 0  # DC (gravity) estimates, Q8 counts
         self.sta = 0  # leaky sums: sta * n_sta, lta * n_lta
         self.lta = 0
         self.warm = 0  # samples since (re)start; no trigger before the LTA is seeded
         self.on = False  # STA/LTA triggered
         self.sev = 0  # event raised in this trigger: 0 none, 1 warning, 2 critical
-        self.px = self.py = self.pz = 0  # per-axis peaks in this trigger
         self.ev_n = 0
         self.ev_ratio16 = 0
         self.event_id = None
         r = self.ring
         i = 0
-        while i < 400:
+        while i < len(r):
             r[i] = 0
             i += 1
-        self.ri = 0
-        self.n_gate = 0  # samples in the last second at or above the gate / critical_g
-        self.n_crit = 0
+        i = 0
+        while i < 3:
+            self.cnt[i] = self.dc[i] = self.pk[i] = 0
+            i += 1
 
     def due_us(self, now):
         return time.ticks_diff(self.next, now)
@@ -151,7 +152,7 @@ class Vibration:
         in `overruns` (to within one sample)."""
         if time.ticks_diff(now, self.next) < 0:
             return
-        self.next = time.ticks_add(now, self.drain_us)
+        self.next = time.ticks_add(now, min(100000, 4 * self.period))  # FIFO/8 at most
         if self.fault_id is not None:
             self._retry(time.ticks_ms())
             return
@@ -202,17 +203,18 @@ class Vibration:
         s = self.samples
         self.samples = s + 1 if s < _WRAP else 0
         w = self.warm
+        dc = self.dc
         if w == 0:
-            self.mx = x << 8
-            self.my = y << 8
-            self.mz = z << 8
+            dc[0] = x << 8
+            dc[1] = y << 8
+            dc[2] = z << 8
         # high-pass: subtract the slowly tracked DC level; result in 1/512 g
-        self.mx += ((x << 8) - self.mx) >> _HP_SHIFT
-        self.my += ((y << 8) - self.my) >> _HP_SHIFT
-        self.mz += ((z << 8) - self.mz) >> _HP_SHIFT
-        hx = ((x << 8) - self.mx) >> 7
-        hy = ((y << 8) - self.my) >> 7
-        hz = ((z << 8) - self.mz) >> 7
+        dc[0] += ((x << 8) - dc[0]) >> _HP_SHIFT
+        dc[1] += ((y << 8) - dc[1]) >> _HP_SHIFT
+        dc[2] += ((z << 8) - dc[2]) >> _HP_SHIFT
+        hx = ((x << 8) - dc[0]) >> 7
+        hy = ((y << 8) - dc[1]) >> 7
+        hz = ((z << 8) - dc[2]) >> 7
         ax = -hx if hx < 0 else hx
         ay = -hy if hy < 0 else hy
         az = -hz if hz < 0 else hz
@@ -224,19 +226,20 @@ class Vibration:
         # how much of the last second was strong motion (a ring of levels, running counts)
         lvl = 2 if m >= self.crit else 1 if m >= self.gate else 0
         r = self.ring
-        i = self.ri
+        cnt = self.cnt
+        i = cnt[0]
         old = r[i]
         if old:
-            self.n_gate -= 1
+            cnt[1] -= 1
             if old == 2:
-                self.n_crit -= 1
+                cnt[2] -= 1
         if lvl:
-            self.n_gate += 1
+            cnt[1] += 1
             if lvl == 2:
-                self.n_crit += 1
+                cnt[2] += 1
         r[i] = lvl
         i += 1
-        self.ri = 0 if i >= self.rate else i
+        cnt[0] = 0 if i >= self.rate else i
         cf = hx * hx + hy * hy + hz * hz
         if cf > _CF_MAX:
             cf = _CF_MAX
@@ -252,8 +255,8 @@ class Vibration:
         # background; it rises with lta_s and falls faster (n_fall), so it is back at the
         # quiet level soon after an event ends.
         lta = self.lta
-        if self.sta // ns < lta // nl:
-            lta -= (lta // nl - self.sta // ns) * nl // self.n_fall
+        if self.sta // ns < lta // nl:  # falls 8 times faster than it rises
+            lta -= (lta // nl - self.sta // ns) * 8
         lta += cf - lta // nl
         self.lta = lta
         # ratio in 1/16 units: sta16 * 16 / lta16, all terms < 2**30
@@ -264,7 +267,8 @@ class Vibration:
         if not self.on:
             if sta16 << 4 > self.trig16 * lta16:
                 self.on = True
-                self.px = self.py = self.pz = 0
+                pk = self.pk
+                pk[0] = pk[1] = pk[2] = 0
                 self.ev_n = 0
                 self.ev_ratio16 = 0
             else:
@@ -274,42 +278,45 @@ class Vibration:
         if r16 > self.ev_ratio16:
             self.ev_ratio16 = r16
         self.ev_n += 1
-        if ax > self.px:
-            self.px = ax
-        if ay > self.py:
-            self.py = ay
-        if az > self.pz:
-            self.pz = az
+        pk = self.pk
+        if ax > pk[0]:
+            pk[0] = ax
+        if ay > pk[1]:
+            pk[1] = ay
+        if az > pk[2]:
+            pk[2] = az
         # A transient (a door slam, a footstep) is too short to count; strong motion that
         # lasts sustain_s within a second does: critical above critical_g, else a warning.
         sev = self.sev
-        if sev < 2 and self.n_crit >= self.sustain:
+        if sev < 2 and self.cnt[2] >= self.sustain:
             if sev == 0:
                 self.event_id = self.emit("vibration", "start", "critical", self._details())
             else:
                 self.emit("vibration", "update", "critical", self._details(), self.event_id)
             self.sev = 2
-        elif sev == 0 and self.n_gate >= self.sustain:
+        elif sev == 0 and self.cnt[1] >= self.sustain:
             self.event_id = self.emit("vibration", "start", "warning", self._details())
             self.sev = 1
-        if r16 < self.detrig16 or self.ev_n >= self.max_samples:
+        long = self.ev_n >= self.c["max_event_s"] * self.rate
+        if r16 < self.detrig16 or long:
             if self.sev:
                 self.emit("vibration", "end", "info", self._details(), self.event_id,
                           self.ev_n / self.rate)
-            if self.ev_n >= self.max_samples:  # re-baseline: what lasts this long is normal
+            if long:  # re-baseline: what lasts this long is the new normal
                 self.lta = (self.sta // ns) * nl
             self.on = False
             self.sev = 0
             self.event_id = None
 
     def _details(self):
-        p = self.px
+        pk = self.pk
+        p = pk[0]
         axis = 0
-        if self.py > p:
-            p = self.py
+        if pk[1] > p:
+            p = pk[1]
             axis = 1
-        if self.pz > p:
-            p = self.pz
+        if pk[2] > p:
+            p = pk[2]
             axis = 2
         return {"peak_g": round(p / _Q, 4), "duration_s": round(self.ev_n / self.rate, 2),
                 "axis": _AXES[axis], "sta_lta": round(self.ev_ratio16 / 16, 2)}

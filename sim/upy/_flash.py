@@ -9,63 +9,46 @@ import io
 import os
 import utime
 import _sim
+from micropython import const
 
-BLOCK = 4096
+_BLOCK = const(4096)
 """littlefs block: one 4 KB sector. ports/esp32/esp32_partition.c: NATIVE_BLOCK_SIZE_BYTES
 (4096) is what the partition's ioctl(BLOCK_SIZE) gives VfsLfs2 (ports/esp32/modules/_boot.py
 mounts the "vfs" partition with it)."""
-INLINE = 128
+_INLINE = const(128)
 """A file this small lives inline in its directory's metadata pair and needs no block of its
 own: littlefs lfs.c lfs_file_flushedwrite outlines a file past inline_max, which is at most
 cache_size; extmod/vfs_lfsx.c sets cache_size = MIN(block_size, 4 * MAX(read_size,
 prog_size)) = 128 with extmod/vfs_lfs.c's default read/prog size of 32."""
-PAGE = 256
-ERASE_MS = 45
-PROG_US = 400
+_PAGE = const(256)
+_ERASE_MS = const(45)
+_PROG_US = const(400)
 """Winbond W25Q32JV datasheet (rev. C, 2016), 9.6 AC electrical characteristics: sector
 erase (4 KB) tSE 45 ms typical, 400 ms maximum; page program (256 B) tPP 0.4 ms typical,
 3 ms maximum. The ESP32-WROOM-32's 4 MB part (GD25Q32C) gives the same class of figures.
 ESP-IDF's spi_flash runs an erase with the caches off: the CPU that runs MicroPython waits."""
-COMMIT = 64
+_COMMIT = const(64)
 """Bytes one metadata commit appends to a directory's log (tags, CRC, padding to prog_size);
 when the 4 KB log is full littlefs compacts it into the other block of the pair (one erase).
 littlefs DESIGN.md, "Metadata pairs"."""
 
 _ctl = _sim.ctl
 _open = builtins.open
-_meta = [0]  # bytes used in the directory's metadata log
-stats = [0, 0]  # erases, board microseconds stalled (for tests and the bench)
+state = [0, 0, 0]  # erases, board microseconds stalled, bytes in the metadata log
 
 
-def erase_ms():
-    """The stall of one sector erase: ctl "flash" {"erase_ms": ...} (a flash_stall fault sets
-    it to the worst case), else the datasheet's typical figure."""
-    _ctl.poll()
-    v = _ctl.get("flash", "erase_ms")
-    return ERASE_MS if v is None else v
-
-
-def stall(board_us):
-    """Stop the board for board_us of board time, as a flash operation with the cache off."""
+def stall(board_us, erases=0):
+    """Stop the board for board_us of board time plus `erases` sector erases (ctl "flash"
+    {"erase_ms": ...} when set: a flash_stall fault sets the worst case), as a flash
+    operation with the cache off does."""
+    if erases:
+        _ctl.poll()
+        ms = _ctl.get("flash", "erase_ms")
+        board_us += int(erases * (_ERASE_MS if ms is None else ms) * 1000)
+        state[0] += erases
     if board_us > 0:
-        stats[1] += board_us
+        state[1] += board_us
         utime.sleep_us(board_us * 1000 // _sim.SCALE_MILLI)
-
-
-def _erase(n):
-    if n > 0:
-        stats[0] += n
-        stall(int(n * erase_ms() * 1000))
-
-
-def _commit(inline_bytes):
-    """One metadata commit: a page program, and an erase when the log must be compacted."""
-    m = _meta[0] + COMMIT + inline_bytes
-    if m > BLOCK:
-        _erase(1)
-        m = 512 + inline_bytes  # what the compacted log still holds, about
-    _meta[0] = m
-    stall(PROG_US)
 
 
 class FlashFile(io.IOBase):
@@ -84,87 +67,73 @@ class FlashFile(io.IOBase):
         self.prog = 0  # bytes programmed in this session
         self.dirty = created  # created, truncated or written since the last commit
 
+    def _fresh(self, first, last):
+        """Blocks in first..last not yet written in this session (each needs an erase)."""
+        n = 0
+        while first <= last:
+            if not self.lo <= first <= self.hi:
+                n += 1
+            first += 1
+        return n
+
     def write(self, b):
         n = len(b)
-        if n == 0:
-            return 0
         pos = self.size if self.append else self.f.tell()
-        end = pos + n
-        if end > self.size:
-            self.size = end
-        if self.size > INLINE:
-            first = pos // BLOCK
-            last = (end - 1) // BLOCK
-            fresh = 0
-            blk = first
-            while blk <= last:
-                if not self.lo <= blk <= self.hi:
-                    fresh += 1
-                blk += 1
+        if pos + n > self.size:
+            self.size = pos + n
+        if self.size > _INLINE and n:
+            first = pos // _BLOCK
+            last = (pos + n - 1) // _BLOCK
+            e = self._fresh(first, last)
             if self.lo < 0 or first < self.lo:
                 self.lo = first
             if last > self.hi:
                 self.hi = last
-            _erase(fresh)
+            stall(0, e)
         self.prog += n
         self.dirty = True
         return self.f.write(b)
 
-    def _tail(self):
-        """End the write session: copy what follows the write position to new blocks."""
-        if self.lo < 0 and not self.prog:
-            return
-        pos = self.size if self.append else self.f.tell()
-        if self.size > INLINE and pos < self.size:
-            fresh = 0
-            blk = pos // BLOCK
-            while blk <= (self.size - 1) // BLOCK:
-                if not self.lo <= blk <= self.hi:
-                    fresh += 1
-                blk += 1
-            _erase(fresh)
-            self.prog += self.size - pos
-        stall((self.prog + PAGE - 1) // PAGE * PROG_US)
-        self.lo = self.hi = -1
-        self.prog = 0
-
-    def _sync(self):
-        self._tail()
-        if self.dirty:
+    def _end(self, commit):
+        """End the write session: copy what follows the write position to new blocks;
+        with `commit`, also commit the metadata (a page, and a compaction when full)."""
+        e = 0
+        us = 0
+        if self.prog:
+            pos = self.size if self.append else self.f.tell()
+            if self.size > _INLINE and pos < self.size:
+                e = self._fresh(pos // _BLOCK, (self.size - 1) // _BLOCK)
+                self.prog += self.size - pos
+            us = (self.prog + _PAGE - 1) // _PAGE * _PROG_US
+            self.lo = self.hi = -1
+            self.prog = 0
+        if commit and self.dirty:
             self.dirty = False
-            _commit(self.size if self.size <= INLINE else 0)
+            m = state[2] + _COMMIT + (self.size if self.size <= _INLINE else 0)
+            if m > _BLOCK:
+                e += 1
+                m = 512  # about what the compacted log still holds
+            state[2] = m
+            us += _PROG_US
+        stall(us, e)
 
     def flush(self):
         self.f.flush()
-        self._sync()
+        self._end(True)
 
     def close(self):
         if self.f is not None:
-            self._sync()
+            self._end(True)
             self.f.close()
             self.f = None
 
     def seek(self, off, whence=0):
-        self._tail()  # lfs_file_seek flushes a file being written
+        self._end(False)  # lfs_file_seek flushes a file being written
         return self.f.seek(off, whence)
 
-    def tell(self):
-        return self.f.tell()
-
-    def read(self, n=-1):
-        self._tail()
-        return self.f.read(n)
-
-    def readinto(self, b, n=-1):
-        self._tail()
-        return self.f.readinto(b) if n < 0 else self.f.readinto(b, n)
-
-    def readline(self):
-        self._tail()
-        return self.f.readline()
-
-    def ioctl(self, req, arg):
-        return 0
+    def readinto(self, b):
+        self._end(False)
+        return self.f.readinto(b)
 
     def __enter__(self):
         return self
@@ -173,30 +142,19 @@ class FlashFile(io.IOBase):
         self.close()
 
 
-def _board_file(path):
-    if not isinstance(path, str):
-        return False
+def open(path, mode="r", *args):  # noqa: A001 (replaces the built-in)
+    """The built-in open; the board's own files opened for writing come wrapped."""
+    f = _open(path, mode, *args)
     d = _sim.DIR
-    return not path.startswith(d + "/") or path.startswith(d + "/flash/")
-
-
-def open(path, mode="r", *args, **kw):  # noqa: A001 (replaces the built-in)
-    f = _open(path, mode, *args, **kw)
-    if ("w" not in mode and "a" not in mode and "+" not in mode) or not _board_file(path):
+    if "r" in mode and "+" not in mode or (path.startswith(d + "/")
+                                          and not path.startswith(d + "/flash/")):
         return f
-    size = 0
-    if "w" not in mode:
-        try:
-            size = os.stat(path)[6]
-        except OSError:
-            size = 0
+    try:
+        size = 0 if "w" in mode else os.stat(path)[6]
+    except OSError:
+        size = 0
     return FlashFile(f, size, "a" in mode, "w" in mode)
 
 
-def install():
-    """Route the board's file writes through the flash model (only under the harness)."""
-    if _sim.DIR and builtins.open is _open:
-        builtins.open = open
-
-
-install()
+if _sim.DIR:  # under the harness: route the board's file writes through the model
+    builtins.open = open
