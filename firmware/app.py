@@ -51,7 +51,10 @@ class Board:
     mqtt: Any
     mod: Any
     boot: int
-    t0: Any  # ticks_ms
+    t0: Any  # ticks_ms at boot: only for intervals under 2**29 ms (the ticks wrap)
+    up_s: int  # uptime, kept apart from ticks: seconds ...
+    up_ms: int  # ... and the milliseconds below a second
+    clock_at: Any  # ticks_ms when up_s/up_ms were last brought forward
     reset_cause: str
     seq: int
     outbox: store.Outbox
@@ -65,7 +68,7 @@ class Board:
     mqtt_next: Any  # ticks_ms
     mqtt_backoff: int
     mqtt_reconnects: int
-    offline_since: Any  # ticks_ms
+    offline_at: int  # up_s when the link was last seen up (or went down)
     stage: int
     ntp_done: bool
     telemetry_next: Any  # ticks_ms
@@ -95,7 +98,29 @@ class Board:
 
     def _base(self):
         return {"v": 1, "site": self.cfg["site"], "node": self.cfg["node"], "ts": iso_ts(),
-                "uptime_ms": time.ticks_diff(time.ticks_ms(), self.t0)}
+                "uptime_ms": self.uptime_ms()}
+
+    # -- time ------------------------------------------------------------------------------
+
+    def _clock(self, now):
+        """Bring the uptime forward. ESP32 ticks wrap at 2**30 ms and a ticks_diff over
+        2**29 ms (6.2 days) turns negative, so uptime is a count of its own; called every
+        pass of the loop, far more often than that. Both parts stay small ints."""
+        d = time.ticks_diff(now, self.clock_at)
+        if d > 0:
+            self.clock_at = now
+            ms = self.up_ms + d
+            if ms >= 1000:
+                self.up_s += ms // 1000
+                ms %= 1000
+            self.up_ms = ms
+
+    def uptime_ms(self):
+        self._clock(time.ticks_ms())
+        return self.up_s * 1000 + self.up_ms
+
+    def offline_s(self):
+        return self.up_s - self.offline_at
 
     def event(self, etype, phase, severity, details, event_id=None, duration_s=None):
         """Number, persist and queue one event message; returns its event_id."""
@@ -125,7 +150,7 @@ class Board:
             m["reason"] = reason
         else:
             m["ts"] = iso_ts()
-            m["uptime_ms"] = time.ticks_diff(time.ticks_ms(), self.t0)
+            m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
         return json.dumps(m).encode()
@@ -147,8 +172,8 @@ class Board:
 
     def _on_disconnect(self, reason):
         log("mqtt", "down", reason)
-        self.offline_since = time.ticks_ms()
-        self.mqtt_next = time.ticks_add(self.offline_since, 500)
+        self.offline_at = self.up_s
+        self.mqtt_next = time.ticks_add(time.ticks_ms(), 500)
 
     def _on_puback(self, pid):
         ob = self.outbox
@@ -186,7 +211,7 @@ class Board:
                 log("wifi", "down")
                 self.wifi_up = False
                 self.client.close("wifi down")
-                self.offline_since = now
+                self.offline_at = self.up_s
             if time.ticks_diff(now, self.wifi_next) >= 0:
                 try:
                     self.wlan.active(True)
@@ -218,9 +243,9 @@ class Board:
             except OSError as e:
                 log("mqtt", "connect_failed", e)
         if self.online():
-            self.offline_since = now
+            self.offline_at = self.up_s
             return
-        off = time.ticks_diff(now, self.offline_since) // 1000
+        off = self.offline_s()
         if self.stage == 0 and off >= c["wifi_reset_after_s"]:
             log("recovery", "wifi_reset")
             self.stage = 1
@@ -277,6 +302,7 @@ class Board:
         else:
             s.tick(time.ticks_ms())
         now = time.ticks_ms()
+        self._clock(now)
         if time.ticks_diff(now, self.net_next) >= 0:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
@@ -313,8 +339,7 @@ class Board:
 
     def healthy(self, now):
         """Sampling keeps up and the network is up or still within its recovery budget."""
-        off = time.ticks_diff(now, self.offline_since) // 1000
-        return off < self.cfg["reset_after_s"] + 30
+        return self.offline_s() < self.cfg["reset_after_s"] + 30
 
     def run(self):
         self.wdt = machine.WDT(timeout=self.cfg["wdt_timeout_ms"])
@@ -325,4 +350,6 @@ class Board:
 
 
 def main():
-    Board().run()
+    global board
+    board = Board()  # by name, so the REPL after Ctrl-C (app.board) can look at its state
+    board.run()

@@ -52,8 +52,7 @@ def handle(self, topic, payload):
 
 def command(self, cid, cmd, args):
     if cmd == "ping":
-        self.ack(cid, cmd, True, {"pong": True, "uptime_ms":
-                                   time.ticks_diff(time.ticks_ms(), self.t0)})
+        self.ack(cid, cmd, True, {"pong": True, "uptime_ms": self.uptime_ms()})
     elif cmd == "get_config":
         out = {}
         for k, v in self.cfg.items():  # secrets never leave the board

@@ -34,7 +34,9 @@ def load(config, path, kind, spec, cross=None):
     return cfg, None
 
 
-CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout")
+# machine.reset_cause() values of the esp32 port (PWRON_RESET 1 .. SOFT_RESET 5). The port
+# reports a brownout as power-on, and machine.reset() and a panic both as hard.
+CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft")
 
 
 def setup(self, root):
@@ -58,6 +60,9 @@ def setup(self, root):
     self.mqtt = mqtt
     self.boot = store.next_boot(root + "/boot")
     self.t0 = time.ticks_ms()
+    self.clock_at = self.t0
+    self.up_s = 0
+    self.up_ms = 0
     rc = machine.reset_cause()
     self.reset_cause = CAUSES[rc] if 0 < rc < len(CAUSES) else "unknown"
     self.seq = 0
@@ -76,7 +81,7 @@ def setup(self, root):
     self.mqtt_next = self.t0
     self.mqtt_backoff = 1000
     self.mqtt_reconnects = 0
-    self.offline_since = self.t0
+    self.offline_at = 0
     self.stage = 0  # staged recovery: 0 normal, 1 WiFi reset done
     self.ntp_done = False
     self.telemetry_next = self.t0

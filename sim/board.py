@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,27 @@ FIRMWARE = ROOT / "firmware"
 UPY = ROOT / "sim" / "upy"
 BOARDS = ROOT / "hw" / "boards"
 
-# machine.reset_cause() values (esp32 port) and the exit codes of sim/upy/machine.py
+# machine.reset_cause() values of the esp32 port (ports/esp32/modmachine.c, reset_reason_t)
+# and the exit codes of sim/upy/machine.py. The port maps ESP-IDF's reset reasons
+# (mp_machine_reset_cause): power-on and brownout -> PWRON_RESET; esp_restart() (what
+# machine.reset() calls) and a panic -> HARD_RESET; the interrupt, task and other watchdogs
+# -> WDT_RESET; deep-sleep wake -> DEEPSLEEP_RESET; SOFT_RESET only after
+# machine.soft_reset(), which restarts the interpreter, not the chip.
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-EXIT_SOFT_RESET, EXIT_DEEPSLEEP = 42, 43
+EXIT_RESET, EXIT_DEEPSLEEP, EXIT_SOFT_RESET = 42, 43, 44
 EXT0_WAKE, TIMER_WAKE = 2, 4
 ADXL_COUNTS_PER_G = 256
+TEST_HEAP = "66K"
+"""A board's heap outside scenarios: the firmware's 64K, as before the board always loaded
+sim/upy/time.py (about 1.7 KB of heap here; on an ESP32 `time` is a C module in flash)."""
+TICKS_PERIOD_MS = 1 << 30
+"""time.ticks_ms() wraps here on an ESP32 (sim/upy/time.py says where the number comes from)."""
+
+
+def default_ticks_start_ms(node: str) -> int:
+    """Where a board's ticks_ms starts at each reset unless a scenario says otherwise:
+    5 to 35 s before the wrap (a per-node spread), so every run crosses it early."""
+    return TICKS_PERIOD_MS - 5_000 - zlib.crc32(node.encode()) % 30_000
 
 
 def _tool(name: str) -> str:
@@ -72,10 +89,10 @@ def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] 
                        check=True, capture_output=True)
 
 
-def build_firmware(dest: Path, sim_time: bool = True) -> Path:
+def build_firmware(dest: Path) -> Path:
     """Compile the firmware (dest/flash) and the sim modules (dest/upy) once, for many boards
     to share (SimBoard's `build`): compiling per board costs about a second each."""
-    compile_firmware(dest / "upy", UPY, () if sim_time else ("time.py",), ("-O3",))
+    compile_firmware(dest / "upy", UPY, opt=("-O3",))
     compile_firmware(dest / "flash", opt=("-O3",))
     return dest
 
@@ -86,15 +103,18 @@ class SimBoard:
     `t0_us` (real Unix microseconds, whole seconds) and `time_scale` define world time; a
     simulator running many boards passes the same t0_us to all of them, and the same
     `defaults` (firmware_defaults()) and `build` (build_firmware()) to start them quickly.
-    `sim_time` installs sim/upy/time.py even at scale 1: its sleep costs one system call
-    where the unix port's sleep_ms wakes every millisecond (a fleet's CPU budget)."""
+    `ticks_start_ms` is where time.ticks_ms() starts at every reset (an ESP32 starts at 0;
+    the default starts near the 2**30 wrap, see default_ticks_start_ms). `smallint_check`
+    has the board report every value it keeps outside the ESP32's 31-bit small ints
+    (sim/upy/_smallint.py; read them with smallint_flags())."""
 
     def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
                  site: str = "test", config: dict[str, Any] | None = None,
-                 board: str | None = None, time_scale: float = 1.0, heapsize: str = "64K",
+                 board: str | None = None, time_scale: float = 1.0,
+                 heapsize: str = TEST_HEAP,
                  t0_us: int | None = None, precompile: bool = True,
                  defaults: dict[str, Any] | None = None, build: Path | None = None,
-                 sim_time: bool | None = None) -> None:
+                 ticks_start_ms: int | None = None, smallint_check: bool = False) -> None:
         self.kind = kind
         self.node = node
         self.site = site
@@ -130,7 +150,11 @@ class SimBoard:
         """How often the supervisor looks at the board (a fleet of hundreds looks less often)."""
         self.defaults = defaults if defaults is not None else firmware_defaults()
         self.build = build
-        self.sim_time = time_scale != 1 if sim_time is None else sim_time
+        self.ticks_start_ms = (default_ticks_start_ms(node) if ticks_start_ms is None
+                               else ticks_start_ms)
+        if not 0 <= self.ticks_start_ms < TICKS_PERIOD_MS:
+            raise ValueError(f"ticks_start_ms must be in 0..{TICKS_PERIOD_MS - 1}")
+        self.smallint_check = smallint_check
         if kind == "flood":
             pins = self.board["pins"]
             self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
@@ -152,10 +176,7 @@ class SimBoard:
             for mpy in (self.build / "flash").iterdir():
                 shutil.copy(mpy, self.flash / mpy.name)
         else:
-            # At scale 1 the built-in time module is already world time: save its heap
-            # (unless sim_time asks for its cheaper sleep).
-            compile_firmware(self.dir / "upy", UPY, () if self.sim_time else ("time.py",),
-                             ("-O3",))
+            compile_firmware(self.dir / "upy", UPY, opt=("-O3",))
             if self.precompile:
                 compile_firmware(self.flash, opt=("-O3",))
             else:
@@ -177,7 +198,10 @@ class SimBoard:
         env = {**os.environ, "MICROPYPATH": f"{upy}:.frozen", "SIM_DIR": str(self.dir),
                "SIM_T0_US": str(self.t0_us), "SIM_SCALE": repr(self.time_scale),
                "SIM_EPOCH_S": str(self.t0_us // 1_000_000), "SIM_RESET_CAUSE": str(cause),
-               "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node}
+               "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node,
+               "SIM_TICKS_START_MS": str(self.ticks_start_ms)}
+        if self.smallint_check:
+            env["SIM_SMALLINT"] = "1"
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
         with open(self.dir / "board.log", "ab") as log:
@@ -250,7 +274,9 @@ class SimBoard:
                 if seen is not p:
                     seen = p
                     self.exits.append((self.board_time(), rc))
-                if rc == EXIT_SOFT_RESET:
+                if rc == EXIT_RESET:
+                    self._launch(HARD_RESET)
+                elif rc == EXIT_SOFT_RESET:
                     self._launch(SOFT_RESET)
                 elif rc == EXIT_DEEPSLEEP:
                     if sleep_until is None:
@@ -367,6 +393,14 @@ class SimBoard:
         self.set("accel", addr, spec)
         return start
 
+    def smallint_flags(self) -> dict[str, int]:
+        """Firmware values seen outside the small-int range (path -> value), when checked."""
+        try:
+            text = (self.dir / "smallint").read_text()
+        except OSError:
+            return {}
+        return {p: int(v) for p, v in (line.rsplit(" ", 1) for line in text.splitlines())}
+
     def log_text(self) -> str:
         try:
             return (self.dir / "board.log").read_text(errors="replace")
@@ -380,7 +414,7 @@ def run_upy(code: str, workdir: Path, heapsize: str = "64K", timeout: float = 12
     (no harness control file: sensors read their defaults). Returns stdout; raises
     RuntimeError with the output when the interpreter fails."""
     compile_firmware(workdir / "fw", opt=("-O3",))
-    compile_firmware(workdir / "upy", UPY, ("time.py",), ("-O3",))
+    compile_firmware(workdir / "upy", UPY, opt=("-O3",))
     (workdir / "snippet.py").write_text(code)
     full = {**os.environ, "MICROPYPATH": f"{workdir / 'fw'}:{workdir / 'upy'}:.frozen",
             "SIM_DIR": "", **(env or {})}

@@ -139,7 +139,7 @@ class Fleet:
                          self.where.work / "boards" / node_id, site=self.scenario.site,
                          config=config, board=spec.board, time_scale=self.scenario.time_scale,
                          heapsize=HEAP, t0_us=0, defaults=self._defaults, build=self._build,
-                         sim_time=True)
+                         ticks_start_ms=spec.ticks_start_ms, smallint_check=spec.smallint_check)
         board.supervise_s = SUPERVISE_S
         board.dir.mkdir(parents=True, exist_ok=True)
         feed = feed_for(self.scenario, node_id, spec.kind, board)

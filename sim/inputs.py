@@ -13,8 +13,18 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sim import records
 from sim.board import ADXL_COUNTS_PER_G, SimBoard
-from sim.physics import Earthquake, FlashFlood, Footsteps, GasLeak, Impulse, Machinery, Traffic
+from sim.physics import (
+    Earthquake,
+    FlashFlood,
+    Footsteps,
+    GasLeak,
+    Impulse,
+    Machinery,
+    Recording,
+    Traffic,
+)
 from sim.report import Trace
 from sim.scenario import (
     SENSORS,
@@ -123,7 +133,7 @@ class GasFeed:
 
     node: str
     board: SimBoard
-    leaks: list[GasLeak]
+    leaks: list[GasLeak | Recording]  # recordings: ppm
     noise_rel: float = 0.03
     seed: int = 1
     step_s: float = STEP_S
@@ -158,7 +168,7 @@ class FloodFeed:
 
     node: str
     board: SimBoard
-    floods: list[tuple[FlashFlood, float]]  # each flood with its float switch height
+    floods: list[tuple[FlashFlood | Recording, float]]  # each with its float switch height
     noise_cm: float = 0.2
     seed: int = 1
     step_s: float = STEP_S
@@ -218,7 +228,7 @@ def _override(kind: str, on: bool, now_v: float) -> float | None:
     return now_v
 
 
-VibrationSource = Earthquake | Traffic | Machinery | Impulse | Footsteps
+VibrationSource = Earthquake | Traffic | Recording | Machinery | Impulse | Footsteps
 
 
 @dataclass
@@ -288,12 +298,14 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
     if kind == "gas":
         leaks = [GasLeak(s.at_s, s.peak_ppm, s.ramp_s, s.hold_s, s.decay_tau_s)
                  for s in mine if isinstance(s, GasLeakSignal)]
-        return GasFeed(node, board, leaks, seed=seed, step_s=step)
+        played = [r for r, _ in records.sources(mine, kind, step)]  # recordings add ppm
+        return GasFeed(node, board, [*leaks, *played], seed=seed, step_s=step)
     if kind == "flood":
         floods = [(FlashFlood(s.at_s, s.rise_cm_per_min, s.crest_cm, s.hold_s,
                               s.recede_cm_per_min), s.float_at_cm)
                   for s in mine if isinstance(s, FloodSignal)]
-        return FloodFeed(node, board, floods, seed=seed, step_s=step)
+        levels = [(r, s.float_at_cm) for r, s in records.sources(mine, kind, step)]  # cm
+        return FloodFeed(node, board, [*floods, *levels], seed=seed, step_s=step)
     sources: list[VibrationSource] = []
     for s in mine:
         if isinstance(s, QuakeSignal):
@@ -308,7 +320,8 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
             sources.append(Impulse(s.at_s, s.peak_g, s.width_ms))
         elif isinstance(s, FootstepsSignal):
             sources.append(Footsteps(s.at_s, s.amplitude_g, s.step_hz, s.duration_s))
-    return VibrationFeed(node, board, sources, scenario.duration_s)
+    played = [r for r, _ in records.sources(mine, kind, 1 / ACCEL_HZ)]  # at the stream's rate
+    return VibrationFeed(node, board, [*sources, *played], scenario.duration_s)
 
 
 def default_sensor(kind: str) -> str:

@@ -4,6 +4,7 @@ Pure functions of scenario time in physical units; they know nothing of sensors 
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import dataclass, field
@@ -183,3 +184,77 @@ class Footsteps:
         # peak of sin(w k) exp(-k / tau) for w = 2 pi 15, tau = 0.04 s is about 0.683
         a = self.amplitude_g / 0.683 * math.sin(2 * math.pi * 15 * k) * math.exp(-k / 0.04)
         return (0.3 * a, 0.2 * a, a)
+
+
+@dataclass
+class Recording:
+    """A recorded signal played from at_s: channels sampled at `times` (seconds; the first
+    row plays at at_s), linearly interpolated between samples, 0 before and after the record.
+
+    `smooth_s` first averages each sample with its neighbours within that window (a boxcar
+    low-pass), so a record sampled faster than the board reads it is not aliased into
+    the board's samples; a record sampled at or below that rate is left as it is. `peak`
+    then rescales every channel by one factor so the largest absolute value is `peak`."""
+
+    at_s: float
+    times: list[float]
+    channels: list[list[float]]
+    smooth_s: float = 0.0
+    peak: float | None = None
+
+    def __post_init__(self) -> None:
+        t0 = self.times[0]
+        self._t = [t - t0 for t in self.times]
+        chans = [_boxcar(self._t, c, self.smooth_s) for c in self.channels]
+        if self.peak is not None:
+            top = max((abs(v) for c in chans for v in c), default=0.0)
+            k = self.peak / top if top > 0 else 0.0
+            chans = [[v * k for v in c] for c in chans]
+        self._ch = chans
+
+    @property
+    def length_s(self) -> float:
+        return self._t[-1]
+
+    def values(self, t: float) -> list[float]:
+        """Every channel at scenario time t."""
+        dt = t - self.at_s
+        ts = self._t
+        if dt < 0 or dt > ts[-1]:
+            return [0.0] * len(self._ch)
+        i = min(bisect.bisect_right(ts, dt), len(ts) - 1)
+        f = (dt - ts[i - 1]) / (ts[i] - ts[i - 1]) if i > 0 else 1.0
+        return [c[i - 1] + f * (c[i] - c[i - 1]) if i > 0 else c[0] for c in self._ch]
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        """Vibration: the three channels are the board's x, y, z (g, without gravity)."""
+        x, y, z = self.values(t)
+        return (x, y, z)
+
+    def ppm(self, t: float) -> float:
+        """Gas: the one channel, ppm."""
+        return self.values(t)[0]
+
+    def level_cm(self, t: float) -> float:
+        """Flood: the one channel, water level in cm."""
+        return self.values(t)[0]
+
+
+def _boxcar(ts: list[float], vs: list[float], width_s: float) -> list[float]:
+    """Each value replaced by the mean of the samples in [t - width/2, t + width/2)."""
+    if width_s <= 0 or len(ts) < 2 or min(b - a for a, b in zip(ts, ts[1:], strict=False)) \
+            >= width_s - 1e-9:
+        return list(vs)
+    half = width_s / 2
+    out: list[float] = []
+    lo = hi = 0
+    acc = 0.0
+    for t in ts:
+        while hi < len(ts) and ts[hi] < t + half - 1e-9:
+            acc += vs[hi]
+            hi += 1
+        while ts[lo] < t - half - 1e-9:
+            acc -= vs[lo]
+            lo += 1
+        out.append(acc / (hi - lo))
+    return out

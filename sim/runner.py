@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sim import faults
+from sim import faults, records
 from sim.board import firmware_defaults
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
@@ -56,7 +56,8 @@ class Outcome:
 
 def prepare(path: Path, speed: float | None = None) -> Scenario:
     """Load and validate a scenario (raises ScenarioError naming each bad field), with the
-    time scale overridden by `speed`, and the board settings checked against the firmware."""
+    time scale overridden by `speed`, the board settings checked against the firmware, and
+    each recording's file checked and made absolute (it is relative to the scenario)."""
     scenario = load_scenario(path)
     if speed is not None:
         data = scenario.model_dump()
@@ -70,9 +71,10 @@ def prepare(path: Path, speed: float | None = None) -> Scenario:
                 and not (path.parent / n.config).is_file()]
     if any(n.kind != "camera" for n in scenario.nodes):
         problems += settings_problems(scenario, firmware_defaults())
+    problems += records.problems(scenario, path.parent)  # recordings' files, from here
     if problems:
         raise ScenarioError(str(path), problems)
-    return scenario
+    return records.resolve(scenario, path.parent)
 
 
 def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -> Outcome:
@@ -112,7 +114,7 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
         broker.close()
     assert recorder is not None and fleet is not None  # else the try block raised
     arrivals = recorder.snapshot()
-    verdicts = judge(scenario, arrivals)
+    verdicts = judge(scenario, arrivals) + _smallint_verdicts(fleet)
     traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
     facts["real_s"] = round(time.monotonic() - real_start, 2)
     files = write_report(options.report, scenario.name, arrivals, verdicts, traces,
@@ -185,6 +187,18 @@ class BoardsMeter:
 
     def facts(self) -> dict[str, Any]:
         return self._facts
+
+
+def _smallint_verdicts(fleet: Fleet) -> list[Verdict]:
+    """One verdict per board that ran with the small-int check."""
+    out = []
+    for b in fleet.boards():
+        if b.board.smallint_check:
+            flags = b.board.smallint_flags()
+            shown = ", ".join(f"{p} = {v}" for p, v in list(flags.items())[:3])
+            out.append(Verdict(f"{b.id} keeps ESP32 small ints", not flags,
+                               f"outside +-2**30: {shown}" if flags else "every value in range"))
+    return out
 
 
 def _own_cpu() -> float:

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.config import SEGMENT, format_errors
 
@@ -48,6 +48,13 @@ class NodeSpec(_M):
     `gas = {warmup_s = 5}`), checked against the firmware's own table before the run."""
     link: Literal["direct", "proxy"] = "direct"
     """proxy: through the simulator's faulty link, so link faults can reach it."""
+    ticks_start_ms: int | None = Field(None, ge=0, lt=1 << 30)
+    """Boards: where time.ticks_ms() starts at each reset (an ESP32 wraps it at 2**30). The
+    default starts every board 5 to 35 s before the wrap, so every scenario crosses it."""
+    smallint_check: bool = False
+    """Boards: report every value the firmware keeps outside the ESP32's 31-bit small ints
+    (a counter there makes the sampling loop allocate on the chip); a reported one fails
+    the run."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"
@@ -95,6 +102,58 @@ class TrafficSignal(_Timed):
     until_s: float | None = None
 
 
+class RecordingSignal(_Timed):
+    """A recorded signal (CSV) played on a gas, flood or vibration board: the record's first
+    row plays at at_s. The file itself is checked where the scenario's folder is known
+    (sim/records.py, from sim/runner.py `prepare`)."""
+
+    type: Literal["recording"]
+    node: str
+    file: Path
+    """CSV relative to the scenario file: a header row, then numbers; first column seconds."""
+    axes: dict[str, str] | None = None
+    """Vibration boards: board axis (x, y, z) -> column (g), added to gravity on z."""
+    column: str | None = None
+    """Gas and flood boards: the column to play (gas: ppm, flood: water level in cm)."""
+    peak: float | None = Field(None, gt=0)
+    """Rescale so the largest absolute value played is this (g, ppm or cm)."""
+    float_at_cm: float = Field(5.0, gt=0)
+    """Flood boards: height of the float switch, as in flash_flood."""
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None:
+            bad = sorted(set(v) - {"x", "y", "z"})
+            if bad:
+                raise ValueError(f"board axes are x, y and z, not {bad[0]!r}")
+            if not v:
+                raise ValueError("name at least one axis (x, y or z -> column)")
+        return v
+
+    def kind_problems(self, where: str, kinds: set[str]) -> list[str]:
+        """Which fields fit the board kinds this signal names."""
+        out: list[str] = []
+        if "camera" in kinds:
+            out.append(f"{where}.node: recording needs a gas, flood or vibration board, "
+                       f"{self.node!r} is a camera")
+        if "vibration" in kinds:
+            if not self.axes:
+                out.append(f"{where}.axes: required on a vibration board (x, y or z -> "
+                           "column, in g)")
+            if self.column is not None:
+                out.append(f"{where}.column: only for gas and flood boards (vibration: axes)")
+        if kinds & {"gas", "flood"}:
+            if self.column is None:
+                out.append(f"{where}.column: required on a {min(kinds & {'gas', 'flood'})} "
+                           "board (the one column to play)")
+            if self.axes is not None:
+                out.append(f"{where}.axes: only for vibration boards (gas and flood: column)")
+        if "flood" not in kinds and "float_at_cm" in self.model_fields_set:
+            out.append(f"{where}.float_at_cm: only for flood boards")
+        return out
+
+
 class MachinerySignal(_Timed):
     type: Literal["machinery"]
     node: str
@@ -118,10 +177,10 @@ class FootstepsSignal(_Timed):
     duration_s: float = Field(10.0, gt=0)
 
 
-SIGNAL_TAGS = frozenset({"gas_leak", "flash_flood", "earthquake", "traffic", "machinery",
-                         "impulse", "footsteps"})
+SIGNAL_TAGS = frozenset({"gas_leak", "flash_flood", "earthquake", "traffic", "recording",
+                         "machinery", "impulse", "footsteps"})
 Signal = Annotated[GasLeakSignal | FloodSignal | QuakeSignal | TrafficSignal
-                   | MachinerySignal | ImpulseSignal | FootstepsSignal,
+                   | RecordingSignal | MachinerySignal | ImpulseSignal | FootstepsSignal,
                    Field(discriminator="type")]
 
 
@@ -207,10 +266,12 @@ class Scenario(_M):
         for i, n in enumerate(self.nodes):
             problems += _node_problems(f"nodes[{i}]", n, self.time_scale)
         for i, s in enumerate(self.signals):
-            want = SIGNAL_KIND[s.type]
+            want = SIGNAL_KIND.get(s.type)  # None: any sensor board (recording)
             hits = self.resolve(s.node)
             if not hits:
                 problems.append(f"signals[{i}].node: no node named {s.node!r}")
+            elif isinstance(s, RecordingSignal):
+                problems += s.kind_problems(f"signals[{i}]", {spec.kind for spec, _ in hits})
             elif any(spec.kind != want for spec, _ in hits):
                 problems.append(f"signals[{i}].node: {s.type} needs a {want} board, "
                                 f"{s.node!r} is not one")
@@ -272,6 +333,8 @@ def _node_problems(where: str, n: NodeSpec, time_scale: float) -> list[str]:
             out.append(f"{where}.count: camera nodes run one agent each")
         if n.settings or n.telemetry_interval_s is not None:
             out.append(f"{where}.settings: camera nodes take their settings from config")
+        if n.ticks_start_ms is not None:
+            out.append(f"{where}.ticks_start_ms: only sensor boards have an ESP32 clock")
         if time_scale > MAX_CAMERA_SCALE:
             out.append(f"time_scale: at most {MAX_CAMERA_SCALE:g} with camera nodes (the "
                        "agent plays its clip that much faster and must keep up)")

@@ -12,7 +12,6 @@ from typing import Any
 
 from sim.board import SimBoard
 from sim.broker import MosquittoBroker
-from sim.fleet import HEAP  # the firmware's 64K plus the simulation modules (flash model...)
 from tests.mqtt_helpers import Received, Recorder, validate
 
 FAST = {"telemetry_interval_s": 5, "keepalive_s": 10,
@@ -51,7 +50,7 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
         else:
             cfg[k] = v
     rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
-    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg, heapsize=HEAP)
+    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg)
     if kind == "gas":
         b.set_gas_ppm(0)
     elif kind == "flood":

@@ -1,5 +1,6 @@
 """Sensor boards raise alarms and faults a user would see: the real firmware under the
-MicroPython unix port (-X heapsize=64K) against a real Mosquitto broker."""
+MicroPython unix port (the 64K heap plus the simulated clock module) against a real
+Mosquitto broker."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_bad_commands_get_error_acks_and_the_board_keeps_its_config(
         _cmd(broker, json.dumps({"id": "c10", "cmd": "reboot"}))
         assert ack(lambda d: d["id"] == "c10")["ok"] is True
         again = wait_doc(rec, "/status", lambda d: d["state"] == "online" and d["boot"] == 2)
-        assert again["reset_cause"] == "soft"
+        assert again["reset_cause"] == "hard"  # machine.reset() is esp_restart()
 
 
 def test_a_60s_broker_outage_loses_no_alarm_and_keeps_order(

@@ -19,9 +19,13 @@ BROWNOUT_RESET = 6
 EXT0_WAKE = 2
 TIMER_WAKE = 4
 
-# Exit codes the harness reads: restart the board with the matching reset cause.
-EXIT_SOFT_RESET = 42
+# Exit codes the harness (sim/board.py) reads to restart the board with the reset cause the
+# esp32 port would report: machine.reset() is esp_restart(), which the port reports as
+# HARD_RESET (ports/esp32/modmachine.c mp_machine_reset_cause: ESP_RST_SW and ESP_RST_PANIC
+# -> MP_HARD_RESET); machine.soft_reset() restarts only the interpreter (SOFT_RESET).
+EXIT_RESET = 42
 EXIT_DEEPSLEEP = 43
+EXIT_SOFT_RESET = 44
 
 _ctl = _sim.ctl
 _outputs = {}  # pin id -> level driven by the firmware
@@ -45,6 +49,11 @@ def wake_reason():
 
 def reset():
     sys.stdout.write("machine.reset()\n")
+    sys.exit(EXIT_RESET)
+
+
+def soft_reset():
+    sys.stdout.write("machine.soft_reset()\n")
     sys.exit(EXIT_SOFT_RESET)
 
 
@@ -200,6 +209,13 @@ class WDT:
             f.seek(0)
             f.write(self._buf)
             f.flush()
+        if _smallint is not None:
+            _smallint.check()
+
+
+_smallint = None
+if os.getenv("SIM_SMALLINT"):
+    import _smallint
 
 
 def Timer(*a, **kw):
