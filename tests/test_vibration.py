@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from sim.board import run_upy
-from sim.physics import Earthquake, Footsteps, Impulse, Machinery
+from sim.physics import Earthquake, Footsteps, Impulse, Machinery, Recording
+from tests.conftest import ROOT
 
 RATE = 50  # the firmware's default output data rate
-Source = Earthquake | Machinery | Impulse | Footsteps
+Source = Earthquake | Machinery | Impulse | Footsteps | Recording
 
 DRIVER = """
 import json, config, spec_vibration, vibration
@@ -111,6 +112,25 @@ def test_an_earthquake_alarms_within_one_second_of_its_strong_motion(
     crit = critical(ev)
     assert crit, vib(ev)
     assert s_arrival <= crit[0]["t"] <= s_arrival + 1.0, vib(ev)
+
+
+def ridgecrest(at_s: float, peak_g: float) -> Recording:
+    """The Ridgecrest M7.1 record at CI.CCC (sim/scenarios/records/README.md): first
+    arrival 10.00 s into the record, strong motion (Arias 5%) from 18.85 s."""
+    lines = (ROOT / "sim" / "scenarios" / "records" / "ridgecrest-ccc.csv").read_text()
+    rows = [[float(v) for v in line.split(",")] for line in lines.splitlines()[1:] if line]
+    return Recording(at_s, [r[0] for r in rows], [[r[i] for r in rows] for i in (1, 2, 3)],
+                     smooth_s=0.01, peak=peak_g)
+
+
+@pytest.mark.parametrize("peak_g", [0.15, 0.3])
+def test_a_recorded_quake_raises_its_first_event_before_the_strong_motion(
+        tmp_path: Path, peak_g: float) -> None:
+    ev = run_signal(tmp_path, [ridgecrest(10, peak_g)], 60)
+    first, strong, largest = 10 + 10.0, 10 + 18.85, 10 + 26.87
+    assert starts(ev) and first <= starts(ev)[0]["t"] <= strong + 1.0, vib(ev)
+    crit = critical(ev)
+    assert crit and crit[0]["t"] <= largest, vib(ev)  # critical by the largest shaking
 
 
 def test_an_earthquake_on_top_of_running_machinery_still_alarms(tmp_path: Path) -> None:
