@@ -99,14 +99,10 @@ class Vibration:
         self.max_q = 0  # largest |a| since last telemetry, 1/512 g
         self.last_ratio16 = 0
         self.configure(cfg)
-        try:
-            self.dev.init(self.rate, self.c["range_g"])
-        except OSError:
-            self.errors = 3
-            self._fault(time.ticks_ms())
-        self.exp = time.ticks_add(time.ticks_us(), self.period >> 1)
 
     def configure(self, cfg):
+        """Settings at boot and after set_config; the chip is set up again (its output data
+        rate is the sampling rate)."""
         c = self.c = cfg["vibration"]
         self.rate = c["rate_hz"]
         self.ring = bytearray(self.rate)  # last second of motion levels: 0, 1 gate, 2 crit
@@ -123,6 +119,12 @@ class Vibration:
         self.crit = int(c["critical_g"] * _Q)
         self.sustain = max(1, int(c["sustain_s"] * self.rate))
         self.reset_filter()
+        try:
+            self.dev.init(self.rate, c["range_g"])
+        except OSError:
+            self.errors = 3
+            self._fault(time.ticks_ms())
+        self.exp = time.ticks_add(time.ticks_us(), self.period >> 1)  # next sample, about
 
     def reset_filter(self):
         self.sta = 0  # leaky sums: sta * n_sta, lta * n_lta
@@ -147,12 +149,13 @@ class Vibration:
         return time.ticks_diff(self.next, now)
 
     def tick(self, now):
-        """Every drain_us: take every sample waiting in the FIFO. A FIFO found full may
+        """Every 4 sample periods (at most 100 ms): take every sample waiting in the FIFO
+        (an eighth of its 32 entries between drains). A FIFO found full may
         have dropped samples: those the clock says were made and are not there are counted
         in `overruns` (to within one sample)."""
         if time.ticks_diff(now, self.next) < 0:
             return
-        self.next = time.ticks_add(now, min(100000, 4 * self.period))  # FIFO/8 at most
+        self.next = time.ticks_add(now, min(100000, 4 * self.period))
         if self.fault_id is not None:
             self._retry(time.ticks_ms())
             return

@@ -304,3 +304,18 @@ def test_at_100_hz_a_400_ms_erase_overflows_the_fifo_and_the_loss_is_counted(
     assert c45 == d45 == 0
     for _, counted, dropped, _ in worst:
         assert dropped >= 8 and abs(counted - dropped) <= 1, (counted, dropped)
+
+
+def test_set_config_sets_the_chip_to_the_new_rate(tmp_path: Path) -> None:
+    out = run_upy("""
+import config, spec_vibration, vibration, machine
+cfg = {"vibration": config.defaults(spec_vibration.SPEC)}
+v = vibration.Vibration(cfg, {"pins": {"sda": 21, "scl": 22}}, lambda *a: None)
+chip = machine._devices[0x53]
+print(chip.regs[0x2C], chip.regs[0x38], v.period)
+cfg = {"vibration": dict(cfg["vibration"], rate_hz=100)}
+v.configure(cfg)
+print(chip.regs[0x2C], chip.regs[0x38], v.period)
+""", tmp_path)
+    # BW_RATE rate codes 0x09 (50 Hz) then 0x0A (100 Hz); FIFO_CTL stays in stream mode
+    assert out.split() == ["9", "128", "20000", "10", "128", "10000"]
