@@ -168,7 +168,7 @@ def long_run(tmp: Path, broker: MosquittoBroker, seconds: float = 40.0) -> list[
                "< 40960", None if peak is None else peak < 40960,
                f"{len(used)} telemetry reports over {seconds:.0f} s; 64-bit unix port "
                "(pointers twice an ESP32's); includes the sim modules"),
-        figure("  of which the simulation modules (machine, network, socket, ADXL model)",
+        figure("  of which the simulation modules (machine, flash, network, socket, ADXL)",
                sim, "B", "", None),
         figure("  firmware alone (peak minus sim modules)",
                None if peak is None else peak - sim, "B", "< 40960",

@@ -17,10 +17,10 @@ _HP_SHIFT = const(7)  # DC tracker time constant: 128 samples (fc ~0.06 Hz at 50
 _WRAP = const(0x3FFFFFFF)  # counters go 0 .. 2**30 - 1, then back to 0
 _AXES = "xyz"
 
-# -- ADXL345 over I2C (Analog Devices ADXL345 data sheet rev. G, register map Table 19) ----
+# -- ADXL345 over I2C (Analog Devices ADXL345 data sheet, "Register Map" and "FIFO") -------
 ADDR = const(0x53)
 _DEVID = const(0x00)
-_BW_RATE = const(0x2C)  # D3:D0 rate code: ODR = 3200 Hz >> (15 - code) (Table 7)
+_BW_RATE = const(0x2C)  # D3:D0 rate code: output data rate = 3200 Hz >> (15 - code)
 _POWER_CTL = const(0x2D)
 _DATA_FORMAT = const(0x31)
 _DATAX0 = const(0x32)

@@ -6,7 +6,8 @@ and queue in the 32-entry FIFO as on the chip; never allocates on reads."""
 import _sim
 from machine import _ctl, _noise
 
-# Analog Devices ADXL345 data sheet (rev. G), register map (Table 19) and "FIFO":
+# Analog Devices ADXL345 data sheet, "Register Map" and "FIFO", and application note AN-1025
+# ("Utilization of the FIFO buffer...", FIFO modes: stream keeps the latest 32 samples):
 _INT_SOURCE = 0x30  # D7 DATA_READY, D1 watermark, D0 overrun
 _DATAX0 = 0x32  # DATAX0..DATAZ1: in FIFO and stream modes a 6-byte read pops one entry
 _FIFO_CTL = 0x38  # D7:D6 FIFO_MODE: 00 bypass, 01 FIFO, 10 stream, 11 trigger
@@ -21,8 +22,8 @@ class ADXL345:
     DATAX0..DATAZ1. ctl "accel" gives counts at 256/g (full resolution): a base [x, y, z],
     +-noise counts, and an optional int16 xyz stream file played at the board's own time.
 
-    The chip makes sample k at board time k / ODR (BW_RATE: ODR = 3200 Hz >> (15 - rate
-    code), Table 7). In bypass mode the data registers hold the newest sample; in stream
+    The chip makes sample k at board time k / ODR (data sheet, "Register 0x2C - BW_RATE":
+    ODR = 3200 Hz >> (15 - rate code)). In bypass mode the data registers hold the newest sample; in stream
     mode the FIFO keeps the newest 32 and drops the oldest when full (setting the overrun
     bit), and each read of the data registers pops the oldest."""
 
