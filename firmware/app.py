@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations for mypy only; MicroPython never evaluates them
     from typing import Any
 
 VERSION = "0.3.0"
+board: Any = None  # the running Board (main() sets it): app.board at the REPL after Ctrl-C
 
 
 def log(*parts):
@@ -351,5 +352,5 @@ class Board:
 
 def main():
     global board
-    board = Board()  # by name, so the REPL after Ctrl-C (app.board) can look at its state
+    board = Board()
     board.run()

@@ -37,9 +37,9 @@ EXT0_WAKE, TIMER_WAKE = 2, 4
 ADXL_COUNTS_PER_G = 256
 TEST_HEAP = "72K"
 """A board's heap outside scenarios: the firmware's 64K, as before the board always loaded
-sim/upy/time.py (about 1.7 KB of heap here; on an ESP32 `time` is a C module in flash) and
-the flash model sim/upy/_flash.py (about 3.6 KB; on an ESP32 littlefs is C in flash), with
-room for the small-int check: the same budget as a scenario's boards (sim/fleet.py HEAP)."""
+sim/upy/time.py (about 1.7 KB of heap here), the ADC model of sim/upy/_adc.py and
+_adccal.py (about 1.9 KB) and the flash model sim/upy/_flash.py (about 3.6 KB); on an
+ESP32 `time`, `machine.ADC` and littlefs are C code in flash."""
 TICKS_PERIOD_MS = 1 << 30
 """time.ticks_ms() wraps here on an ESP32 (sim/upy/time.py says where the number comes from)."""
 
@@ -354,6 +354,11 @@ class SimBoard:
         rs = ratio * g["r0_ohm"]
         vs = g["vcc_v"] * g["rl_ohm"] / (rs + g["rl_ohm"])
         return float(vs / self.board["gas_divider"])
+
+    def gas_short_volts(self) -> float:
+        """The pin voltage of a shorted MQ sensor: its supply through the divider (5 V / 1.5
+        = 3.33 V on gas-v1), above what the ADC can read."""
+        return float(self._gas_cfg()["vcc_v"] / self.board["gas_divider"])
 
     def set_gas_ppm(self, ppm: float) -> None:
         self.set_adc("gas_adc", self.gas_pin_volts(ppm))

@@ -155,7 +155,7 @@ class GasFeed:
         self.ramp.write(t)
 
     def fault(self, kind: str, sensor: str | None, on: bool, t: float) -> None:
-        self.ramp.override = _override(kind, on, self._volts(t))
+        self.ramp.override = _override(kind, on, self._volts(t), self.board.gas_short_volts())
         self.ramp.write(t, force=True)
 
     def trace(self, duration_s: float) -> Trace:
@@ -216,15 +216,17 @@ class FloodFeed:
         return _trace("level", "cm", self.level_cm, duration_s)
 
 
-def _override(kind: str, on: bool, now_v: float) -> float | None:
-    """The reading an analog sensor shows during a fault: an open circuit reads 0 V, an out
-    of range (shorted) one the rail, a stuck one what it read when it stuck."""
+def _override(kind: str, on: bool, now_v: float, short_v: float = PIN_V_MAX) -> float | None:
+    """The pin voltage an analog sensor shows during a fault: an open circuit 0 V, an out of
+    range (shorted) one `short_v` (its supply as the pin sees it: the 3.3 V rail unless the
+    sensor has its own), a stuck one what it showed when it stuck. The ADC model then reads
+    what an ESP32 reads there: its floor for 0 V, its ceiling for a short."""
     if not on:
         return None
     if kind == "sensor_disconnected":
         return 0.0
     if kind == "sensor_out_of_range":
-        return PIN_V_MAX
+        return short_v
     return now_v
 
 

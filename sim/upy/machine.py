@@ -114,38 +114,7 @@ class Pin:
     def off(self):
         self.value(0)
 
-class ADC:
-    """Value from the harness in volts at the pin; a pin listed in ctl "adc_power" reads
-    0 V unless the firmware drives that power pin high (resistive probes)."""
-
-    ATTN_0DB = 0
-    ATTN_11DB = 3
-
-    def __init__(self, pin, atten=3):
-        self.id = pin.id if isinstance(pin, Pin) else pin
-        self._key = str(self.id)
-        self._atten = atten
-
-    def atten(self, a):
-        self._atten = a
-
-    def read_uv(self):
-        _ctl.poll()
-        pw = _ctl.get("adc_power", self._key)
-        if pw is not None and not _outputs.get(pw, 0):
-            return 0
-        v = _sim.signal_value(_ctl.get("adc", self._key), 0.0)
-        if v < 0:
-            v = 0.0
-        if v > 3.3:
-            v = 3.3
-        return int(v * 1000000)
-
-    def read_u16(self):
-        return self.read_uv() * 65535 // 3300000
-
-    def read(self):
-        return self.read_u16() >> 4
+from _adc import ADC  # the ESP32 ADC at 11 dB: calibration floor, ceiling, noise
 
 
 _devices = {}
