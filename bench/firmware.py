@@ -1,6 +1,6 @@
 """Firmware figures under the MicroPython unix port: per-sample cost and allocation of the
-vibration path, peak live heap over a long run, anomaly-to-broker latency, and the awake time
-and duty cycle of a battery flood board.
+vibration path, samples lost per flash stall, peak live heap over a long run,
+anomaly-to-broker latency, and the awake time and duty cycle of a battery flood board.
 
 Measures only; never asserts (targets are printed next to each figure)."""
 
@@ -23,12 +23,11 @@ _SAMPLES = """
 import gc, micropython, time, config, spec_vibration, vibration
 cfg = {"vibration": config.defaults(spec_vibration.SPEC)}
 v = vibration.Vibration(cfg, {"pins": {"sda": 21, "scl": 22}}, lambda *a: None)
-def run(n):
-    t = time.ticks_us()
+def run(n):  # one FIFO entry each: the I2C read, then the filter and STA/LTA
     i = 0
     while i < n:
-        v.next = t  # due now: the loop's own pacing is not what we measure
-        v.tick(t)
+        v.dev.read_into(v.buf)
+        v.sample(v.buf)
         i += 1
 run(1000)
 N = 10000
@@ -54,6 +53,42 @@ print(gc.mem_alloc() - a)
 """
 
 
+_STALL = """
+import time, config, spec_vibration, vibration, machine, _flash
+cfg = {{"vibration": config.defaults(spec_vibration.SPEC)}}
+cfg["vibration"]["rate_hz"] = {rate}
+v = vibration.Vibration(cfg, {{"pins": {{"sda": 21, "scl": 22}}}}, lambda *a: None)
+chip = machine._devices[0x53]
+def run(ms):  # the board's loop: drain the FIFO when due, sleep until then
+    end = time.ticks_add(time.ticks_ms(), ms)
+    while time.ticks_diff(end, time.ticks_ms()) > 0:
+        v.tick(time.ticks_us())
+        d = v.due_us(time.ticks_us())
+        if d > 0:
+            time.sleep_us(d)
+run(500)
+for stall_ms in {stalls}:
+    for k in range({repeats}):
+        o, lost = v.overruns, chip.lost
+        run(37 * k % 80)  # the stall lands at another point of the drain cycle each time
+        _flash.stall(stall_ms * 1000)  # what a sector erase does to the CPU
+        run(300)
+        print(stall_ms, v.overruns - o, chip.lost - lost)
+"""
+_OUTBOX = """
+import machine, _flash, store
+ob = store.Outbox("outbox.log", 64)
+def erases(f, *a):
+    e = _flash.state[0]
+    f(*a)
+    return _flash.state[0] - e
+push = [erases(ob.push, 1, b"safecity/v1/s/n/event/vibration", b"x" * 330) for i in range(60)]
+print(ob.size, max(push), max(erases(ob.done, ob.offs[0]) for i in range(6)))
+"""
+STALLS_MS = (45, 100, 300, 400)
+"""Typical sector erase, two in between, and the flash datasheet's maximum."""
+
+
 def figure(name: str, value: Any, unit: str, target: str, met: bool | None,
            note: str = "") -> dict[str, Any]:
     return {"name": name, "value": value, "unit": unit, "target": target, "met": met,
@@ -66,6 +101,39 @@ def sample_path(tmp: Path) -> list[dict[str, Any]]:
                    "", None, "unix port on this machine; an ESP32 at 240 MHz is slower"),
             figure("bytes allocated per sample (gc disabled, 10,000 samples)", alloc, "B",
                    "0", alloc == 0)]
+
+
+def flash_stalls(tmp: Path, repeats: int = 3) -> list[dict[str, Any]]:
+    """Samples lost per flash stall: the firmware's FIFO drain against a CPU stopped for
+    each stall (worst of `repeats`), at the default 50 Hz and at 100 Hz."""
+    out = []
+    for rate in (50, 100):
+        text = run_upy(_STALL.format(rate=rate, stalls=list(STALLS_MS), repeats=repeats),
+                       tmp / f"stall{rate}")
+        rows = [tuple(map(int, line.split())) for line in text.splitlines()]
+        for ms in STALLS_MS:
+            lost = max(r[2] for r in rows if r[0] == ms)
+            counted = max(r[1] for r in rows if r[0] == ms)
+            out.append(figure(f"samples lost per {ms} ms flash stall at {rate} Hz "
+                              f"(FIFO {32 * 1000 // rate} ms)", lost, "", "0", lost == 0,
+                              f"worst of {repeats}; the firmware counted {counted} in "
+                              "`overruns`"))
+    return out
+
+
+def outbox_erases(tmp: Path) -> list[dict[str, Any]]:
+    """Sector erases of the outbox's write pattern on littlefs (sim/upy/_flash.py): a push
+    appends inside the last block (copy-on-write), an acknowledgement rewrites one byte
+    near the start of the log, which copies every block after it."""
+    d = tmp / "outbox"
+    d.mkdir()
+    size, push, done = map(int, run_upy(_OUTBOX, d, env={"SIM_DIR": str(d)}).split())
+    return [figure("sector erases per queued alarm (store.Outbox.push)", push, "", "", None,
+                   f"{push * 45} ms typical, {push * 400} ms worst (45/400 ms per erase)"),
+            figure(f"sector erases per acknowledgement, {size // 1024} KB queued "
+                   "(store.Outbox.done)", done, "", "", None,
+                   f"{done * 45} ms typical, {done * 400} ms worst: one stall of the loop, "
+                   "longer than the 640 ms FIFO at worst")]
 
 
 def _samples(sig: Earthquake | Traffic, seconds: float) -> list[tuple[float, float, float]]:
@@ -101,7 +169,7 @@ def long_run(tmp: Path, broker: MosquittoBroker, seconds: float = 40.0) -> list[
                "< 40960", None if peak is None else peak < 40960,
                f"{len(used)} telemetry reports over {seconds:.0f} s; 64-bit unix port "
                "(pointers twice an ESP32's); includes the sim modules"),
-        figure("  of which the simulation modules (machine, network, socket, ADXL model)",
+        figure("  of which the simulation modules (machine, flash, network, socket, ADXL)",
                sim, "B", "", None),
         figure("  firmware alone (peak minus sim modules)",
                None if peak is None else peak - sim, "B", "< 40960",
@@ -220,6 +288,8 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-fw-") as d:
         tmp = Path(d)
         figs = sample_path(tmp)
+        figs += flash_stalls(tmp)
+        figs += outbox_erases(tmp)
         with MosquittoBroker() as broker:
             figs += long_run(tmp, broker)
             figs += latency(tmp, broker)

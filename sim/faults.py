@@ -108,6 +108,9 @@ def _actions(scenario: Scenario, fleet: Fleet, broker: Outage, f: Fault) -> Pair
         return (_all([n.kill for n in nodes]),
                 _all([n.restart for n in nodes]) if f.duration_s > 0 else None)
     boards = [n for n in nodes if isinstance(n, BoardNode)]
+    if f.type == "flash_stall":
+        return (_all([partial(b.board.set, "flash", "erase_ms", f.stall_ms) for b in boards]),
+                _all([partial(b.board.set, "flash", "erase_ms", None) for b in boards]))
 
     def sensor_fault(on: bool) -> Callable[[], None]:
         def run() -> None:

@@ -15,9 +15,28 @@ from typing import Any, Protocol
 
 from sim import records
 from sim.board import ADXL_COUNTS_PER_G, SimBoard
-from sim.physics import Earthquake, FlashFlood, GasLeak, Recording, Traffic
+from sim.physics import (
+    Earthquake,
+    FlashFlood,
+    Footsteps,
+    GasLeak,
+    Impulse,
+    Machinery,
+    Recording,
+    Traffic,
+)
 from sim.report import Trace
-from sim.scenario import SENSORS, FloodSignal, GasLeakSignal, QuakeSignal, Scenario, TrafficSignal
+from sim.scenario import (
+    SENSORS,
+    FloodSignal,
+    FootstepsSignal,
+    GasLeakSignal,
+    ImpulseSignal,
+    MachinerySignal,
+    QuakeSignal,
+    Scenario,
+    TrafficSignal,
+)
 
 STEP_S = 0.5
 """Spacing of the ramp points (scenario seconds): finer than any sensor's sampling period,
@@ -249,6 +268,9 @@ def _override(kind: str, on: bool, now_v: float, short_v: float = PIN_V_MAX) -> 
     return now_v
 
 
+VibrationSource = Earthquake | Traffic | Recording | Machinery | Impulse | Footsteps
+
+
 @dataclass
 class VibrationFeed:
     """An ADXL345 bolted to a structure: quakes and traffic add up into one 100 Hz stream,
@@ -256,7 +278,7 @@ class VibrationFeed:
 
     node: str
     board: SimBoard
-    sources: list[Earthquake | Traffic | Recording]
+    sources: list[VibrationSource]
     duration_s: float
     _spec: dict[str, Any] = field(default_factory=dict)
 
@@ -324,7 +346,7 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
                   for s in mine if isinstance(s, FloodSignal)]
         levels = [(r, s.float_at_cm) for r, s in records.sources(mine, kind, step)]  # cm
         return FloodFeed(node, board, [*floods, *levels], seed=seed, step_s=step)
-    sources: list[Earthquake | Traffic] = []
+    sources: list[VibrationSource] = []
     for s in mine:
         if isinstance(s, QuakeSignal):
             sources.append(Earthquake(s.at_s, s.peak_g, s.s_delay_s, s.duration_s,
@@ -332,6 +354,12 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
         elif isinstance(s, TrafficSignal):
             sources.append(Traffic(s.at_s, s.amplitude_g, s.every_s, s.burst_s,
                                    s.until_s if s.until_s is not None else math.inf))
+        elif isinstance(s, MachinerySignal):
+            sources.append(Machinery(s.at_s, s.amplitude_g, s.freq_hz, s.duration_s))
+        elif isinstance(s, ImpulseSignal):
+            sources.append(Impulse(s.at_s, s.peak_g, s.width_ms))
+        elif isinstance(s, FootstepsSignal):
+            sources.append(Footsteps(s.at_s, s.amplitude_g, s.step_hz, s.duration_s))
     played = [r for r, _ in records.sources(mine, kind, 1 / ACCEL_HZ)]  # at the stream's rate
     return VibrationFeed(node, board, [*sources, *played], scenario.duration_s)
 

@@ -22,7 +22,8 @@ of board time, so x2 already doubles their CPU)."""
 def test_the_issue_s_scenarios_are_all_there() -> None:
     names = {p.stem for p in (ROOT / "sim" / "scenarios").glob("*.toml")}
     assert {"demo-block", "earthquake", "flood-broker-outage", "sensor-faults",
-            "fleet", "flood-battery-week"} <= names
+            "fleet", "vibration-machinery", "vibration-transients", "vibration-quake-flash",
+            "vibration-record-flash", "flood-battery-week"} <= names
 
 
 @pytest.mark.slow
