@@ -1,18 +1,20 @@
 """Firmware figures under the MicroPython unix port: per-sample cost and allocation of the
-vibration path, peak live heap over a long run, anomaly-to-broker latency.
+vibration path, samples lost per flash stall, peak live heap over a long run,
+anomaly-to-broker latency, and the awake time and duty cycle of a battery flood board.
 
 Measures only; never asserts (targets are printed next to each figure)."""
 
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from sim.board import SimBoard, run_upy
+from sim.board import EXIT_DEEPSLEEP, SimBoard, run_upy
 from sim.broker import MosquittoBroker
 from sim.physics import Earthquake, Traffic
 from tests.mqtt_helpers import Received, Recorder
@@ -21,12 +23,11 @@ _SAMPLES = """
 import gc, micropython, time, config, spec_vibration, vibration
 cfg = {"vibration": config.defaults(spec_vibration.SPEC)}
 v = vibration.Vibration(cfg, {"pins": {"sda": 21, "scl": 22}}, lambda *a: None)
-def run(n):
-    t = time.ticks_us()
+def run(n):  # one FIFO entry each: the I2C read, then the filter and STA/LTA
     i = 0
     while i < n:
-        v.next = t  # due now: the loop's own pacing is not what we measure
-        v.tick(t)
+        v.dev.read_into(v.buf)
+        v.sample(v.buf)
         i += 1
 run(1000)
 N = 10000
@@ -52,6 +53,42 @@ print(gc.mem_alloc() - a)
 """
 
 
+_STALL = """
+import time, config, spec_vibration, vibration, machine, _flash
+cfg = {{"vibration": config.defaults(spec_vibration.SPEC)}}
+cfg["vibration"]["rate_hz"] = {rate}
+v = vibration.Vibration(cfg, {{"pins": {{"sda": 21, "scl": 22}}}}, lambda *a: None)
+chip = machine._devices[0x53]
+def run(ms):  # the board's loop: drain the FIFO when due, sleep until then
+    end = time.ticks_add(time.ticks_ms(), ms)
+    while time.ticks_diff(end, time.ticks_ms()) > 0:
+        v.tick(time.ticks_us())
+        d = v.due_us(time.ticks_us())
+        if d > 0:
+            time.sleep_us(d)
+run(500)
+for stall_ms in {stalls}:
+    for k in range({repeats}):
+        o, lost = v.overruns, chip.lost
+        run(37 * k % 80)  # the stall lands at another point of the drain cycle each time
+        _flash.stall(stall_ms * 1000)  # what a sector erase does to the CPU
+        run(300)
+        print(stall_ms, v.overruns - o, chip.lost - lost)
+"""
+_OUTBOX = """
+import machine, _flash, store
+ob = store.Outbox("outbox.log", 64)
+def erases(f, *a):
+    e = _flash.state[0]
+    f(*a)
+    return _flash.state[0] - e
+push = [erases(ob.push, 1, b"safecity/v1/s/n/event/vibration", b"x" * 330) for i in range(60)]
+print(ob.size, max(push), max(erases(ob.done, ob.offs[0]) for i in range(6)))
+"""
+STALLS_MS = (45, 100, 300, 400)
+"""Typical sector erase, two in between, and the flash datasheet's maximum."""
+
+
 def figure(name: str, value: Any, unit: str, target: str, met: bool | None,
            note: str = "") -> dict[str, Any]:
     return {"name": name, "value": value, "unit": unit, "target": target, "met": met,
@@ -64,6 +101,39 @@ def sample_path(tmp: Path) -> list[dict[str, Any]]:
                    "", None, "unix port on this machine; an ESP32 at 240 MHz is slower"),
             figure("bytes allocated per sample (gc disabled, 10,000 samples)", alloc, "B",
                    "0", alloc == 0)]
+
+
+def flash_stalls(tmp: Path, repeats: int = 3) -> list[dict[str, Any]]:
+    """Samples lost per flash stall: the firmware's FIFO drain against a CPU stopped for
+    each stall (worst of `repeats`), at the default 50 Hz and at 100 Hz."""
+    out = []
+    for rate in (50, 100):
+        text = run_upy(_STALL.format(rate=rate, stalls=list(STALLS_MS), repeats=repeats),
+                       tmp / f"stall{rate}")
+        rows = [tuple(map(int, line.split())) for line in text.splitlines()]
+        for ms in STALLS_MS:
+            lost = max(r[2] for r in rows if r[0] == ms)
+            counted = max(r[1] for r in rows if r[0] == ms)
+            out.append(figure(f"samples lost per {ms} ms flash stall at {rate} Hz "
+                              f"(FIFO {32 * 1000 // rate} ms)", lost, "", "0", lost == 0,
+                              f"worst of {repeats}; the firmware counted {counted} in "
+                              "`overruns`"))
+    return out
+
+
+def outbox_erases(tmp: Path) -> list[dict[str, Any]]:
+    """Sector erases of the outbox's write pattern on littlefs (sim/upy/_flash.py): a push
+    appends inside the last block (copy-on-write), an acknowledgement rewrites one byte
+    near the start of the log, which copies every block after it."""
+    d = tmp / "outbox"
+    d.mkdir()
+    size, push, done = map(int, run_upy(_OUTBOX, d, env={"SIM_DIR": str(d)}).split())
+    return [figure("sector erases per queued alarm (store.Outbox.push)", push, "", "", None,
+                   f"{push * 45} ms typical, {push * 400} ms worst (45/400 ms per erase)"),
+            figure(f"sector erases per acknowledgement, {size // 1024} KB queued "
+                   "(store.Outbox.done)", done, "", "", None,
+                   f"{done * 45} ms typical, {done * 400} ms worst: one stall of the loop, "
+                   "longer than the 640 ms FIFO at worst")]
 
 
 def _samples(sig: Earthquake | Traffic, seconds: float) -> list[tuple[float, float, float]]:
@@ -99,7 +169,7 @@ def long_run(tmp: Path, broker: MosquittoBroker, seconds: float = 40.0) -> list[
                "< 40960", None if peak is None else peak < 40960,
                f"{len(used)} telemetry reports over {seconds:.0f} s; 64-bit unix port "
                "(pointers twice an ESP32's); includes the sim modules"),
-        figure("  of which the simulation modules (machine, network, socket, ADXL model)",
+        figure("  of which the simulation modules (machine, flash, network, socket, ADXL)",
                sim, "B", "", None),
         figure("  firmware alone (peak minus sim modules)",
                None if peak is None else peak - sim, "B", "< 40960",
@@ -162,13 +232,68 @@ def latency(tmp: Path, broker: MosquittoBroker, repeats: int = 3) -> list[dict[s
     return out
 
 
+def _awake_per_wake(b: SimBoard, n: int, timeout: float = 60.0) -> list[float]:
+    """Board seconds awake in each of the board's first n wakes (boot to deep sleep). Its
+    sleeps are skipped (the clock jumps to the timer wake, as the simulator's runner does):
+    only the awake time runs on the real clock."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with b.lock:
+            s = b.asleep()
+            if s is not None:
+                b.skip_s += max(0.0, s[0] - b.board_time())
+        b.look()
+        starts = [float(t) for t in re.findall(r"--- start cause=\d+ t=([\d.-]+)", b.log_text())]
+        awake = [e - st for st, (e, rc) in zip(starts, b.exits, strict=False)
+                 if rc == EXIT_DEEPSLEEP]
+        if len(awake) >= n:
+            return awake[:n]
+        time.sleep(0.02)
+    raise RuntimeError(f"the battery board did not sleep {n} times:\n{b.log_text()[-2000:]}")
+
+
+def duty_cycle(tmp: Path, broker: MosquittoBroker, wakes: int = 4) -> list[dict[str, Any]]:
+    """A battery flood board (deep_sleep, default awake_max_s and sleep_s) at scale 1: how
+    long each wake lasts with the network up (report, `sleeping` acknowledged) and down (the
+    awake budget runs out), and the awake fraction that gives at the default sleep_s."""
+    cfg = {"telemetry_interval_s": 60, "flood": {"deep_sleep": True}}
+    out = []
+    awake_max = sleep_s = 0
+    for up in (True, False):
+        b = SimBoard("flood", "duty-" + ("up" if up else "down"), broker.host, broker.port,
+                     tmp / f"duty-{up}", site="bench", config=cfg)
+        awake_max = b.defaults["flood"]["awake_max_s"]
+        sleep_s = b.defaults["flood"]["sleep_s"]
+        b.set_float(False)
+        b.set_level_cm(0)
+        b.wifi(up)
+        with b:
+            awake = _awake_per_wake(b, wakes)
+        mean = statistics.mean(awake)
+        net = "network up" if up else "network down"
+        out.append(figure(f"battery flood board: awake per wake, {net} (worst of {wakes})",
+                          round(max(awake), 2), "s", f"<= {awake_max + 0.5:g}",
+                          max(awake) <= awake_max + 0.5,
+                          f"mean {mean:.2f} s from power-up to deep sleep; the simulated WiFi "
+                          "joins in 0.3 s (an ESP32 takes about 1-3 s)" if up else
+                          f"mean {mean:.2f} s; awake_max_s {awake_max} counts from the "
+                          "firmware's start, the interpreter's boot comes on top"))
+        out.append(figure(f"  awake fraction at sleep_s {sleep_s}, {net}",
+                          round(100 * mean / (mean + sleep_s), 2), "%", "", None,
+                          "timer wakes only; a float change adds a wake"))
+    return out
+
+
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-fw-") as d:
         tmp = Path(d)
         figs = sample_path(tmp)
+        figs += flash_stalls(tmp)
+        figs += outbox_erases(tmp)
         with MosquittoBroker() as broker:
             figs += long_run(tmp, broker)
             figs += latency(tmp, broker)
+            figs += duty_cycle(tmp, broker)
     return figs
 
 

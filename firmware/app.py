@@ -144,7 +144,7 @@ class Board:
         log("event", etype, phase, event_id)
         return event_id
 
-    def status(self, state, reason=None):
+    def status(self, state, reason=None, extra=None):
         m = {"v": 1, "site": self.cfg["site"], "node": self.cfg["node"], "ts": None,
              "state": state, "kind": self.kind, "boot": self.boot}
         if reason:
@@ -154,6 +154,8 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
+        if extra:
+            m.update(extra)  # e.g. a battery board's `sleeping`: sleep_s, wake_by
         return json.dumps(m).encode()
 
     # -- network ---------------------------------------------------------------------------
@@ -327,8 +329,8 @@ class Board:
             drop("telemetry")
             if not (self.online() and cl.publish(self.topic("telemetry"), t, 0) >= 0):
                 self.outbox.push(store.TELEMETRY, self.topic("telemetry"), t)
-            if self.kind == "flood":
-                s.maybe_sleep(self, now)
+        if self.kind == "flood":
+            s.maybe_sleep(self, now)  # battery boards: bounded wakes (flood.py)
         if self.reboot_at is not None and (time.ticks_diff(now, self.reboot_at) >= 0 or
                                            (self.online() and not self.outbox.depth())):
             import setup  # the reboot code lives with the boot code

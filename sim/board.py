@@ -35,10 +35,11 @@ PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 EXIT_RESET, EXIT_DEEPSLEEP, EXIT_SOFT_RESET = 42, 43, 44
 EXT0_WAKE, TIMER_WAKE = 2, 4
 ADXL_COUNTS_PER_G = 256
-TEST_HEAP = "68K"
+TEST_HEAP = "72K"
 """A board's heap outside scenarios: the firmware's 64K, as before the board always loaded
-sim/upy/time.py (about 1.7 KB of heap here) and the ADC model of sim/upy/_adc.py and
-_adccal.py (about 1.9 KB); on an ESP32 `time` and `machine.ADC` are C modules in flash."""
+sim/upy/time.py (about 1.7 KB of heap here), the ADC model of sim/upy/_adc.py and
+_adccal.py (about 1.9 KB) and the flash model sim/upy/_flash.py (about 3.6 KB); on an
+ESP32 `time`, `machine.ADC` and littlefs are C code in flash."""
 TICKS_PERIOD_MS = 1 << 30
 """time.ticks_ms() wraps here on an ESP32 (sim/upy/time.py says where the number comes from)."""
 
@@ -144,6 +145,15 @@ class SimBoard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._auto = True
+        self._seen: subprocess.Popen[bytes] | None = None
+        self.skip_s = 0.0
+        """Scenario seconds the world jumped over while this board slept (ScenarioClock)."""
+        self.sleep_until: float | None = None
+        """While in deep sleep: the timer wake in board seconds (inf: no timer)."""
+        self.ext0: tuple[int, int] | None = None
+        """While in deep sleep: the ext0 wake (pin, level), if armed."""
+        self.slept_at = 0.0
+        """Host monotonic seconds when the supervisor saw the board enter deep sleep."""
         self._gen = 0
         self._files = 0
         self.crash_restart_s = 2.0
@@ -197,7 +207,8 @@ class SimBoard:
     def _launch(self, cause: int, wake: int = 0) -> None:
         upy = self.build / "upy" if self.build is not None else self.dir / "upy"
         env = {**os.environ, "MICROPYPATH": f"{upy}:.frozen", "SIM_DIR": str(self.dir),
-               "SIM_T0_US": str(self.t0_us), "SIM_SCALE": repr(self.time_scale),
+               "SIM_T0_US": str(self.t0_us - round(self.skip_s / self.time_scale * 1e6)),
+               "SIM_SCALE": repr(self.time_scale),
                "SIM_EPOCH_S": str(self.t0_us // 1_000_000), "SIM_RESET_CAUSE": str(cause),
                "SIM_WAKE_REASON": str(wake), "SIM_NODE": self.node,
                "SIM_TICKS_START_MS": str(self.ticks_start_ms)}
@@ -205,6 +216,7 @@ class SimBoard:
             env["SIM_SMALLINT"] = "1"
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
+        self.sleep_until = self.ext0 = None
         with open(self.dir / "board.log", "ab") as log:
             log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
             log.flush()
@@ -248,6 +260,12 @@ class SimBoard:
             self._thread.join(5)
             self._thread = None
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the board is started, woken or its inputs change (a runner holds it to
+        change the world's time without a board waking halfway)."""
+        return self._lock
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -261,35 +279,67 @@ class SimBoard:
         self.stop()
 
     def _supervise(self) -> None:
-        sleep_until: float | None = None
-        seen: subprocess.Popen[bytes] | None = None
         while not self._stop.wait(self.supervise_s):
-            with self._lock:
-                p = self.proc
-                if p is None or not self._auto:
-                    continue
-                rc = p.poll()
-                if rc is None:
-                    self._watchdog(p)
-                    continue
-                if seen is not p:
-                    seen = p
-                    self.exits.append((self.board_time(), rc))
-                if rc == EXIT_RESET:
-                    self._launch(HARD_RESET)
-                elif rc == EXIT_SOFT_RESET:
-                    self._launch(SOFT_RESET)
-                elif rc == EXIT_DEEPSLEEP:
-                    if sleep_until is None:
-                        ms = int((self.dir / "sleep").read_text() or "0")
-                        sleep_until = self.board_time() + ms / 1000 if ms else math.inf
-                    wake = self._ext0_wake()
-                    if wake or self.board_time() >= sleep_until:
-                        sleep_until = None
-                        self._launch(DEEPSLEEP_RESET, EXT0_WAKE if wake else TIMER_WAKE)
-                elif self.board_time() - self.exits[-1][0] >= self.crash_restart_s:
-                    # crashed to the REPL: the watchdog resets it after its timeout
-                    self._launch(WDT_RESET)
+            self.look()
+
+    def look(self) -> None:
+        """One look at the board, as its hardware would act: restart after a reset or a
+        crash, bite on a stale watchdog, wake from deep sleep on its timer or ext0 pin."""
+        with self._lock:
+            p = self.proc
+            if p is None or not self._auto:
+                return
+            rc = p.poll()
+            if rc is None:
+                self._watchdog(p)
+                return
+            self._note_exit(p, rc)
+            if rc == EXIT_RESET:
+                self._launch(HARD_RESET)
+            elif rc == EXIT_SOFT_RESET:
+                self._launch(SOFT_RESET)
+            elif rc == EXIT_DEEPSLEEP:
+                assert self.sleep_until is not None  # set by _note_exit
+                wake = self._ext0_wake()
+                if wake or self.board_time() >= self.sleep_until:
+                    self.sleep_until = None
+                    self.ext0 = None
+                    self._launch(DEEPSLEEP_RESET, EXT0_WAKE if wake else TIMER_WAKE)
+            elif self.board_time() - self.exits[-1][0] >= self.crash_restart_s:
+                # crashed to the REPL: the watchdog resets it after its timeout
+                self._launch(WDT_RESET)
+
+    def _note_exit(self, p: subprocess.Popen[bytes], rc: int) -> None:
+        if self._seen is p:
+            return
+        self._seen = p
+        self.exits.append((self.board_time(), rc))
+        if rc == EXIT_DEEPSLEEP:
+            try:
+                ms = int((self.dir / "sleep").read_text() or "0")
+            except (OSError, ValueError):
+                ms = 0
+            self.sleep_until = self.board_time() + ms / 1000 if ms else math.inf
+            try:
+                pin, level = (self.dir / "wake_ext0").read_text().split()
+                self.ext0 = (int(pin), int(level))
+            except (OSError, ValueError):
+                self.ext0 = None
+            self.slept_at = time.monotonic()
+
+    def asleep(self) -> tuple[float, tuple[int, int] | None] | None:
+        """(timer wake in board seconds, ext0 (pin, level) or None) while the board's process
+        has exited into deep sleep and not yet woken; None while it runs, crashed or is off."""
+        with self._lock:
+            p = self.proc
+            if p is None or not self._auto:
+                return None
+            rc = p.poll()
+            if rc != EXIT_DEEPSLEEP:
+                return None
+            self._note_exit(p, rc)
+            assert self.sleep_until is not None
+            return self.sleep_until, self.ext0
 
     def _watchdog(self, p: subprocess.Popen[bytes]) -> None:
         try:
@@ -306,18 +356,19 @@ class SimBoard:
             self._launch(WDT_RESET)
 
     def _ext0_wake(self) -> bool:
-        try:
-            pin, level = (self.dir / "wake_ext0").read_text().split()
-        except (OSError, ValueError):
+        if self.ext0 is None:
             return False
-        v = self.ctl.get("pins", {}).get(pin)
-        return v is not None and int(bool(v)) == int(level)
+        pin, level = self.ext0
+        v = signal_value(self.ctl.get("pins", {}).get(str(pin)), self.board_time())
+        if v == "floating":
+            return True  # a chattering input reaches either level almost at once
+        return v is not None and int(bool(v)) == level
 
     # -- world time and inputs ---------------------------------------------------------------
 
     def board_time(self) -> float:
         """Seconds of world time since t0 (what the board's clock reads)."""
-        return (time.time_ns() // 1000 - self.t0_us) * self.time_scale / 1e6
+        return (time.time_ns() // 1000 - self.t0_us) * self.time_scale / 1e6 + self.skip_s
 
     def set(self, section: str, key: str | int, value: Any) -> None:
         with self._lock:
@@ -435,6 +486,22 @@ class SimBoard:
             return (self.dir / "board.log").read_text(errors="replace")
         except OSError:
             return ""
+
+
+def signal_value(spec: Any, t: float) -> Any:
+    """What a control-file signal reads at board time t, as sim/upy/_sim.signal_value does:
+    a number, a string ("floating"), {"pw": [[t_s, v], ...]} piecewise linear, or None."""
+    if not isinstance(spec, dict):
+        return spec
+    pts = spec.get("pw")
+    if not pts:
+        return None
+    if t <= pts[0][0]:
+        return pts[0][1]
+    for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
+        if t <= t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+    return pts[-1][1]
 
 
 def run_upy(code: str, workdir: Path, heapsize: str = "64K", timeout: float = 120.0,

@@ -42,13 +42,15 @@ def events(arrivals: list[Arrival]) -> list[Arrival]:
 
 def check_expect(e: Expect, arrivals: list[Arrival], targets: list[str]) -> Verdict:
     """`targets`: the node ids e.node names (Scenario.resolve)."""
-    name = f"expect {e.event}/{e.phase} from {e.node} within {e.within_s}s of t={e.after_s}s"
+    sev = f" ({e.severity})" if e.severity else ""
+    name = f"expect {e.event}/{e.phase}{sev} from {e.node} within {e.within_s}s of t={e.after_s}s"
     failures: list[str] = []
     latencies: list[float] = []
     for node in targets:
         hits = [a for a in events(arrivals)
                 if a.node == node and a.doc is not None and a.doc["type"] == e.event
                 and (e.phase == "any" or a.doc["phase"] == e.phase)
+                and (e.severity is None or a.doc["severity"] == e.severity)
                 and a.t >= e.after_s and (e.historical_ok or not a.doc.get("historical"))]
         in_time = [a for a in hits if a.t - e.after_s <= e.within_s]
         if len(in_time) < e.min_count:
@@ -67,10 +69,13 @@ def check_expect(e: Expect, arrivals: list[Arrival], targets: list[str]) -> Verd
 
 
 def check_expect_none(e: ExpectNone, arrivals: list[Arrival], targets: list[str]) -> Verdict:
-    name = f"no {e.event} from {e.node} in [{e.from_s}, {e.to_s if e.to_s is not None else 'end'}]s"
+    sev = f" {e.severity}" if e.severity else ""
+    to = e.to_s if e.to_s is not None else "end"
+    name = f"no{sev} {e.event} from {e.node} in [{e.from_s}, {to}]s"
     wanted = set(targets)
     bad = [a for a in events(arrivals)
            if a.node in wanted and a.doc is not None and a.doc["type"] == e.event
+           and (e.severity is None or a.doc["severity"] == e.severity)
            and a.t >= e.from_s and (e.to_s is None or a.t <= e.to_s)]
     if bad:
         first = bad[0]

@@ -53,6 +53,10 @@ class Timeline:
             self._next += 1
         return out
 
+    def next_t(self) -> float | None:
+        """Scenario time of the next action not yet handed out (None: none left)."""
+        return self.actions[self._next].t if self._next < len(self.actions) else None
+
 
 def _links(fleet: Fleet, scenario: Scenario, f: Fault) -> list[FaultyLink]:
     if f.node is None:
@@ -104,6 +108,9 @@ def _actions(scenario: Scenario, fleet: Fleet, broker: Outage, f: Fault) -> Pair
         return (_all([n.kill for n in nodes]),
                 _all([n.restart for n in nodes]) if f.duration_s > 0 else None)
     boards = [n for n in nodes if isinstance(n, BoardNode)]
+    if f.type == "flash_stall":
+        return (_all([partial(b.board.set, "flash", "erase_ms", f.stall_ms) for b in boards]),
+                _all([partial(b.board.set, "flash", "erase_ms", None) for b in boards]))
 
     def sensor_fault(on: bool) -> Callable[[], None]:
         def run() -> None:

@@ -18,10 +18,11 @@ from sim.inputs import Feed, VibrationFeed, feed_for
 from sim.proxy import FaultyLink
 from sim.scenario import NodeSpec, Scenario
 
-HEAP = "72K"
+HEAP = "76K"
 """Each board's MicroPython heap: the firmware's 64K budget plus room for what only the
-simulation puts there (sim/upy/time.py and the input ramps of the control file, ~2-8 KB),
-so a board does not run out of memory because it is simulated."""
+simulation puts there (sim/upy/time.py, the flash model sim/upy/_flash.py, the small-int
+check and the input ramps of the control file, ~6-12 KB), so a board does not run out of
+memory because it is simulated."""
 WDT_REAL_S = 1.0
 SUPERVISE_S = 0.25
 """How often each board's supervisor looks for a watchdog stamp, a crash or a wake-up: well

@@ -15,9 +15,28 @@ from typing import Any, Protocol
 
 from sim import records
 from sim.board import ADXL_COUNTS_PER_G, SimBoard
-from sim.physics import Earthquake, FlashFlood, GasLeak, Recording, Traffic
+from sim.physics import (
+    Earthquake,
+    FlashFlood,
+    Footsteps,
+    GasLeak,
+    Impulse,
+    Machinery,
+    Recording,
+    Traffic,
+)
 from sim.report import Trace
-from sim.scenario import SENSORS, FloodSignal, GasLeakSignal, QuakeSignal, Scenario, TrafficSignal
+from sim.scenario import (
+    SENSORS,
+    FloodSignal,
+    FootstepsSignal,
+    GasLeakSignal,
+    ImpulseSignal,
+    MachinerySignal,
+    QuakeSignal,
+    Scenario,
+    TrafficSignal,
+)
 
 STEP_S = 0.5
 """Spacing of the ramp points (scenario seconds): finer than any sensor's sampling period,
@@ -145,7 +164,12 @@ class GasFeed:
 
 @dataclass
 class FloodFeed:
-    """A resistive level probe and a float switch at float_at_cm in the same water."""
+    """A resistive level probe and a float switch at float_at_cm in the same water.
+
+    The float switch closes to GND (water = low with float_active_low) and its input has the
+    internal pull-up plus an external 100k pull-up (hw/boards/flood-v1.json): a cut wire reads
+    steady high, i.e. dry, never a chattering input. `sensor_chatter` is an input without a
+    pull that picks up noise (the firmware's `floating` check)."""
 
     node: str
     board: SimBoard
@@ -175,9 +199,11 @@ class FloodFeed:
             cm = max(0.0, cm + self.noise_cm * _jitter(self.seed, t))
         return min(PIN_V_MAX, self._offset_v + cm / self._cm_per_v)
 
+    def _wet(self, t: float) -> bool:
+        return any(fl.level_cm(t) >= at for fl, at in self.floods)
+
     def _float_level(self, t: float) -> float:
-        wet = any(fl.level_cm(t) >= at for fl, at in self.floods)
-        return float(int(wet) ^ int(self._active_low))
+        return float(int(self._wet(t)) ^ int(self._active_low))
 
     def update(self, t: float) -> None:
         self.probe.write(t)
@@ -188,10 +214,41 @@ class FloodFeed:
             self.probe.override = _override(kind, on, self._probe_v(t))
             self.probe.write(t, force=True)
             return
-        held = self._float_level(t)
-        self.float_pin.override = (None if not on else "floating"
-                                   if kind == "sensor_disconnected" else held)
+        override: float | str | None = None
+        if on and kind == "sensor_disconnected":
+            override = 1.0  # the pull-ups hold a cut wire high
+        elif on and kind == "sensor_chatter":
+            override = "floating"
+        elif on:
+            override = self._float_level(t)  # stuck where it was
+        self.float_pin.override = override
         self.float_pin.write(t, force=True)
+
+    def next_float_level(self, level: int, t0: float, t1: float) -> float | None:
+        """The earliest scenario time in [t0, t1] at which the float pin may read `level`
+        (it never does later than the physical change), or None if it does not (for skipping
+        time over a board in deep sleep with ext0 on the float)."""
+        o = self.float_pin.override
+        if o is not None:
+            return t0 if o == "floating" or int(bool(o)) == level else None
+        edges = [t0]
+        for fl, at in self.floods:
+            if isinstance(fl, Recording):
+                # a recorded level may cross the float anywhere while it plays
+                if fl.at_s <= t1 and fl.at_s + fl.length_s >= t0:
+                    return max(t0, fl.at_s)
+                continue
+            if at > fl.crest_cm:
+                continue
+            rise_s = fl.crest_cm / fl.rise_cm_per_min * 60.0
+            up = fl.at_s + at / fl.rise_cm_per_min * 60.0
+            down = fl.at_s + rise_s + fl.hold_s + (fl.crest_cm - at) / fl.recede_cm_per_min * 60
+            edges += [e for e in (up, down) if t0 < e <= t1]
+        for e in sorted(edges):
+            # just after each edge (the level holds until the next one)
+            if self._float_level(min(e + 1e-6, t1) if e < t1 else e) == level:
+                return e
+        return None
 
     def trace(self, duration_s: float) -> Trace:
         return _trace("level", "cm", self.level_cm, duration_s)
@@ -211,6 +268,9 @@ def _override(kind: str, on: bool, now_v: float, short_v: float = PIN_V_MAX) -> 
     return now_v
 
 
+VibrationSource = Earthquake | Traffic | Recording | Machinery | Impulse | Footsteps
+
+
 @dataclass
 class VibrationFeed:
     """An ADXL345 bolted to a structure: quakes and traffic add up into one 100 Hz stream,
@@ -218,7 +278,7 @@ class VibrationFeed:
 
     node: str
     board: SimBoard
-    sources: list[Earthquake | Traffic | Recording]
+    sources: list[VibrationSource]
     duration_s: float
     _spec: dict[str, Any] = field(default_factory=dict)
 
@@ -286,7 +346,7 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
                   for s in mine if isinstance(s, FloodSignal)]
         levels = [(r, s.float_at_cm) for r, s in records.sources(mine, kind, step)]  # cm
         return FloodFeed(node, board, [*floods, *levels], seed=seed, step_s=step)
-    sources: list[Earthquake | Traffic] = []
+    sources: list[VibrationSource] = []
     for s in mine:
         if isinstance(s, QuakeSignal):
             sources.append(Earthquake(s.at_s, s.peak_g, s.s_delay_s, s.duration_s,
@@ -294,6 +354,12 @@ def feed_for(scenario: Scenario, node: str, kind: str, board: SimBoard) -> Feed:
         elif isinstance(s, TrafficSignal):
             sources.append(Traffic(s.at_s, s.amplitude_g, s.every_s, s.burst_s,
                                    s.until_s if s.until_s is not None else math.inf))
+        elif isinstance(s, MachinerySignal):
+            sources.append(Machinery(s.at_s, s.amplitude_g, s.freq_hz, s.duration_s))
+        elif isinstance(s, ImpulseSignal):
+            sources.append(Impulse(s.at_s, s.peak_g, s.width_ms))
+        elif isinstance(s, FootstepsSignal):
+            sources.append(Footsteps(s.at_s, s.amplitude_g, s.step_hz, s.duration_s))
     played = [r for r, _ in records.sources(mine, kind, 1 / ACCEL_HZ)]  # at the stream's rate
     return VibrationFeed(node, board, [*sources, *played], scenario.duration_s)
 

@@ -131,6 +131,62 @@ class Noise:
 
 
 @dataclass
+class Machinery:
+    """A machine bolted to the structure: a steady vibration at its running frequency with
+    a slow +-10% beat, switched on at at_s for duration_s (vertical strongest)."""
+
+    at_s: float
+    amplitude_g: float = 0.05
+    freq_hz: float = 12.0
+    duration_s: float = 600.0
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        dt = t - self.at_s
+        if dt < 0 or dt > self.duration_s:
+            return (0.0, 0.0, 0.0)
+        a = self.amplitude_g * (1 + 0.1 * math.sin(2 * math.pi * 0.13 * dt)) / 1.1
+        w = 2 * math.pi * self.freq_hz * dt
+        return (0.6 * a * math.sin(w + 0.5), 0.4 * a * math.sin(w + 1.9), a * math.sin(w))
+
+
+@dataclass
+class Impulse:
+    """One short knock (a door slam, a dropped load): a half-sine pulse of width_ms,
+    mostly horizontal."""
+
+    at_s: float
+    peak_g: float = 0.3
+    width_ms: float = 60.0
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        dt = t - self.at_s
+        if dt < 0 or dt > self.width_ms / 1000:
+            return (0.0, 0.0, 0.0)
+        a = self.peak_g * math.sin(math.pi * dt * 1000 / self.width_ms)
+        return (a, 0.3 * a, 0.2 * a)
+
+
+@dataclass
+class Footsteps:
+    """Someone walking past: one heel strike every 1/step_hz s, each a 15 Hz ring decaying
+    in about 40 ms with peak amplitude_g, mostly vertical, for duration_s."""
+
+    at_s: float
+    amplitude_g: float = 0.04
+    step_hz: float = 2.0
+    duration_s: float = 10.0
+
+    def accel_g(self, t: float) -> tuple[float, float, float]:
+        dt = t - self.at_s
+        if dt < 0 or dt > self.duration_s:
+            return (0.0, 0.0, 0.0)
+        k = dt % (1 / self.step_hz)
+        # peak of sin(w k) exp(-k / tau) for w = 2 pi 15, tau = 0.04 s is about 0.683
+        a = self.amplitude_g / 0.683 * math.sin(2 * math.pi * 15 * k) * math.exp(-k / 0.04)
+        return (0.3 * a, 0.2 * a, a)
+
+
+@dataclass
 class Recording:
     """A recorded signal played from at_s: channels sampled at `times` (seconds; the first
     row plays at at_s), linearly interpolated between samples, 0 before and after the record.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +19,8 @@ from sim.board import firmware_defaults
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
 from sim.expect import Arrival, Verdict, judge
-from sim.fleet import Fleet, Where
+from sim.fleet import BoardNode, Fleet, Where
+from sim.inputs import FloodFeed
 from sim.live import LiveTable
 from sim.recorder import ArrivalRecorder
 from sim.report import write_report
@@ -27,6 +29,9 @@ from sim.scenario import Scenario, ScenarioError, load_scenario, settings_proble
 
 TICK_S = 0.1
 """Real seconds between the runner's looks at the clock (faults, inputs, the live table)."""
+SKIP_SETTLE_S = 0.15
+"""Real seconds every board must have been in deep sleep before the clock jumps ahead, so
+what a board sent just before sleeping has reached the recorder (and is stamped) first."""
 
 
 @dataclass(frozen=True)
@@ -133,11 +138,18 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
     own_cpu0 = _own_cpu()
     boards = BoardsMeter(fleet)
     seen = 0
+    skipped = 0.0
+    skips = 0
+    woken = False
     while True:
         t = clock.now()
         for action in timeline.due(t):
             action.run()
             live.note(t, action.what)
+        if woken:  # after a jump: boards whose wake has come start now, not at the next look
+            for b in fleet.boards():
+                b.board.look()
+            woken = False
         for b in fleet.boards():
             b.feed.update(t)
         fresh = recorder.since(seen)
@@ -147,14 +159,78 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
         boards.sample(t / scenario.duration_s)
         if t >= scenario.duration_s:
             break
+        # With the broker up, only while the recorder is connected: what a woken board sends
+        # is then stamped on arrival, not when the recorder's reconnect (real time) comes.
+        gap = skip_sleep(scenario, clock, fleet, timeline) \
+            if recorder.client.is_connected() or _broker_down(scenario, t) else 0.0
+        if gap > 0:
+            skipped += gap
+            skips += 1
+            woken = True
+            continue
         time.sleep(TICK_S)
     wall = time.monotonic() - wall0
     telemetry = sum(1 for a in recorder.snapshot() if a.kind == "telemetry")
-    return {**boards.facts(), "played_s": round(wall, 2),
+    return {**boards.facts(), "played_s": round(wall, 2), "skipped_s": round(skipped, 1),
+            "skips": skips,
             "messages_per_s": round(seen / wall, 1) if wall > 0 else None,
             "telemetry_per_s": round(telemetry / wall, 1) if wall > 0 else None,
             "broker_cpu_pct": _round(broker_cpu.percent(time.monotonic())),
             "simulator_cpu_pct": _round(100 * (_own_cpu() - own_cpu0) / wall if wall else None)}
+
+
+def skip_sleep(scenario: Scenario, clock: ScenarioClock, fleet: Fleet,
+               timeline: faults.Timeline) -> float:
+    """Jump the clock over time in which nothing can happen: every board's process has
+    exited into deep sleep (for SKIP_SETTLE_S at least) and no camera runs (the caller also
+    waits for its recorder to be connected while the broker is up). The jump ends at
+    the earliest of the next timeline action, each board's timer wake, the first time its
+    ext0 pin can reach its wake level, and the end; woken boards start on the shifted clock
+    (SimBoard.skip_s), so board time stays scenario time. Returns the seconds skipped."""
+    if fleet.cameras() or not fleet.boards():
+        return 0.0
+    t = clock.now()
+    target = scenario.duration_s
+    nxt = timeline.next_t()
+    if nxt is not None:
+        target = min(target, nxt)
+    sleeping: list[tuple[BoardNode, float, tuple[int, int] | None]] = []
+    for b in fleet.boards():
+        s = b.board.asleep()
+        if s is None or time.monotonic() - b.board.slept_at < SKIP_SETTLE_S:
+            return 0.0
+        sleeping.append((b, *s))
+    for b, until, ext0 in sleeping:
+        target = min(target, until)
+        if ext0 is not None:
+            target = min(target, _ext0_change(b, ext0, t, target))
+    with ExitStack() as held:
+        for b, _, _ in sleeping:
+            held.enter_context(b.board.lock)
+        if any(b.board.asleep() is None for b, _, _ in sleeping):
+            return 0.0  # one woke while we looked (its supervisor saw its pin or timer)
+        gap = clock.skip_to(target)
+        if gap <= 0:
+            return 0.0
+        for b, _, _ in sleeping:
+            b.board.skip_s = clock.skipped_s
+            b.feed.update(target)
+    return gap
+
+
+def _broker_down(scenario: Scenario, t: float) -> bool:
+    return any(f.type == "broker_down" and f.at_s <= t < f.at_s + f.duration_s
+               for f in scenario.faults)
+
+
+def _ext0_change(b: BoardNode, ext0: tuple[int, int], t: float, until: float) -> float:
+    """The earliest time in [t, until] at which a sleeping board's ext0 pin may reach its
+    wake level (t when that cannot be known: no skip)."""
+    pin, level = ext0
+    if isinstance(b.feed, FloodFeed) and pin == b.board.board["pins"]["float"]:
+        w = b.feed.next_float_level(level, t, until)
+        return until if w is None else w
+    return t
 
 
 class BoardsMeter:

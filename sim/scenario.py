@@ -17,7 +17,8 @@ SENSORS: dict[str, tuple[str, ...]] = {"gas": ("gas",), "flood": ("float", "prob
                                        "vibration": ("accel",)}
 """Which sensors a fault can name on each board kind (the first one is the default)."""
 SIGNAL_KIND = {"gas_leak": "gas", "flash_flood": "flood", "earthquake": "vibration",
-               "traffic": "vibration"}
+               "traffic": "vibration", "machinery": "vibration", "impulse": "vibration",
+               "footsteps": "vibration"}
 MAX_CAMERA_SCALE = 10.0
 
 
@@ -159,14 +160,43 @@ class RecordingSignal(_Timed):
         return out
 
 
-SIGNAL_TAGS = frozenset({"gas_leak", "flash_flood", "earthquake", "traffic", "recording"})
+class MachinerySignal(_Timed):
+    type: Literal["machinery"]
+    node: str
+    amplitude_g: float = Field(0.05, gt=0, le=4)
+    freq_hz: float = Field(12.0, gt=0, le=50)
+    duration_s: float = Field(600.0, gt=0)
+
+
+class ImpulseSignal(_Timed):
+    type: Literal["impulse"]
+    node: str
+    peak_g: float = Field(0.3, gt=0, le=4)
+    width_ms: float = Field(60.0, gt=0, le=2000)
+
+
+class FootstepsSignal(_Timed):
+    type: Literal["footsteps"]
+    node: str
+    amplitude_g: float = Field(0.04, gt=0, le=1)
+    step_hz: float = Field(2.0, gt=0, le=10)
+    duration_s: float = Field(10.0, gt=0)
+
+
+SIGNAL_TAGS = frozenset({"gas_leak", "flash_flood", "earthquake", "traffic", "recording",
+                         "machinery", "impulse", "footsteps"})
 Signal = Annotated[GasLeakSignal | FloodSignal | QuakeSignal | TrafficSignal
-                   | RecordingSignal, Field(discriminator="type")]
+                   | RecordingSignal | MachinerySignal | ImpulseSignal | FootstepsSignal,
+                   Field(discriminator="type")]
 
 
 class Fault(_Timed):
     type: Literal["broker_down", "wifi_down", "link_slow", "link_lossy", "sensor_disconnected",
-                  "sensor_stuck", "sensor_out_of_range", "i2c_error", "kill"]
+                  "sensor_stuck", "sensor_out_of_range", "sensor_chatter", "i2c_error", "kill",
+                  "flash_stall"]
+    """sensor_disconnected: a cut wire, read as the board's hardware reads it (an analog
+    input 0 V; flood-v1's float input is pulled up, so it reads steady dry).
+    sensor_chatter: a digital input with no pull that picks up noise (a float only)."""
     duration_s: float = Field(10.0, ge=0)
     """kill: 0 leaves the node off until the end."""
     node: str | None = None
@@ -175,6 +205,9 @@ class Fault(_Timed):
     """Sensor faults: gas, float, probe or accel (default: the board's main sensor)."""
     delay_s: float = Field(0.2, ge=0)
     loss: float = Field(0.05, ge=0, le=1)
+    stall_ms: float = Field(400.0, gt=0, le=10000)
+    """flash_stall: every sector erase on the node's flash takes this long while the fault
+    lasts (the flash datasheet's worst case is 400 ms; typical 45 ms)."""
 
 
 class Expect(_M):
@@ -188,6 +221,8 @@ class Expect(_M):
     """Latency bound from after_s to arrival at the broker."""
     min_count: int = Field(1, ge=0)
     historical_ok: bool = True
+    severity: Literal["info", "warning", "critical"] | None = None
+    """Only events of this severity count (any when omitted)."""
 
 
 class ExpectNone(_M):
@@ -195,6 +230,8 @@ class ExpectNone(_M):
     event: str
     from_s: float = Field(0.0, ge=0)
     to_s: float | None = None
+    severity: Literal["info", "warning", "critical"] | None = None
+    """Only events of this severity are forbidden (any when omitted)."""
 
 
 class Scenario(_M):
@@ -276,6 +313,8 @@ class Scenario(_M):
         if not hits:
             return [f"{where}.node: no node named {f.node!r}"]
         kinds = {spec.kind for spec, _ in hits}
+        if f.type == "flash_stall" and "camera" in kinds:
+            return [f"{where}.node: flash_stall needs a sensor board, {f.node!r} is a camera"]
         if f.type.startswith("sensor") or f.type == "i2c_error":
             if "camera" in kinds:
                 return [f"{where}.node: {f.type} needs a sensor board, {f.node!r} is a camera"]
@@ -289,6 +328,9 @@ class Scenario(_M):
                                                               and "camera" in kinds)
         if via_link and any(spec.link != "proxy" for spec, _ in hits):
             return [f"{where}.node: {f.type} needs link = \"proxy\" on {f.node!r}"]
+        if f.type == "sensor_chatter" and (kinds != {"flood"} or f.sensor not in (None, "float")):
+            return [f"{where}.type: sensor_chatter is a digital input picking up noise: it needs "
+                    "a flood board's float (sensor = \"float\")"]
         if f.type == "sensor_out_of_range" and "flood" in kinds and f.sensor in (None, "float"):
             return [f"{where}.sensor: a float switch is on or off; out of range needs "
                     "sensor = \"probe\""]

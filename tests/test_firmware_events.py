@@ -42,17 +42,38 @@ def test_gas_warms_up_then_alarms_and_reports_an_open_circuit_as_a_fault(
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
-def test_flood_float_switch_alarms_and_a_stuck_float_becomes_a_fault(
+def test_flood_inputs_disagreeing_hold_the_alarm_and_name_the_input_that_reads_dry(
         broker: MosquittoBroker, tmp_path: Path) -> None:
     with board(broker, tmp_path, "flood") as (b, rec):
         online(rec)
-        b.set_float(True)  # float says water, but the level probe stays dry
+        b.set_float(True)  # water at the float, but the level probe (corroded) reads dry
         start = wait_doc(rec, "/event/flood", lambda d: d["phase"] == "start")
         assert start["details"]["source"] == "float" and start["severity"] == "critical"
         fault = wait_doc(rec, "/event/sensor_fault", lambda d: d["phase"] == "start")
-        assert fault["details"] == {**fault["details"], "sensor": "float", "fault": "stuck"}
+        assert fault["details"]["sensor"] == "probe" and fault["details"]["fault"] == "stuck"
+        time.sleep(3)  # longer than stuck_s again: the alarm must still hold
+        assert [d for d in docs(rec, "/event/flood") if d["phase"] == "end"] == [], \
+            "the probe disagreeing ended a flood the float still reports"
+        b.set_float(False)  # both dry now: the alarm ends, and so does the fault
         end = wait_doc(rec, "/event/flood", lambda d: d["phase"] == "end")
         assert end["event_id"] == start["event_id"]
+        fend = wait_doc(rec, "/event/sensor_fault", lambda d: d["phase"] == "end")
+        assert fend["event_id"] == fault["event_id"]
+        assert fend["details"]["sensor"] == "probe"
+        # A cut float wire: the pull-ups hold it dry (high) while the probe sees 30 cm.
+        b.set_pin("float", 1)
+        b.set_level_cm(30)
+        start2 = wait_doc(rec, "/event/flood", lambda d: d["phase"] == "start"
+                          and d["event_id"] != start["event_id"])
+        assert start2["details"]["source"] == "probe"
+        fault2 = wait_doc(rec, "/event/sensor_fault", lambda d: d["phase"] == "start"
+                          and d["event_id"] != fault["event_id"])
+        assert fault2["details"]["sensor"] == "float" and fault2["details"]["fault"] == "stuck"
+        assert [d for d in docs(rec, "/event/flood") if d["phase"] == "end"] == [end]
+        b.set_level_cm(0)
+        end2 = wait_doc(rec, "/event/flood", lambda d: d["phase"] == "end"
+                        and d["event_id"] == start2["event_id"])
+        assert end2["duration_s"] >= 3
 
 
 def test_flood_rising_water_alarms_from_the_probe_and_a_chattering_input_is_floating(

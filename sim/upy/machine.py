@@ -8,6 +8,7 @@ import struct
 import sys
 import utime
 import _sim
+import _flash  # noqa: F401 (installs the flash write costs on the board's files)
 
 PWRON_RESET = 1
 HARD_RESET = 2
