@@ -35,6 +35,11 @@ def step(self, now):
     n = self.ntp
     if n is None:
         n = self.ntp = [now, None, None, now, None, 0, 0, 0]
+        if self.reset_cause == "deep_sleep" and time.gmtime()[0] >= 2024:
+            # The RTC ran through the sleep; a wake's awake time is short and bounded, so a
+            # battery board does not spend it (nor risk a DNS look-up) on NTP.
+            n[_DUE] = time.ticks_add(now, max(60, self.cfg["ntp"]) * 1000)
+            return True
     s = n[_SOCK]
     if s is None:
         return _start(self, n, now)
