@@ -73,7 +73,6 @@ def setup(self, root):
     self.mod = mod
     gc.collect()
     self.sensor = self._make_sensor()
-    gc.collect()  # the sensor's set-up garbage, before the board's own state grows
     self.wlan = network.WLAN(network.STA_IF)
     self.wifi_next = self.t0
     self.wifi_backoff = 1000
