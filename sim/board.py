@@ -253,6 +253,18 @@ class SimBoard:
             self._auto = True
             self._launch(PWRON_RESET)
 
+    def reset(self, cause: int) -> None:
+        """Reset the chip at once, as a watchdog, esp_restart() or a brownout does: the
+        process dies and starts again with `cause` (what machine.reset_cause() returns)."""
+        with self._lock:
+            self._auto = False
+            if self.proc and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait()
+                self.exits.append((self.board_time(), -9))
+            self._auto = True
+            self._launch(cause)
+
     def stop(self) -> None:
         self.kill()
         self._stop.set()

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.scenario import Expect, ExpectNone, Scenario
+from sim.scenario import Command, Expect, ExpectNone, Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +140,36 @@ def _ids(scenario: Scenario, name: str) -> list[str]:
     return [i for _, i in scenario.resolve(name)]
 
 
+def check_command(index: int, c: Command, arrivals: list[Arrival], targets: list[str]
+                  ) -> Verdict:
+    """The command's ack arrived in time from every target and says what it must."""
+    cid = c.id if c.id is not None else f"cmd-{index}"
+    want = "" if c.ok is None else (" ok" if c.ok else f" refused ({c.code or 'any code'})")
+    name = f"command {c.cmd} ({cid}) to {c.node} at t={c.at_s}s acked{want} within {c.within_s}s"
+    failures: list[str] = []
+    for node in targets:
+        acks = [a for a in arrivals if a.kind == "ack" and a.node == node and a.doc is not None
+                and a.doc.get("id") == cid]
+        if not acks:
+            failures.append(f"{node}: no ack")
+            continue
+        a = acks[0]
+        assert a.doc is not None
+        if a.t - c.at_s > c.within_s:
+            failures.append(f"{node}: ack after {a.t - c.at_s:.2f}s")
+        elif c.ok is not None and a.doc.get("ok") is not c.ok:
+            failures.append(f"{node}: ok = {a.doc.get('ok')} ({a.doc.get('error')})")
+        elif c.code is not None and (a.doc.get("error") or {}).get("code") != c.code:
+            failures.append(f"{node}: code {(a.doc.get('error') or {}).get('code')!r}")
+    if failures or not targets:
+        return Verdict(name, False, "; ".join(failures[:5]) or "no such node")
+    return Verdict(name, True, f"{len(targets)} node(s) acked as expected")
+
+
 def judge(scenario: Scenario, arrivals: list[Arrival]) -> list[Verdict]:
     verdicts = [check_expect(e, arrivals, _ids(scenario, e.node)) for e in scenario.expect]
+    verdicts += [check_command(i, c, arrivals, _ids(scenario, c.node))
+                 for i, c in enumerate(scenario.commands)]
     verdicts += [check_expect_none(e, arrivals, _ids(scenario, e.node))
                  for e in scenario.expect_none]
     if scenario.no_loss:

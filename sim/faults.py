@@ -5,11 +5,13 @@ Schedules and applies; never decides whether the system coped (that is sim/expec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+from sim.board import HARD_RESET, PWRON_RESET, WDT_RESET
 from sim.fleet import BoardNode, Fleet
 from sim.inputs import default_sensor
 from sim.proxy import FaultyLink
@@ -58,6 +60,10 @@ class Timeline:
         return self.actions[self._next].t if self._next < len(self.actions) else None
 
 
+def command_id(index: int, given: str | None) -> str:
+    return given if given is not None else f"cmd-{index}"
+
+
 def _links(fleet: Fleet, scenario: Scenario, f: Fault) -> list[FaultyLink]:
     if f.node is None:
         return list(fleet.links)
@@ -65,9 +71,17 @@ def _links(fleet: Fleet, scenario: Scenario, f: Fault) -> list[FaultyLink]:
             for link in [fleet.nodes[i].link] if link is not None]
 
 
-def plan(scenario: Scenario, fleet: Fleet, broker: Outage) -> Timeline:
+def plan(scenario: Scenario, fleet: Fleet, broker: Outage,
+         send: Callable[[str, str], object] | None = None) -> Timeline:
+    """The faults' actions, and the scenario's commands sent with `send(node, payload)`."""
     actions: list[Action] = []
     spans: list[Span] = []
+    if send is not None:
+        for i, c in enumerate(scenario.commands):
+            payload = json.dumps({"id": command_id(i, c.id), "cmd": c.cmd, "args": c.args})
+            for _, node in scenario.resolve(c.node):
+                actions.append(Action(c.at_s, f"command {c.cmd} to {node}",
+                                      _all([partial(send, node, payload)])))
     for f in scenario.faults:
         end = min(f.at_s + f.duration_s, scenario.duration_s)
         where = f" {f.node}" if f.node else ""
@@ -108,6 +122,9 @@ def _actions(scenario: Scenario, fleet: Fleet, broker: Outage, f: Fault) -> Pair
         return (_all([n.kill for n in nodes]),
                 _all([n.restart for n in nodes]) if f.duration_s > 0 else None)
     boards = [n for n in nodes if isinstance(n, BoardNode)]
+    if f.type == "reset":
+        cause = {"watchdog": WDT_RESET, "hard": HARD_RESET, "power_on": PWRON_RESET}[f.cause]
+        return _all([partial(b.board.reset, cause) for b in boards]), None
     if f.type == "flash_stall":
         return (_all([partial(b.board.set, "flash", "erase_ms", f.stall_ms) for b in boards]),
                 _all([partial(b.board.set, "flash", "erase_ms", None) for b in boards]))

@@ -107,6 +107,10 @@ class ArrivalRecorder:
         with self._lock:
             return list(self.arrivals)
 
+    def send_command(self, node: str, payload: str) -> None:
+        """Publish a command to a node, as the city's back end does (QoS 1)."""
+        self.client.publish(f"safecity/v1/{self.site}/{node}/cmd", payload, qos=1)
+
     def close(self) -> None:
         self.client.loop_stop()
         try:

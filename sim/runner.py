@@ -99,7 +99,7 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
         clock = ScenarioClock.starting_in(0.5 + 0.04 * len(fleet.nodes), scenario.time_scale)
         recorder = ArrivalRecorder(broker.host, broker.consumer_port, scenario.site, clock,
                                    cameras)
-        timeline = faults.plan(scenario, fleet, broker)
+        timeline = faults.plan(scenario, fleet, broker, send=recorder.send_command)
         kinds = {n: fleet.nodes[n].kind for n in scenario.node_ids()}
         live = LiveTable(out, kinds, scenario.duration_s, options.tty)
         out.write(f"scenario {scenario.name}: {len(kinds)} nodes, {scenario.duration_s:g} s "

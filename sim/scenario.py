@@ -193,7 +193,7 @@ Signal = Annotated[GasLeakSignal | FloodSignal | QuakeSignal | TrafficSignal
 class Fault(_Timed):
     type: Literal["broker_down", "wifi_down", "link_slow", "link_lossy", "sensor_disconnected",
                   "sensor_stuck", "sensor_out_of_range", "sensor_chatter", "i2c_error", "kill",
-                  "flash_stall"]
+                  "flash_stall", "reset"]
     """sensor_disconnected: a cut wire, read as the board's hardware reads it (an analog
     input 0 V; flood-v1's float input is pulled up, so it reads steady dry).
     sensor_chatter: a digital input with no pull that picks up noise (a float only)."""
@@ -208,6 +208,10 @@ class Fault(_Timed):
     stall_ms: float = Field(400.0, gt=0, le=10000)
     """flash_stall: every sector erase on the node's flash takes this long while the fault
     lasts (the flash datasheet's worst case is 400 ms; typical 45 ms)."""
+    cause: Literal["watchdog", "hard", "power_on"] = "watchdog"
+    """reset: the reset a board comes back from at once (the chip restarts, anything on its
+    own supply such as a gas heater stays on): a watchdog, machine.reset() or a panic
+    (hard), or a brownout (reported as power_on by the esp32 port)."""
 
 
 class Expect(_M):
@@ -223,6 +227,22 @@ class Expect(_M):
     historical_ok: bool = True
     severity: Literal["info", "warning", "critical"] | None = None
     """Only events of this severity count (any when omitted)."""
+
+
+class Command(_Timed):
+    """A command the back end sends to a node at at_s, and what its ack must say."""
+
+    node: str
+    cmd: str = Field(min_length=1)
+    args: dict[str, Any] = {}
+    id: str | None = Field(None, min_length=1, max_length=64)
+    """The command's id (default cmd-<index>)."""
+    ok: bool | None = None
+    """The ack's `ok` must be this (unchecked when omitted)."""
+    code: str | None = None
+    """With ok = false: the ack's error code must be this."""
+    within_s: float = Field(5.0, gt=0)
+    """The ack must arrive this long after at_s."""
 
 
 class ExpectNone(_M):
@@ -248,6 +268,7 @@ class Scenario(_M):
     faults: list[Fault] = []
     expect: list[Expect] = []
     expect_none: list[ExpectNone] = []
+    commands: list[Command] = []
     no_loss: bool = True
     """Every event a board or camera numbered must arrive (no gaps in (boot, seq))."""
     in_order: bool = True
@@ -290,7 +311,13 @@ class Scenario(_M):
         for i, f in enumerate(self.faults):
             problems += self._fault_problems(f"faults[{i}]", f)
         targets: list[tuple[str, list[str]]] = [("expect", [e.node for e in self.expect]),
-                                                ("expect_none", [e.node for e in self.expect_none])]
+                                                ("expect_none", [e.node for e in self.expect_none]),
+                                                ("commands", [c.node for c in self.commands])]
+        for i, c in enumerate(self.commands):
+            if c.at_s > self.duration_s:
+                problems.append(f"commands[{i}].at_s: after the end of the scenario")
+            if c.code is not None and c.ok is not False:
+                problems.append(f"commands[{i}].code: only with ok = false")
         for kind, names in targets:
             for i, name in enumerate(names):
                 if not self.resolve(name):
@@ -313,8 +340,8 @@ class Scenario(_M):
         if not hits:
             return [f"{where}.node: no node named {f.node!r}"]
         kinds = {spec.kind for spec, _ in hits}
-        if f.type == "flash_stall" and "camera" in kinds:
-            return [f"{where}.node: flash_stall needs a sensor board, {f.node!r} is a camera"]
+        if f.type in ("flash_stall", "reset") and "camera" in kinds:
+            return [f"{where}.node: {f.type} needs a sensor board, {f.node!r} is a camera"]
         if f.type.startswith("sensor") or f.type == "i2c_error":
             if "camera" in kinds:
                 return [f"{where}.node: {f.type} needs a sensor board, {f.node!r} is a camera"]

@@ -23,7 +23,8 @@ def test_the_issue_s_scenarios_are_all_there() -> None:
     names = {p.stem for p in (ROOT / "sim" / "scenarios").glob("*.toml")}
     assert {"demo-block", "earthquake", "flood-broker-outage", "sensor-faults",
             "fleet", "vibration-machinery", "vibration-transients", "vibration-quake-flash",
-            "vibration-record-flash", "flood-battery-week"} <= names
+            "vibration-record-flash", "flood-battery-week", "gas-warmup-resets", "gas-slow-leak",
+            "quake-record"} <= names
 
 
 @pytest.mark.slow
