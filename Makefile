@@ -37,8 +37,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy sim --exclude 'sim/upy/'
 
 # pytest exits 5 when it collects no tests: that is not a failure of the code under test.
+# Two workers: most of the suite waits on real time (scenarios, outages), not on the CPU.
 test: $(STAMP) deps lint typecheck
-	PATH="$(abspath $(BIN)):/usr/sbin:$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
+	PATH="$(abspath $(BIN)):/usr/sbin:$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: $(STAMP) deps
