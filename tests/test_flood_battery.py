@@ -14,7 +14,7 @@ from typing import Any
 
 from sim.board import EXIT_DEEPSLEEP, SimBoard
 from sim.broker import MosquittoBroker
-from tests.firmware_helpers import docs, wait_doc
+from tests.firmware_helpers import board, docs, wait_doc
 from tests.mqtt_helpers import Recorder
 
 AWAKE_MAX_S = 2
@@ -32,18 +32,9 @@ BATTERY = {"telemetry_interval_s": 5, "keepalive_s": 10,
 @contextmanager
 def battery_board(broker: MosquittoBroker, tmp: Path, wifi: bool = True
                   ) -> Iterator[tuple[SimBoard, Recorder]]:
-    rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
-    b = SimBoard("flood", "bat", broker.host, broker.port, tmp / "bat", config=BATTERY)
-    b.set_float(False)
-    b.set_level_cm(0)
-    b.wifi(wifi)
-    try:
-        b.start()
+    with board(broker, tmp, "flood", node="bat", config=BATTERY,
+               setup=lambda b: b.wifi(wifi)) as (b, rec):
         yield b, rec
-    finally:
-        b.stop()
-        rec.close()
-        print(b.log_text()[-4000:])  # shown by pytest only when the test fails
 
 
 def wakes(b: SimBoard) -> list[tuple[float, float]]:
