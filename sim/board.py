@@ -35,11 +35,42 @@ PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 EXIT_RESET, EXIT_DEEPSLEEP, EXIT_SOFT_RESET = 42, 43, 44
 EXT0_WAKE, TIMER_WAKE = 2, 4
 ADXL_COUNTS_PER_G = 256
-TEST_HEAP = "72K"
-"""A board's heap outside scenarios: the firmware's 64K, as before the board always loaded
-sim/upy/time.py (about 1.7 KB of heap here), the ADC model of sim/upy/_adc.py and
-_adccal.py (about 1.9 KB) and the flash model sim/upy/_flash.py (about 3.6 KB); on an
-ESP32 `time`, `machine.ADC` and littlefs are C code in flash."""
+FIRMWARE_HEAP = "64K"
+"""The heap the firmware gets: sim/upy/_chip.py holds everything past it, so the simulation
+modules (C in flash on a chip) take none of it. The esp32 port starts its heap at 56 KB and
+adds areas on demand (ports/esp32/mpconfigport.h MICROPY_GC_INITIAL_HEAP_SIZE, with
+MICROPY_GC_SPLIT_HEAP_AUTO), and objects on the 64-bit unix port are up to twice an
+ESP32's, so 64K here is less room than a chip gives."""
+SIM_HEAP_ALLOWANCE = 64 * 1024
+"""Heap on top of FIRMWARE_HEAP for the simulation modules (about 25 KB, all imported) and
+CTL_SLACK; sim/upy/_chip.py stops the board with a message naming this when it is short."""
+CTL_SLACK = 4 * 1024
+"""Firmware-side room for the harness's control data (ctl.json, parsed on the board's heap
+whenever the harness changes it: signals, faults), which no chip holds."""
+
+
+def heap_bytes(size: str) -> int:
+    """'64K', '1M' or '65536' (micropython -X heapsize syntax) in bytes."""
+    s = size.strip().upper()
+    mult = {"K": 1024, "M": 1024 * 1024}.get(s[-1:], 1)
+    try:
+        n = int(s[:-1] if mult != 1 else s)
+    except ValueError:
+        raise ValueError(f"heap size {size!r}: expected a number with an optional K or M") from None
+    if n <= 0:
+        raise ValueError(f"heap size {size!r} must be positive")
+    return n * mult
+
+
+def chip_command(heapsize: str, main: str = "main.py") -> tuple[list[str], dict[str, str]]:
+    """The micropython command line and environment that start `main` on a simulated chip
+    whose firmware gets `heapsize` of heap (see FIRMWARE_HEAP and sim/upy/_chip.py)."""
+    fw = heap_bytes(heapsize)
+    total = (fw + CTL_SLACK + SIM_HEAP_ALLOWANCE) // 1024
+    return ([_tool("micropython"), "-X", f"heapsize={total}K", "-m", "_chip"],
+            {"SIM_FW_HEAP": str(fw), "SIM_CTL_SLACK": str(CTL_SLACK), "SIM_MAIN": main})
+
+
 TICKS_PERIOD_MS = 1 << 30
 """time.ticks_ms() wraps here on an ESP32 (sim/upy/time.py says where the number comes from)."""
 
@@ -113,7 +144,7 @@ class SimBoard:
     def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
                  site: str = "test", config: dict[str, Any] | None = None,
                  board: str | None = None, time_scale: float = 1.0,
-                 heapsize: str = TEST_HEAP,
+                 heapsize: str = FIRMWARE_HEAP,
                  t0_us: int | None = None, precompile: bool = True,
                  defaults: dict[str, Any] | None = None, build: Path | None = None,
                  ticks_start_ms: int | None = None, smallint_check: bool = False) -> None:
@@ -220,9 +251,8 @@ class SimBoard:
         with open(self.dir / "board.log", "ab") as log:
             log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen([_tool("micropython"), "-X",
-                                          f"heapsize={self.heapsize}", "main.py"],
-                                         cwd=self.flash, env=env, stdout=log,
+            cmd, chip = chip_command(self.heapsize)
+            self.proc = subprocess.Popen(cmd, cwd=self.flash, env={**env, **chip}, stdout=log,
                                          stderr=subprocess.STDOUT)
         self.starts.append(cause)
 
@@ -516,7 +546,7 @@ def signal_value(spec: Any, t: float) -> Any:
     return pts[-1][1]
 
 
-def run_upy(code: str, workdir: Path, heapsize: str = "64K", timeout: float = 120.0,
+def run_upy(code: str, workdir: Path, heapsize: str = FIRMWARE_HEAP, timeout: float = 120.0,
             env: dict[str, str] | None = None) -> str:
     """Run a MicroPython snippet with the compiled firmware and sim modules importable
     (no harness control file: sensors read their defaults). Returns stdout; raises
@@ -524,10 +554,10 @@ def run_upy(code: str, workdir: Path, heapsize: str = "64K", timeout: float = 12
     compile_firmware(workdir / "fw", opt=("-O3",))
     compile_firmware(workdir / "upy", UPY, opt=("-O3",))
     (workdir / "snippet.py").write_text(code)
+    cmd, chip = chip_command(heapsize, str(workdir / "snippet.py"))
     full = {**os.environ, "MICROPYPATH": f"{workdir / 'fw'}:{workdir / 'upy'}:.frozen",
-            "SIM_DIR": "", **(env or {})}
-    p = subprocess.run([_tool("micropython"), "-X", f"heapsize={heapsize}",
-                        str(workdir / "snippet.py")], cwd=workdir, env=full,
+            "SIM_DIR": "", **chip, **(env or {})}
+    p = subprocess.run(cmd, cwd=workdir, env=full,
                        capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"micropython failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

@@ -18,11 +18,6 @@ from sim.inputs import Feed, VibrationFeed, feed_for
 from sim.proxy import FaultyLink
 from sim.scenario import NodeSpec, Scenario
 
-HEAP = "76K"
-"""Each board's MicroPython heap: the firmware's 64K budget plus room for what only the
-simulation puts there (sim/upy/time.py, the flash model sim/upy/_flash.py, the small-int
-check and the input ramps of the control file, ~6-12 KB), so a board does not run out of
-memory because it is simulated."""
 WDT_REAL_S = 1.0
 SUPERVISE_S = 0.25
 """How often each board's supervisor looks for a watchdog stamp, a crash or a wake-up: well
@@ -139,7 +134,7 @@ class Fleet:
         board = SimBoard(spec.kind, node_id, self._host, link.port if link else self._port,
                          self.where.work / "boards" / node_id, site=self.scenario.site,
                          config=config, board=spec.board, time_scale=self.scenario.time_scale,
-                         heapsize=HEAP, t0_us=0, defaults=self._defaults, build=self._build,
+                         t0_us=0, defaults=self._defaults, build=self._build,
                          ticks_start_ms=spec.ticks_start_ms, smallint_check=spec.smallint_check)
         board.supervise_s = SUPERVISE_S
         if spec.broker_name is not None:  # named: the board looks the broker up (and waits)

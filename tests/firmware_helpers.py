@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sim.board import TEST_HEAP, SimBoard
+from sim.board import FIRMWARE_HEAP, SimBoard
 from sim.broker import MosquittoBroker
 from tests.mqtt_helpers import Received, Recorder, validate
 
@@ -43,7 +43,7 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
           config: dict[str, Any] | None = None,
           setup: Callable[[SimBoard], None] | None = None,
           time_scale: float = 1.0,
-          heapsize: str = TEST_HEAP) -> Iterator[tuple[SimBoard, Recorder]]:
+          heapsize: str = FIRMWARE_HEAP) -> Iterator[tuple[SimBoard, Recorder]]:
     """A running board and a recorder subscribed to everything from its site."""
     cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FAST.items()}
     for k, v in (config or {}).items():

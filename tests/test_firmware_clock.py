@@ -11,7 +11,6 @@ from pathlib import Path
 
 from sim.board import TICKS_PERIOD_MS, SimBoard, default_ticks_start_ms, run_upy
 from sim.broker import MosquittoBroker
-from sim.fleet import HEAP
 from tests.firmware_helpers import board, docs, online, wait_doc
 
 _TICKS = """
@@ -136,7 +135,6 @@ def test_the_small_int_check_flags_a_counter_past_2_30_and_nothing_in_a_normal_r
         broker: MosquittoBroker, tmp_path: Path) -> None:
     def near_limit(b: SimBoard) -> None:
         b.smallint_check = True
-        b.heapsize = HEAP  # the checker itself lives on the board's heap, as in scenarios
         b.flash.mkdir(parents=True, exist_ok=True)
         (b.flash / "boot").write_text(str((1 << 30) - 1))  # the next boot is 2**30
 
@@ -150,7 +148,6 @@ def test_the_small_int_check_flags_a_counter_past_2_30_and_nothing_in_a_normal_r
 
     def plain(b: SimBoard) -> None:
         b.smallint_check = True
-        b.heapsize = HEAP
 
     with board(broker, tmp_path, "vibration", node="b2", setup=plain) as (b, rec):
         online(rec)

@@ -14,7 +14,6 @@ import pytest
 
 from sim.board import SimBoard, run_upy
 from sim.broker import MosquittoBroker
-from sim.fleet import HEAP as SIM_HEAP
 from tests.firmware_helpers import board, docs, online, wait_doc
 from tests.mqtt_helpers import Recorder
 
@@ -195,8 +194,7 @@ def test_ntp_resyncs_every_interval_and_sets_the_clock_to_the_server(
         b.ntp(rtt_ms=40, offset_ms=offset_ms)
 
     cfg = {"ntp": 60, "telemetry_interval_s": 30}  # seconds between syncs
-    with board(broker, tmp_path, "gas", config=cfg, setup=ntp, time_scale=10,
-               heapsize=SIM_HEAP) as (b, rec):
+    with board(broker, tmp_path, "gas", config=cfg, setup=ntp, time_scale=10) as (b, rec):
         online(rec, 20)
         deadline = time.monotonic() + 40  # 3 exchanges 60 s apart at x10: 12 s
         while len(_synced(b)) < 3 and time.monotonic() < deadline:
@@ -225,8 +223,7 @@ def test_a_lost_ntp_server_never_holds_the_sampling_loop(
         b.ntp(lost=True)
 
     cfg = {"ntp": 60}
-    with board(broker, tmp_path, "vibration", config=cfg, setup=lost,
-               heapsize=SIM_HEAP) as (b, rec):
+    with board(broker, tmp_path, "vibration", config=cfg, setup=lost) as (b, rec):
         online(rec, 20)
         # Telemetry at boot, before the exchange, and 5 s later, after it gave up.
         t = _telemetry(rec, lambda ts: len(ts) >= 2)
