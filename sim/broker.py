@@ -53,6 +53,9 @@ class MosquittoBroker:
         ]
         if persistence:
             lines += ["persistence true", f"persistence_location {self._dir}/"]
+            # Started as root, Mosquitto drops to its own user, which must be able to write
+            # its database into our private folder at shutdown (or the sessions are lost).
+            self._dir.chmod(0o777)
         self.config_path = self._dir / "mosquitto.conf"
         self.config_path.write_text("\n".join(lines) + "\n" + extra_config + "\n")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -22,9 +22,6 @@ class Mosquitto(MosquittoBroker):
 
     def __init__(self) -> None:
         super().__init__(persistence=True)
-        # Started as root, Mosquitto drops to its own user, which must be able to write its
-        # database into our private folder at shutdown (or the sessions are lost).
-        self._dir.chmod(0o777)
         self.consumer_port = self.port
 
     def close(self) -> None:

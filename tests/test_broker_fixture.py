@@ -15,3 +15,22 @@ def test_real_broker_delivers_retained_and_qos1(broker):
     assert msgs[0].retain and msgs[0].payload == b"x"
     pub.loop_stop()
     rec.close()
+
+
+def test_a_persistent_broker_keeps_a_durable_session_over_a_restart():
+    # What the outage tests rely on: QoS 1 messages published while the consumer is away
+    # (here: before it is back after the broker's restart) are queued for it.
+    import paho.mqtt.publish as publish
+
+    from sim.broker import MosquittoBroker
+
+    with MosquittoBroker(persistence=True) as b:
+        rec = Recorder(b.host, b.port, "t/#", client_id="platform", persistent=True)
+        publish.single("t/1", "a", qos=1, hostname=b.host, port=b.port)
+        rec.wait_for(lambda m: len(m) >= 1, timeout=5)
+        b.stop()
+        b.start()
+        publish.single("t/2", "b", qos=1, hostname=b.host, port=b.port)
+        msgs = rec.wait_for(lambda m: len(m) >= 2, timeout=15)
+        assert [m.payload for m in msgs] == [b"a", b"b"]
+        rec.close()
