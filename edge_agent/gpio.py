@@ -16,7 +16,7 @@ from edge_agent.config import GpioConfig
 
 log = logging.getLogger(__name__)
 
-LedState = Literal["off", "starting", "running", "broker_offline"]
+LedState = Literal["off", "starting", "running", "camera_offline", "broker_offline"]
 InputCallback = Callable[[str, str, str], None]
 """(event_type, phase, input_name): ("sos", "instant", "GPIO17"),
 ("tamper_switch", "start" | "end", "GPIO27"). Called from gpiozero's thread."""
@@ -30,8 +30,9 @@ class Blink:
 
 STEADY: None = None
 PATTERNS: dict[str, Blink | None] = {
-    "starting": Blink(0.1, 0.1),        # fast blink: booting, no frame or broker yet
+    "starting": Blink(0.1, 0.1),        # fast blink: loading config, model and spool
     "running": STEADY,                  # steady on: frames flow, broker connected
+    "camera_offline": Blink(0.2, 1.8),  # short flash: no frames; inputs and uplink work
     "broker_offline": Blink(1.0, 1.0),  # slow blink: working, events go to the spool
     "alarm": Blink(0.05, 0.05),         # rapid blink for alarm_s after an alarm event
 }

@@ -138,13 +138,19 @@ class Agent:
         self._stop = threading.Event()
         self._exit_code = 0
         self._camera_state = "offline"
+        """What the capture thread last reported: online, offline."""
+        self._camera_lost = True
+        """No camera to watch with: reported offline, or no frame for stale_frames_s. Set on
+        the pipeline thread, which ends the rules' events when it turns True."""
+        self._open_inputs: dict[str, float] = {}
+        """Input events started and not ended (tamper switch open): input name -> start."""
+        self._service_status = ""
         self._ended = threading.Event()
         self.grabber = FrameGrabber(open_source(config.camera), config.camera,
                                     on_status=self._on_camera_status)
         self._last_frame: Frame | None = None
         self._redacted: tuple[Frame, SnapshotConfig, Image] | None = None
         """The redacted copy of the latest frame that had an event, shared by its events."""
-        self._ready = False
 
     def _apply_rooms(self, config: Config) -> None:
         """(Re)build the per-frame rooms that a config change may replace while running."""
@@ -170,12 +176,16 @@ class Agent:
     def run(self) -> int:
         log.info("event=agent_start node=%s site=%s boot=%d version=%s", self.ident.node,
                  self.ident.site, self.boot, __version__)
-        self.notifier.status("starting: connecting to the broker and the camera")
         self.uplink.set_status(camera=self._camera_state)
         self.uplink.start()
         if self.health is not None:
             self.health.start()
         self.grabber.start()
+        # Config, model, spool and pins are ready: the node can do its job (its inputs work
+        # and events are stored) whether or not the camera and the broker are there yet.
+        self._service_status = self._status_text()
+        self.notifier.ready(self._service_status)
+        log.info("event=ready")
         next_telemetry = time.monotonic() + 1.0
         pool: InferencePool[_Pending] = InferencePool(
             self.detector, self.config.detector.workers, self._depth, on_done=self.grabber.wake)
@@ -207,30 +217,63 @@ class Agent:
         return self._exit_code
 
     def _tend_service(self) -> None:
-        """READY=1 once frames flow and the broker answered; watchdog only while frames flow;
-        the status LED follows the node's state."""
-        flowing = self._frames_flowing()
-        if not self._ready and flowing and self.uplink.connected:
-            self._ready = True
-            self.notifier.ready("running")
-            log.info("event=ready")
-        self.watchdog.kick_if(flowing)
+        """Called once per loop turn: the watchdog follows this loop only (a camera or a
+        broker that is away is reported and retried here, never a reason to be killed);
+        camera loss ends the rules' events; systemd's STATUS and the LED follow."""
+        self.watchdog.kick_if(True)
+        lost = self._camera_state != "online" or not self._frames_flowing()
+        if lost and not self._camera_lost:
+            self._camera_lost = True
+            log.warning("event=camera_lost state=%s last_frame_age_s=%s", self._camera_state,
+                        self._frame_age())
+            self._close_rules("camera_lost")
+            # what the tracker and the motion gate hold is of a scene no longer seen
+            self.gate = MotionGate(self.config.motion)
+            self.tracker = Tracker(self.config.tracker)
+        elif not lost and self._camera_lost:
+            self._camera_lost = False
+            log.info("event=camera_watching")
+        text = self._status_text()
+        if text != self._service_status:
+            self._service_status = text
+            self.notifier.status(text)
         if self.gpio is not None:
-            self.gpio.set_state("starting" if not self._ready else
+            self.gpio.set_state("camera_offline" if self._camera_lost else
                                 "running" if self.uplink.connected else "broker_offline")
+
+    def _status_text(self) -> str:
+        camera = "offline" if self._camera_lost else "online"
+        broker = "online" if self.uplink.connected else "offline"
+        return f"running: camera {camera}, broker {broker}"
 
     def _frames_flowing(self) -> bool:
         last = self.stats.last_frame
         return last is not None and time.monotonic() - last < self.config.health.stale_frames_s
 
+    def _frame_age(self) -> float | None:
+        last = self.stats.last_frame
+        return round(time.monotonic() - last, 2) if last is not None else None
+
+    def _close_rules(self, reason: str) -> None:
+        """End every open event of the rules, saying why (contract: `reason` on `end`)."""
+        now = time.monotonic()
+        ended = [(i, ev) for i, rule in enumerate(self.rules) for ev in rule.close(now)]
+        if ended:
+            with self.spool.batch():
+                for i, ev in ended:
+                    self._emit(ev, self._last_frame, i, reason=reason)
+
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping: flushing events")
         self.grabber.stop()
         self._drain_inputs()
-        now = time.monotonic()
-        for i, rule in enumerate(self.rules):
-            for ev in rule.close(now):
-                self._emit(ev, self._last_frame, i)
+        self._close_rules("shutdown")
+        now = time.time()
+        for name, started in list(self._open_inputs.items()):
+            self._emit(RuleEvent("tamper_switch", "end", "warning", f"tamper_switch:{name}",
+                                 {"input": name}, max(now - started, 0.0)),
+                       None, "input", ts=now, reason="shutdown")
+        self._open_inputs.clear()
         self._publish_telemetry()
         self.uplink.stop("restart" if self._exit_code == EXIT_RESTART else "shutdown")
         if self.health is not None:
@@ -300,10 +343,12 @@ class Agent:
         return [ev for _, ev in out]
 
     def _emit(self, ev: RuleEvent, frame: Frame | None, source: int | str,
-              ts: float | None = None) -> tuple[str, list[Any]] | None:
+              ts: float | None = None, reason: str | None = None
+              ) -> tuple[str, list[Any]] | None:
         """`source` (the rule's index, or the input's name) keeps two rules that watch the
-        same thing from sharing one event's lifecycle. Returns the snapshot the event
-        names and the caller must render once the event is stored: (event_id, boxes)."""
+        same thing from sharing one event's lifecycle; `reason` says why an `end` came
+        other than the thing ending. Returns the snapshot the event names and the caller
+        must render once the event is stored: (event_id, boxes)."""
         event_id, seq = self.numbering.number(f"{source}/{ev.key}", ev.phase)
         if ts is None:
             ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
@@ -313,14 +358,15 @@ class Agent:
             due = (event_id, ev.boxes)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
                              ev.details, ev.duration_s,
-                             self._snapshot_ref(event_id) if due else None)
+                             self._snapshot_ref(event_id) if due else None, reason)
         self.uplink.publish("event", self.topics.event(ev.type), messages.dumps(doc), 1,
                             created=ts)
         self.stats.events += 1
         if self.gpio is not None:
             self.gpio.on_event(ev.type, ev.phase, event_id)
-        log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s", ev.type,
-                 ev.phase, event_id, seq, ev.severity, ev.details)
+        log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s%s", ev.type,
+                 ev.phase, event_id, seq, ev.severity, ev.details,
+                 f" reason={reason}" if reason else "")
         return due
 
     def _snapshot_ref(self, name: str) -> dict[str, Any]:
@@ -364,9 +410,18 @@ class Agent:
             except queue.Empty:
                 return
             severity = "critical" if item.type == "sos" else "warning"
+            duration = None
+            if item.phase == "start":
+                if item.input in self._open_inputs:
+                    continue  # already open: a bounce the pin's debounce let through
+                self._open_inputs[item.input] = item.at
+            elif item.phase == "end":
+                started = self._open_inputs.pop(item.input, None)
+                if started is None:
+                    continue  # never started: an end must follow a start
+                duration = max(item.at - started, 0.0)
             ev = RuleEvent(item.type, item.phase, severity,  # type: ignore[arg-type]
-                           f"{item.type}:{item.input}", {"input": item.input},
-                           0.0 if item.phase == "end" else None)
+                           f"{item.type}:{item.input}", {"input": item.input}, duration)
             self._emit(ev, None, "input", ts=item.at)
 
     def _on_connect(self, client: Any) -> None:
@@ -385,7 +440,6 @@ class Agent:
     def metrics(self) -> dict[str, MetricValue]:
         inf = self.stats.inference_ms
         dropped = self.spool.dropped()
-        last = self.stats.last_frame
         return {
             "fps": round(self.stats.fps(), 2),
             "inference_ms": round(sum(inf) / len(inf), 1) if inf else None,
@@ -398,7 +452,7 @@ class Agent:
             "spool_depth": self.spool.depth(),
             "spool_dropped_events": dropped["event"],
             "spool_dropped_telemetry": dropped["telemetry"],
-            "last_frame_age_s": round(time.monotonic() - last, 2) if last else None,
+            "last_frame_age_s": self._frame_age(),
             "camera": self._camera_state,
             "broker": "online" if self.uplink.connected else "offline",
             **host_metrics(),
@@ -423,10 +477,7 @@ class Agent:
             config = self._pending.get_nowait()
         except queue.Empty:
             return
-        now = time.monotonic()
-        for i, rule in enumerate(self.rules):  # old rules' events end before new ones start
-            for ev in rule.close(now):
-                self._emit(ev, self._last_frame, i)
+        self._close_rules("config_change")  # old rules' events end before new ones start
         self._apply_rooms(config)
         log.info("event=config_applied")
 

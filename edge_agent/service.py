@@ -48,8 +48,8 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> bool:
-        """READY=1: the unit counts as started (Type=notify). Send after the first frame and
-        the first broker connection."""
+        """READY=1: the unit counts as started (Type=notify). Send once the node can do its
+        job (config, model, spool, pins), never waiting on a camera or a broker."""
         return self.notify("READY=1", *([f"STATUS={status}"] if status else []))
 
     def status(self, text: str) -> bool:
@@ -84,8 +84,9 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
 class Watchdog:
     """Feeds the systemd watchdog from the main loop, only while the caller reports health.
 
-    If frames stop (camera gone, loop stuck), the pings stop and systemd restarts the unit
-    after WatchdogSec. Pings are rate-limited to half the watchdog interval."""
+    The caller is the loop whose liveness it vouches for: when that loop stops turning the
+    pings stop and systemd restarts the unit after WatchdogSec. Pings are rate-limited to
+    half the watchdog interval."""
 
     def __init__(self, notifier: Notifier, interval_s: float | None,
                  clock: Callable[[], float] = time.monotonic) -> None:

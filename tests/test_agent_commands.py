@@ -50,7 +50,8 @@ def test_commands_over_mqtt(broker, tmp_path, yolox_path, vtest_path):
     op = Operator(broker)
     agent = AgentProcess(cfg, tmp_path / "agent.log")
     try:
-        agent.wait_log("event=ready", timeout=90)
+        agent.wait_log("event=mqtt_connected", timeout=90)
+        agent.wait_log("event=first_frame", timeout=90)
         assert op.send({"id": "p1", "cmd": "ping"}, "p1")["result"] == {"pong": True}
 
         conf = op.send({"id": "g1", "cmd": "get_config"}, "g1")["result"]
@@ -98,7 +99,8 @@ def test_commands_over_mqtt(broker, tmp_path, yolox_path, vtest_path):
         assert ack["ok"]
         assert agent.proc.wait(30) == 75, "non-zero, so systemd's Restart=on-failure restarts"
         agent = AgentProcess(cfg, tmp_path / "agent2.log")
-        agent.wait_log("event=ready", timeout=90)
+        agent.wait_log("event=mqtt_connected", timeout=90)
+        agent.wait_log("event=first_frame", timeout=90)
         conf = op.send({"id": "g4", "cmd": "get_config"})["result"]
         assert [r for r in conf["rules"] if r["type"] == "crowding"][0]["max_count"] == 2
         assert agent.terminate() == 0

@@ -258,6 +258,33 @@ def test_a_stream_that_dies_reconnects_and_frames_continue() -> None:
     assert got[-1].index > 25 and got[-1].image[0, 0, 0] >= 2, "frames from a later life"
 
 
+def test_a_crash_of_the_capture_code_restarts_capture_without_spinning() -> None:
+    camera = FlakyCamera(frames_per_life=1000)
+    cfg = CameraConfig(reconnect_min_s=0.5, reconnect_max_s=1.0)
+    grabber, statuses = grabber_for(cfg, camera)
+    publish = grabber._publish
+    crashes = iter([True])
+
+    def crash_once(frame: Frame) -> None:
+        if next(crashes, False):
+            raise RuntimeError("a bug in the capture code")
+        publish(frame)
+
+    grabber._publish = crash_once  # type: ignore[method-assign]
+    grabber.start()
+    try:
+        statuses.wait_for("offline")
+        t0 = time.monotonic()
+        assert grabber.get(timeout=0.3) is None
+        assert time.monotonic() - t0 >= 0.25, "get() waits out the back-off, no busy loop"
+        got = drain(grabber, lambda g: len(g) >= 5)
+    finally:
+        grabber.stop()
+    assert len(got) >= 5, "capture started again by itself"
+    assert grabber.restarts == 1 and statuses.seen[:3] == ["online", "offline", "online"]
+    assert camera.opens == 2 and camera.closes >= 1
+
+
 def test_stop_interrupts_a_long_backoff_promptly() -> None:
     camera = FlakyCamera(opens_fail=True)
     cfg = CameraConfig(reconnect_min_s=20.0, reconnect_max_s=30.0)

@@ -1,6 +1,7 @@
 """A capture thread that keeps only the newest frame, paces files, and reconnects lost cameras.
 
-Never queues frames, never raises out of its thread, never lets a camera fault stop the agent."""
+Never queues frames, never raises out of its thread, never lets a camera fault or a crash of
+its own code stop capture for good."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class FrameGrabber:
         self._random = random.Random()
         self.frames = 0
         self.dropped = 0
+        self.restarts = 0
+        """Times the capture code crashed and was started again."""
 
     # -- consumer side -----------------------------------------------------------------
     def start(self) -> None:
@@ -93,11 +96,25 @@ class FrameGrabber:
 
     # -- capture thread ------------------------------------------------------------------
     def _run(self) -> None:
+        """Capture until stopped or a finite source ends. A crash of this thread's own code
+        closes the source and starts capture again after a back-off, as Frigate restarts
+        a camera's capture without touching the rest of the node."""
+        crashes = 0
         try:
-            self._connect_and_pump()
-        except Exception as exc:  # a bug here must not end the agent silently
-            log.exception("event=capture_crashed source=%s reason=%s", self._source.name, exc)
-            self._report("offline")
+            while not self._stop.is_set():
+                try:
+                    self._connect_and_pump()
+                    return
+                except Exception as exc:
+                    self.restarts += 1
+                    delay = self._backoff(crashes)
+                    crashes += 1
+                    log.exception("event=capture_crashed source=%s reason=%s restart_in_s=%.2f",
+                                  self._source.name, _kv(_reason(exc)), delay)
+                    self._report("offline")
+                    self._close_source()
+                    if self._stop.wait(delay):
+                        return
         finally:
             self._close_source()
             with self._cond:

@@ -11,6 +11,7 @@ import logging
 import queue
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,53 @@ RESEND_AFTER_S = 10.0
 """After a reconnect paho retransmits what was in flight; if no PUBACK comes by then,
 the spool republishes those rows itself (same event_id, so consumers de-duplicate)."""
 
+FAILURE_LOG_EVERY_S = 60.0
+"""A broker that stays unreachable is logged at most once a minute (with the attempts made
+meanwhile); the first failure and every change of cause are logged at once."""
+
 CommandHandler = Callable[[bytes], dict[str, Any]]
+
+
+class ConnectFailures:
+    """Logs why connecting to the broker fails, rate-limited: a technician reading the
+    journal must see "connection refused" or "certificate verify failed", not silence."""
+
+    def __init__(self, host: str, port: int, every_s: float = FAILURE_LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.where = f"host={host} port={port}"
+        self.every_s = every_s
+        self._clock = clock
+        self._cause: str | None = None
+        self._logged_at = 0.0
+        self.attempts = 0
+        """Failed attempts since the last successful connection."""
+
+    def failed(self, cause: str) -> None:
+        self.attempts += 1
+        now = self._clock()
+        if cause != self._cause or now - self._logged_at >= self.every_s:
+            log.warning("event=mqtt_connect_failed %s cause=%s attempts=%d", self.where,
+                        _kv(cause), self.attempts)
+            self._cause, self._logged_at = cause, now
+
+    def connected(self) -> None:
+        if self.attempts:
+            log.info("event=mqtt_connect_recovered %s after_attempts=%d", self.where,
+                     self.attempts)
+        self._cause, self.attempts = None, 0
+
+
+def _cause(exc: BaseException | None) -> str:
+    """What a failed connection attempt says: the OS's or TLS's reason, not a traceback."""
+    if exc is None:
+        return "unknown"
+    text = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    text = text or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _kv(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Uplink:
@@ -74,7 +121,9 @@ class Uplink:
             self._client.tls_insecure_set(cfg.tls.insecure)
         will = messages.status(ident, time.time(), "offline", "connection_lost")
         self._client.will_set(topics.status, messages.dumps(will), qos=1, retain=True)
+        self.failures = ConnectFailures(cfg.host, cfg.port)
         self._client.on_connect = self._handle_connect
+        self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_publish = self._handle_publish
         self._client.on_message = self._handle_message
@@ -164,8 +213,9 @@ class Uplink:
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                         reason: ReasonCode, props: Any = None) -> None:
         if reason.is_failure:
-            log.warning("event=mqtt_connect_refused reason=%s", reason)
+            self.failures.failed(f"refused by the broker: {reason}")
             return
+        self.failures.connected()
         self._gen += 1
         self._connected_at = time.monotonic()
         self._connected_since = time.time()
@@ -178,6 +228,11 @@ class Uplink:
         self._connected.set()
         self._wake.set()
         log.info("event=mqtt_connected host=%s port=%s", self.cfg.host, self.cfg.port)
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError` around the connection attempt, so
+        # the exception in flight is the cause (DNS, refused, timeout, TLS handshake).
+        self.failures.failed(_cause(sys.exception()))
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, props: Any = None) -> None:

@@ -84,7 +84,8 @@ class EventNumbering:
 
 def event(ident: Identity, ts: float, event_id: str, seq: int, event_type: str, phase: str,
           severity: str, details: dict[str, Any], duration_s: float | None = None,
-          snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+          snapshot: dict[str, Any] | None = None,
+          reason: str | None = None) -> dict[str, Any]:
     doc = ident.header(ts) | {
         "event_id": event_id, "boot": ident.boot, "seq": seq, "type": event_type,
         "phase": phase, "severity": severity, "details": details,
@@ -93,4 +94,6 @@ def event(ident: Identity, ts: float, event_id: str, seq: int, event_type: str, 
         doc["duration_s"] = round(duration_s or 0.0, 3)
     if snapshot is not None:
         doc["snapshot"] = snapshot
+    if reason is not None and phase == "end":
+        doc["reason"] = reason
     return doc

@@ -1,0 +1,84 @@
+"""A camera node's SOS button and tamper switch need no camera and no broker: their events
+are stored in the spool while both are away, and an input held open at shutdown ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from edge_agent.config import load_config
+from edge_agent.pipeline import Agent
+from edge_agent.uplink.spool import Spool
+from sim.broker import free_port
+from tests.agent_helpers import node_config
+from tests.mqtt_helpers import validate
+
+SOS, TAMPER = 17, 27
+
+
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    before = Device.pin_factory
+    Device.pin_factory = factory = MockFactory()
+    yield factory
+    factory.reset()
+    Device.pin_factory = before
+
+
+def spooled_events(agent: Agent) -> list[dict]:
+    rows = agent.spool.after(0, 1000)
+    return [json.loads(r.payload) for r in rows if r.kind == "event"]
+
+
+def eventually(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def test_inputs_are_served_and_stored_with_no_camera_and_no_broker(pins, tmp_path, yolox_path):
+    cfg = node_config(tmp_path, clip=tmp_path / "no-camera", model=yolox_path,
+                      port=free_port(),
+                      camera={"kind": "folder", "loop": True, "reconnect_min_s": 0.2,
+                              "reconnect_max_s": 0.5},
+                      gpio={"sos_button": SOS, "tamper_switch": TAMPER, "bounce_s": 0})
+    agent = Agent(load_config(cfg), cfg)
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    sos, lid = pins.pin(SOS), pins.pin(TAMPER)
+    try:
+        # the lid reads open at boot (pull-up, nothing closing it): that is a tamper start
+        assert eventually(lambda: len(spooled_events(agent)) == 1)
+        lid.drive_low()  # lid shut
+        sos.drive_low()  # SOS pressed and released
+        sos.drive_high()
+        assert eventually(lambda: len(spooled_events(agent)) == 3)
+        lid.drive_high()  # opened again, and the node stops while it is open
+        assert eventually(lambda: len(spooled_events(agent)) == 4)
+        assert not agent.uplink.connected and agent.stats.frames == 0
+    finally:
+        agent.stop()
+        runner.join(30)
+    assert not runner.is_alive()
+    spool = Spool(tmp_path / "state" / "spool.db")
+    try:
+        rows = [r for r in spool.after(0, 1000) if r.kind == "event"]
+        docs = [validate(r.topic, r.payload) for r in rows]
+    finally:
+        spool.close()
+    assert [(d["type"], d["phase"]) for d in docs] == [
+        ("tamper_switch", "start"), ("tamper_switch", "end"), ("sos", "instant"),
+        ("tamper_switch", "start"), ("tamper_switch", "end")]
+    assert docs[2]["severity"] == "critical"
+    assert docs[1]["event_id"] == docs[0]["event_id"] and "reason" not in docs[1]
+    assert docs[4]["event_id"] == docs[3]["event_id"] and docs[4]["reason"] == "shutdown"
+    assert docs[4]["duration_s"] >= 0
