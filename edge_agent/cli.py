@@ -34,9 +34,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
-    from edge_agent import control
+    from edge_agent import changes, control
+    from edge_agent.changes import BuildError
     from edge_agent.detect.errors import ModelError
     from edge_agent.gpio import GpioError
     from edge_agent.pipeline import Agent
@@ -47,11 +46,30 @@ def _run(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     _warn_if_readable_secret(path, cfg.mqtt.password is not None)
-    cfg, problem = control.with_overrides(cfg, path)
-    if problem:
-        logging.getLogger("edge_agent").warning("event=remote_config_ignored reason=%r", problem)
+    file_cfg = cfg
+    cfg, problem = control.with_overrides(file_cfg, path)
+    built = None
+    if problem is None and cfg is not file_cfg:
+        try:
+            built = changes.build(cfg)
+        except BuildError as exc:
+            problem = "; ".join(exc.problems)
+    remote = None
+    if problem is not None:
+        # A stored remote change that cannot run must not fail every start: the node runs
+        # on its file config and says so in the log and in its status.
+        kept = control.set_aside(file_cfg, problem)
+        remote = {"state": "set_aside", "reason": problem,
+                  "kept_as": kept.name if kept is not None else None}
+        cfg = file_cfg
     try:
-        agent = Agent(cfg, path)
+        built = built or changes.build(cfg)
+    except BuildError as exc:
+        for line in exc.problems:
+            print(f"{path}: {line}", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent(cfg, path, built, remote)
     except (ModelError, GpioError, ValueError) as exc:
         print(f"{path}: {exc}" if isinstance(exc, GpioError) else str(exc), file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ Every payload, however malformed, yields exactly one acknowledgement; nothing ra
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from typing import Any
 
 from edge_agent.uplink import messages
 from edge_agent.uplink.messages import Identity
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 16 * 1024
 _NAME = re.compile(r"^[a-z_]{1,32}$")
@@ -71,4 +74,7 @@ class Commands:
             result = handler(args)
         except CommandError as exc:
             return fail(cmd_id, cmd, exc.code, exc.message)
+        except Exception as exc:  # a handler's bug: the sender still learns which command
+            log.exception("event=command_failed id=%s cmd=%s", cmd_id, cmd)
+            return fail(cmd_id, cmd, "internal", f"{cmd} failed: {type(exc).__name__}")
         return messages.ack(self.ident, now, cmd_id, cmd, True, result=result)

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__, control
+from edge_agent import __version__, changes, control
 from edge_agent.capture import FrameGrabber, open_source
 from edge_agent.capture.frame import Frame, Image
+from edge_agent.changes import Built
 from edge_agent.commands import CommandError, Commands
 from edge_agent.config import Config, SnapshotConfig
-from edge_agent.detect.detector import Detector, Prepared
+from edge_agent.detect.detector import Prepared
 from edge_agent.detect.pool import Done, InferencePool
 from edge_agent.detect.types import Detection
-from edge_agent.events import build_rules
 from edge_agent.events.base import Rule, RuleEvent, Scene
 from edge_agent.gpio import Gpio
 from edge_agent.health import HealthServer, MetricValue, host_metrics
@@ -96,11 +96,18 @@ class _InputEvent:
 class Agent:
     """One camera node. `run()` blocks until `stop()` or until a non-looping source ends."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None,
+                 built: Built | None = None,
+                 remote_config: dict[str, Any] | None = None) -> None:
+        """`built`: `changes.build(config)`, when the caller has built it already (raises
+        BuildError when not given and the config does not build). `remote_config`: what
+        became of stored remote changes at start, for the status message."""
         self.config = config
         self.config_path = config_path
         node = config.node
-        self.detector = Detector.from_config(config.detector)  # a bad model stops us first
+        built = built if built is not None else changes.build(config)  # bad models stop us first
+        assert built.detector is not None, "a start builds its own detector"
+        self.detector = built.detector
         workers = config.detector.workers
         self._depth = workers + 1 if config.detector.threads == 1 else workers
         """Frames in flight. One-thread inferences leave no thread spinning, and one frame
@@ -115,7 +122,8 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_prefix, node.site, node.id)
         self.numbering = EventNumbering(self.ident)
         self.stats = Stats()
-        self._apply_rooms(config)
+        self._next_rule_id = 0
+        self._apply_rooms(config, built)
         self.spool = Spool(node.state_dir / "spool.db")
         self.commands = Commands(self.ident, control.handlers(self))
         self.discovery: Discovery | None = None
@@ -127,8 +135,10 @@ class Agent:
                              on_command=self.commands.handle, on_connect=self._on_connect)
         if self.discovery is not None:
             self.discovery.attach(self.uplink.client)
+        if remote_config is not None:
+            self.uplink.set_status(remote_config=remote_config)
         self._inputs: queue.SimpleQueue[_InputEvent] = queue.SimpleQueue()
-        self._pending: queue.SimpleQueue[Config] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[Config, Built]] = queue.SimpleQueue()
         self.gpio = Gpio.from_config(config.gpio, self._on_input)
         self.health = (HealthServer(self.metrics, config.health.port,
                                     config.health.stale_frames_s)
@@ -152,14 +162,24 @@ class Agent:
         self._redacted: tuple[Frame, SnapshotConfig, Image] | None = None
         """The redacted copy of the latest frame that had an event, shared by its events."""
 
-    def _apply_rooms(self, config: Config) -> None:
-        """(Re)build the per-frame rooms that a config change may replace while running."""
+    def _apply_rooms(self, config: Config, built: Built) -> None:
+        """Build the per-frame rooms at start."""
         self.gate = MotionGate(config.motion)
         self.planner = RegionPlanner(config.regions, self.detector.input_size,
                                      self.detector.dynamic)
         self.detector.reserve(self._depth * config.regions.max_regions + 1)
         self.tracker = Tracker(config.tracker)
-        self.rules: list[Rule] = build_rules(config)
+        self.rules: list[Rule] = list(built.rules)
+        self._rule_keys = list(built.keys)
+        self._rule_ids = [self._new_rule_id() for _ in built.rules]
+        """Each running rule's identity for event numbering: kept by a rule that survives
+        a live change, so its open events keep their event_id whatever its position."""
+        self._rooms_config = config
+        """The config the rooms were built from."""
+
+    def _new_rule_id(self) -> int:
+        self._next_rule_id += 1
+        return self._next_rule_id
 
     def _event_types(self) -> list[str]:
         types: list[str] = [r.type for r in self.config.rules]
@@ -257,7 +277,8 @@ class Agent:
     def _close_rules(self, reason: str) -> None:
         """End every open event of the rules, saying why (contract: `reason` on `end`)."""
         now = time.monotonic()
-        ended = [(i, ev) for i, rule in enumerate(self.rules) for ev in rule.close(now)]
+        ended = [(i, ev) for i, rule in zip(self._rule_ids, self.rules, strict=True)
+                 for ev in rule.close(now)]
         if ended:
             with self.spool.batch():
                 for i, ev in ended:
@@ -326,7 +347,8 @@ class Agent:
             tracks = self.tracker.coast(frame.monotonic)
         scene = Scene(frame=frame, tracks=tracks, detections=detections,
                       detected=plan is not None, now=frame.monotonic)
-        out: list[tuple[int, RuleEvent]] = [(i, ev) for i, rule in enumerate(self.rules)
+        out: list[tuple[int, RuleEvent]] = [(i, ev) for i, rule in zip(self._rule_ids,
+                                                                         self.rules, strict=True)
                                             for ev in rule.update(scene)]
         if not out:
             return []
@@ -464,22 +486,68 @@ class Agent:
         self.uplink.publish("telemetry", self.topics.telemetry, messages.dumps(doc), 0)
 
     # -- control.Node: what commands may do (command thread) -----------------------------
-    def apply_config(self, config: Config) -> None:
+    def build(self, config: Config) -> Built:
+        """Build a changed config as this node would run it; the running detector is reused
+        when the change leaves the detector section alone."""
+        same = config.detector == self.config.detector
+        return changes.build(config, self.detector if same else None)
+
+    def apply_config(self, config: Config, built: Built, fields: list[str]) -> None:
         """Live sections take effect from the next frame (and show in get_config at once);
         the rest after a restart. The pipeline thread swaps the rooms, so no rule is
         replaced halfway through a frame."""
-        live = control.LIVE_SECTIONS - {"gpio"}  # pins are claimed once, at start
-        self.config = self.config.model_copy(update={k: getattr(config, k) for k in live})
-        self._pending.put(self.config)
+        self.config = self.config.model_copy(
+            update={k: getattr(config, k) for k in control.LIVE_SECTIONS})
+        log.info("event=config_changed fields=%s", ",".join(fields))
+        self.uplink.set_status(remote_config={
+            "state": "applied", "changed": fields,
+            "at": messages.utc_iso(time.time())})
+        self._pending.put((self.config, built))
 
     def _apply_pending(self) -> None:
+        """Rebuild only what a change touched: the motion gate, the region planner, the
+        tracker, and the rules whose settings or geometry changed. A rule left alone keeps
+        its tracks' state and its open events; a replaced one ends its events first."""
         try:
-            config = self._pending.get_nowait()
+            config, built = self._pending.get_nowait()
         except queue.Empty:
             return
-        self._close_rules("config_change")  # old rules' events end before new ones start
-        self._apply_rooms(config)
-        log.info("event=config_applied")
+        touched = set(changes.changed_sections(self._rooms_config, config))
+        if "motion" in touched:
+            self.gate = MotionGate(config.motion)
+        if "regions" in touched:
+            self.planner = RegionPlanner(config.regions, self.detector.input_size,
+                                         self.detector.dynamic)
+            self.detector.reserve(self._depth * config.regions.max_regions + 1)
+        keep = "tracker" not in touched  # new track ids: every rule starts afresh
+        if not keep:
+            self.tracker = Tracker(config.tracker)
+        running: dict[str, list[tuple[int, Rule]]] = {}
+        for key, rid, rule in zip(self._rule_keys, self._rule_ids, self.rules, strict=True):
+            running.setdefault(key, []).append((rid, rule))
+        rules: list[Rule] = []
+        ids: list[int] = []
+        kept = 0
+        for key, new_rule in zip(built.keys, built.rules, strict=True):
+            same = running.get(key) if keep else None
+            if same:
+                rid, rule = same.pop(0)
+                kept += 1
+            else:
+                rid, rule = self._new_rule_id(), new_rule
+            rules.append(rule)
+            ids.append(rid)
+        retired = [(rid, rule) for pairs in running.values() for rid, rule in pairs]
+        now = time.monotonic()
+        ended = [(rid, ev) for rid, rule in retired for ev in rule.close(now)]
+        if ended:  # old rules' events end before new ones start
+            with self.spool.batch():
+                for rid, ev in ended:
+                    self._emit(ev, self._last_frame, rid, reason="config_change")
+        self.rules, self._rule_ids, self._rule_keys = rules, ids, list(built.keys)
+        self._rooms_config = config
+        log.info("event=config_applied sections=%s rules_kept=%d rules_replaced=%d",
+                 ",".join(sorted(touched)) or "-", kept, len(rules) - kept)
 
     def take_snapshot(self) -> dict[str, Any]:
         frame = self._last_frame

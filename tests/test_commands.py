@@ -18,7 +18,12 @@ def reject(args):
     raise CommandError("bad_args", "args.level: must be positive")
 
 
-COMMANDS = Commands(IDENT, {"get_config": lambda a: {"x": 1}, "strict": reject})
+def broken(args):
+    raise KeyError("a bug in a handler")
+
+
+COMMANDS = Commands(IDENT, {"get_config": lambda a: {"x": 1}, "strict": reject,
+                            "broken": broken})
 
 
 def check(doc):
@@ -31,6 +36,12 @@ def test_ping_and_handler_results():
     assert ack["ok"] and ack["id"] == "c1" and ack["result"] == {"pong": True}
     ack = check(COMMANDS.handle(b'{"id": "c2", "cmd": "get_config", "args": {}}'))
     assert ack["result"] == {"x": 1}
+
+
+def test_a_failing_handler_is_acked_with_the_commands_id():
+    ack = check(COMMANDS.handle(b'{"id": "c9", "cmd": "broken"}'))
+    assert not ack["ok"] and ack["id"] == "c9" and ack["cmd"] == "broken"
+    assert ack["error"]["code"] == "internal" and "KeyError" in ack["error"]["message"]
 
 
 def test_errors_have_codes():

@@ -13,6 +13,7 @@ from edge_agent.config import (
     LoiteringRule,
     TamperRule,
 )
+from edge_agent.config import Rule as RuleConfig
 from edge_agent.events.base import Rule
 from edge_agent.events.crowding import Crowding
 from edge_agent.events.fall import Fall
@@ -22,26 +23,40 @@ from edge_agent.events.loitering import Loitering
 from edge_agent.events.tamper import Tamper
 from edge_agent.events.zones import Line, Zone
 
-__all__ = ["build_rules"]
+__all__ = ["build_rule", "build_rules", "rule_geometry"]
 
 
 def build_rules(config: Config) -> list[Rule]:
-    """One rule object per `config.rules` entry, in config order, with zone and line names
-    resolved to geometry (the config has already checked that they exist)."""
-    zones = {z.name: Zone.from_config(z) for z in config.zones}
-    lines = {ln.name: Line.from_config(ln) for ln in config.lines}
-    rules: list[Rule] = []
-    for r in config.rules:
-        if isinstance(r, IntrusionRule):
-            rules.append(Intrusion(r, zones[r.zone]))
-        elif isinstance(r, LineCrossingRule):
-            rules.append(LineCrossing(r, lines[r.line]))
-        elif isinstance(r, LoiteringRule):
-            rules.append(Loitering(r, zones[r.zone]))
-        elif isinstance(r, CrowdingRule):
-            rules.append(Crowding(r, zones[r.zone]))
-        elif isinstance(r, FallRule):
-            rules.append(Fall(r))
-        elif isinstance(r, TamperRule):
-            rules.append(Tamper(r))
-    return rules
+    """One rule object per `config.rules` entry, in config order."""
+    return [build_rule(config, r) for r in config.rules]
+
+
+def build_rule(config: Config, r: RuleConfig) -> Rule:
+    """The rule's state machine, its zone or line name resolved to geometry (the config has
+    already checked that they exist). A fall rule with a model loads it here."""
+    zones = {z.name: z for z in config.zones}
+    lines = {ln.name: ln for ln in config.lines}
+    if isinstance(r, IntrusionRule):
+        return Intrusion(r, Zone.from_config(zones[r.zone]))
+    if isinstance(r, LineCrossingRule):
+        return LineCrossing(r, Line.from_config(lines[r.line]))
+    if isinstance(r, LoiteringRule):
+        return Loitering(r, Zone.from_config(zones[r.zone]))
+    if isinstance(r, CrowdingRule):
+        return Crowding(r, Zone.from_config(zones[r.zone]))
+    if isinstance(r, FallRule):
+        return Fall(r)
+    if isinstance(r, TamperRule):
+        return Tamper(r)
+    raise TypeError(f"no rule for {type(r).__name__}")
+
+
+def rule_geometry(config: Config, r: RuleConfig) -> object:
+    """The zone or line a rule watches, as config data (None for rules that watch none)."""
+    name = getattr(r, "zone", None)
+    if name is not None:
+        return next(z.model_dump(mode="json") for z in config.zones if z.name == name)
+    name = getattr(r, "line", None)
+    if name is not None:
+        return next(ln.model_dump(mode="json") for ln in config.lines if ln.name == name)
+    return None

@@ -101,9 +101,11 @@ class Uplink:
         """Orders the birth message against set_status from other threads: without it a
         change made while the birth is being sent would be lost until the next change."""
         self._status_live = False
+        # A persistent session: the broker keeps the command subscription and queues QoS 1
+        # commands sent while the node is offline, so they arrive when it is back.
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"{ident.site}-{ident.node}",
-                                   clean_session=True)
+                                   clean_session=False)
         self._client.max_inflight_messages_set(WINDOW)
         self._client.max_queued_messages_set(0)
         # paho doubles the delay from min to max with no jitter of its own; a random base per
