@@ -1026,7 +1026,7 @@ venv_root() { # the agent in DIR/opt/safecity-edge/venv
     step "$venv/bin/pip" install --quiet --no-deps --force-reinstall "${idx[@]}" "$WHEEL_DEST"
   fi
   section "check: the installed agent accepts the generated config"
-  step "$venv/bin/edge-agent" check-config "$ROOT/etc/safecity-edge/node.toml"
+  step "$venv/bin/edge-agent" check-config --root "$ROOT" "$ROOT/etc/safecity-edge/node.toml"
 }
 
 enable_root() {

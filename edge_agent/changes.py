@@ -9,7 +9,9 @@ changes are set aside. The pipeline never meets a config that has not been built
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edge_agent.config import (
@@ -126,3 +128,29 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -
         elif a != b:
             out.append(path)
     return out
+
+
+def host_problems(config: Config) -> list[str]:
+    """What the node needs from the machine it runs on: a state directory it can write
+    (boot counter, spool, snapshots) and TLS files it can read."""
+    problems: list[str] = []
+    state = config.node.state_dir
+    existing = next((p for p in (state, *state.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        problems.append(f"node.state_dir: {state}: {existing} is not a directory")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == state else f"cannot be made ({existing} is " \
+            "not writable)"
+        problems.append(f"node.state_dir: {state} {what} by this user (uid {os.getuid()})")
+    tls = config.mqtt.tls
+    if tls is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path: Path | None = getattr(tls, name)
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                problems.append(f"mqtt.tls.{name}: {path}: {exc.strerror or exc}")
+    return problems

@@ -26,11 +26,61 @@ def _load(path: Path) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    cfg = _load(Path(args.config))
+    """Everything `run` would load, without running: the file, the stored remote changes,
+    the model and the labels the rules watch, and what the node needs from the host."""
+    from edge_agent import changes, control
+    from edge_agent.changes import BuildError
+
+    path = Path(args.config)
+    cfg = _load(path)
     if cfg is None:
         return 2
-    print(f"{args.config}: ok (node {cfg.node.site}/{cfg.node.id}, {len(cfg.rules)} rules)")
+    if args.root:
+        cfg = _reroot(cfg, Path(args.root))
+    problems: list[str] = []
+    try:
+        changes.build(cfg)
+    except BuildError as exc:
+        problems += exc.problems
+    merged, problem = control.with_overrides(cfg, path)
+    aside = "(run sets the stored changes aside and starts on the file alone)"
+    if problem is not None:
+        problems.append(f"{problem} {aside}")
+    elif merged is not cfg and not problems:
+        try:
+            changes.build(merged)
+        except BuildError as exc:
+            where = control.overrides_path(cfg)
+            problems += [f"{where}: {line} {aside}" for line in exc.problems]
+    problems += changes.host_problems(merged)
+    for line in problems:
+        print(f"{path}: {line}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"{path}: ok (node {cfg.node.site}/{cfg.node.id}, {len(merged.rules)} rules"
+          f"{', with stored remote changes' if merged is not cfg else ''})")
     return 0
+
+
+def _reroot(cfg: Config, root: Path) -> Config:
+    """The config as seen from an image being prepared under `root`: absolute paths (model,
+    labels, fall models, state directory, TLS files) are taken inside it."""
+    from edge_agent.config import FallRule
+
+    def under(p: Path | None) -> Path | None:
+        return root / p.relative_to("/") if p is not None and p.is_absolute() else p
+
+    det = cfg.detector.model_copy(update={"model": under(cfg.detector.model),
+                                          "labels": under(cfg.detector.labels)})
+    rules = [r.model_copy(update={"model": under(r.model)}) if isinstance(r, FallRule) else r
+             for r in cfg.rules]
+    node = cfg.node.model_copy(update={"state_dir": under(cfg.node.state_dir)})
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        tls = tls.model_copy(update={k: under(getattr(tls, k))
+                                     for k in ("ca_file", "cert_file", "key_file")})
+    mqtt = cfg.mqtt.model_copy(update={"tls": tls})
+    return cfg.model_copy(update={"detector": det, "rules": rules, "node": node, "mqtt": mqtt})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,10 +118,18 @@ def _run(args: argparse.Namespace) -> int:
         for line in exc.problems:
             print(f"{path}: {line}", file=sys.stderr)
         return 2
+    problems = changes.host_problems(cfg)
+    for line in problems:
+        print(f"{path}: {line}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         agent = Agent(cfg, path, built, remote)
     except (ModelError, GpioError, ValueError) as exc:
         print(f"{path}: {exc}" if isinstance(exc, GpioError) else str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:  # the state directory or a TLS file went away since the check
+        print(f"{path}: cannot start: {exc}", file=sys.stderr)
         return 2
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -266,10 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the camera node until stopped")
     run.add_argument("--config", required=True, help="node config (TOML)")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_run)
-    check = sub.add_parser("check-config", help="validate a node config file")
+    check = sub.add_parser("check-config", help="check a node config as run would load it: "
+                                                "schema, stored remote changes, model, labels, "
+                                                "state directory, TLS files")
     check.add_argument("config")
+    check.add_argument("--root", help="take the config's absolute paths inside this directory "
+                                      "(an image being prepared, as flash.sh pi --root does)")
     check.set_defaults(func=_check_config)
     models = sub.add_parser("models", help="list, fetch, verify, quantize catalog models, or "
                                             "make a dynamic-size copy of one")

@@ -67,6 +67,20 @@ class TlsConfig(_Model):
         return self
 
 
+def _reconnect_order(model: Any) -> Any:
+    if model.reconnect_min_s > model.reconnect_max_s:
+        raise ValueError(f"reconnect_min_s ({model.reconnect_min_s}) is above reconnect_max_s "
+                         f"({model.reconnect_max_s})")
+    return model
+
+
+def _area(points: list[Point]) -> float:
+    """Shoelace area: zero for points on one line, however many."""
+    n = len(points)
+    return abs(sum(points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0]
+                   * points[i][1] for i in range(n))) / 2.0
+
+
 class MqttConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -78,6 +92,25 @@ class MqttConfig(_Model):
     topic_prefix: str = "safecity/v1"
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
+
+    _order = model_validator(mode="after")(_reconnect_order)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        """Published topics start with it: MQTT forbids wildcards there, an empty level
+        splits the tree, and `$` topics belong to the broker."""
+        if not v or len(v) > 128:
+            raise ValueError("must be 1-128 characters")
+        bad = sorted({c for c in v if c in "#+\0" or ord(c) < 32})
+        if bad:
+            raise ValueError(f"must not contain {', '.join(map(repr, bad))} (MQTT wildcards "
+                             "and control characters are not allowed in published topics)")
+        if v.startswith("$"):
+            raise ValueError("must not start with '$' (topics of the broker itself)")
+        if "" in v.split("/"):
+            raise ValueError("must not start or end with '/' or contain '//' (empty levels)")
+        return v
 
 
 class CameraConfig(_Model):
@@ -96,6 +129,8 @@ class CameraConfig(_Model):
     height: int | None = Field(None, gt=0)
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+
+    _order = model_validator(mode="after")(_reconnect_order)
 
 
 class DetectorConfig(_Model):
@@ -124,6 +159,16 @@ class DetectorConfig(_Model):
     """Labels file (one per line); default: model metadata, else COCO for 80-class models."""
     classes: list[str] | None = None
     """Keep only these labels; None keeps all."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list would keep no detection; leave it out to keep "
+                             "every class")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("lists a class twice")
+        return v
     min_box_area: float = Field(0.0, ge=0)
     max_box_area: float | None = Field(None, gt=0)
     """Box area bounds in source-frame pixels."""
@@ -188,6 +233,8 @@ class ZoneConfig(_Model):
     def _polygon(cls, v: list[Point]) -> list[Point]:
         if len(v) < 3:
             raise ValueError("polygon needs at least 3 points")
+        if _area(v) < 1.0:
+            raise ValueError("polygon has no area (its points lie on one line)")
         return v
 
 
@@ -285,6 +332,9 @@ class SnapshotConfig(_Model):
         for i, poly in enumerate(v):
             if len(poly) < 3:
                 raise ValueError(f"privacy_zones[{i}]: polygon needs at least 3 points")
+            if _area(poly) < 1.0:
+                raise ValueError(f"privacy_zones[{i}]: polygon has no area (its points lie "
+                                 "on one line)")
         return v
 
 

@@ -151,7 +151,11 @@ class HealthServer:
         self.source = source
         self.stale_frames_s = stale_frames_s
         self._started = time.monotonic()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        except OSError as exc:
+            raise ValueError(f"health.port: cannot listen on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="health-http",
                                         daemon=True)

@@ -132,6 +132,11 @@ def test_installed_agent_accepts_the_generated_config(installed: dict[str, Any])
     r = subprocess.run([str(venv / "bin/edge-agent"), "check-config",
                         str(root / "etc/safecity-edge/node.toml")],
                        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "detector.model: /var/lib/safecity-edge/models/" in r.stderr, \
+        "outside the image the model path leads nowhere, and check-config says so"
+    r = subprocess.run([str(venv / "bin/edge-agent"), "check-config", "--root", str(root),
+                        str(root / "etc/safecity-edge/node.toml")],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert f"ok (node {SITE}/{NODE}, 0 rules)" in r.stdout
     # and it is the installed copy that runs, not this checkout (cwd: `-c` puts it first)
