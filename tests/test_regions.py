@@ -197,6 +197,7 @@ def agent_for(tmp: Path, model: Path, clip: Path, **sections: dict[str, object])
 def test_a_still_scene_runs_the_detector_only_on_refresh(tmp_path, yolox_path, vtest_path,
                                                          regions):
     agent = agent_for(tmp_path, yolox_path, vtest_path, motion={"refresh_s": 2.0},
+                      tracker={"max_age_s": 6.0},
                       regions={"enabled": regions})
     still = read(vtest_path, 300, 1)[0]
     try:
