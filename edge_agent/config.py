@@ -379,6 +379,17 @@ class GpioConfig(_Model):
                    (self.status_led, self.relay, self.sos_button, self.tamper_switch))
 
 
+class SpoolConfig(_Model):
+    """Bounds of the store-and-forward spool (state_dir/spool.db). Over them it drops
+    telemetry first, then snapshots, then events, oldest first, and counts the drops."""
+
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Payload bytes held at most (64 MiB: about 200 000 events without snapshots)."""
+    max_age_s: float = Field(7 * 24 * 3600.0, gt=0)
+    """A message held longer than this (counted while the agent runs, never by the wall
+    clock) is dropped."""
+
+
 class HealthConfig(_Model):
     port: int | None = Field(None, ge=1, le=65535)
     """Local HTTP health and Prometheus endpoint on 127.0.0.1; None (default) is off."""
@@ -406,6 +417,7 @@ class Config(_Model):
     rules: list[Rule] = []
     snapshot: SnapshotConfig = SnapshotConfig()
     gpio: GpioConfig = GpioConfig()
+    spool: SpoolConfig = SpoolConfig()
     health: HealthConfig = HealthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
 

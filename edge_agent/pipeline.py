@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__, changes, control
+from edge_agent.atomic import write_atomic
 from edge_agent.capture import FrameGrabber, open_source
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.changes import Built
@@ -83,6 +85,28 @@ class _Pending:
     """None: the gate skipped the detector for this frame."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Emit:
+    """An event to number, store and announce, and where it came from."""
+
+    ev: RuleEvent
+    frame: Frame | None
+    source: int | str
+    ts: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    ts: float
+    event_id: str
+    seq: int
+    due: tuple[str, list[Any]] | None
+    """The snapshot the event names, to render once it is stored: (event_id, boxes)."""
+
+
 @dataclass(frozen=True)
 class _InputEvent:
     """An event from outside the frame path (GPIO inputs)."""
@@ -124,7 +148,8 @@ class Agent:
         self.stats = Stats()
         self._next_rule_id = 0
         self._apply_rooms(config, built)
-        self.spool = Spool(node.state_dir / "spool.db")
+        self.spool = Spool(node.state_dir / "spool.db", config.spool.max_bytes,
+                           config.spool.max_age_s)
         self.commands = Commands(self.ident, control.handlers(self))
         self.discovery: Discovery | None = None
         if config.discovery.enabled:
@@ -277,12 +302,9 @@ class Agent:
     def _close_rules(self, reason: str) -> None:
         """End every open event of the rules, saying why (contract: `reason` on `end`)."""
         now = time.monotonic()
-        ended = [(i, ev) for i, rule in zip(self._rule_ids, self.rules, strict=True)
-                 for ev in rule.close(now)]
-        if ended:
-            with self.spool.batch():
-                for i, ev in ended:
-                    self._emit(ev, self._last_frame, i, reason=reason)
+        self._emit_all([_Emit(ev, self._last_frame, i, reason=reason)
+                        for i, rule in zip(self._rule_ids, self.rules, strict=True)
+                        for ev in rule.close(now)])
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping: flushing events")
@@ -291,9 +313,9 @@ class Agent:
         self._close_rules("shutdown")
         now = time.time()
         for name, started in list(self._open_inputs.items()):
-            self._emit(RuleEvent("tamper_switch", "end", "warning", f"tamper_switch:{name}",
-                                 {"input": name}, max(now - started, 0.0)),
-                       None, "input", ts=now, reason="shutdown")
+            self._emit_all([_Emit(RuleEvent(
+                "tamper_switch", "end", "warning", f"tamper_switch:{name}", {"input": name},
+                max(now - started, 0.0)), None, "input", ts=now, reason="shutdown")])
         self._open_inputs.clear()
         self._publish_telemetry()
         self.uplink.stop("restart" if self._exit_code == EXIT_RESTART else "shutdown")
@@ -352,26 +374,60 @@ class Agent:
                                             for ev in rule.update(scene)]
         if not out:
             return []
-        with self.spool.batch():
-            shots = [self._emit(ev, frame, i) for i, ev in out]
+        due = self._emit_all([_Emit(ev, frame, i) for i, ev in out])
         # The events are committed and on their way; their snapshots follow them. Rendering
         # (redact, draw, JPEG) costs more than the rest of the frame's work after inference
         # (2.3 ms here, about 15 ms on a Pi 4), and an operator wants the alarm first.
-        due = [shot for shot in shots if shot is not None]
         if due:
-            with self.spool.batch():
-                for name, boxes in due:
-                    self._snapshot(name, frame, boxes)
+            try:
+                with self.spool.batch():
+                    for name, boxes in due:
+                        self._snapshot(name, frame, boxes)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("event=snapshot_failed reason=%r snapshots=%d", str(exc), len(due))
         return [ev for _, ev in out]
 
-    def _emit(self, ev: RuleEvent, frame: Frame | None, source: int | str,
-              ts: float | None = None, reason: str | None = None
-              ) -> tuple[str, list[Any]] | None:
-        """`source` (the rule's index, or the input's name) keeps two rules that watch the
-        same thing from sharing one event's lifecycle; `reason` says why an `end` came
-        other than the thing ending. Returns the snapshot the event names and the caller
-        must render once the event is stored: (event_id, boxes)."""
-        event_id, seq = self.numbering.number(f"{source}/{ev.key}", ev.phase)
+    def _emit_all(self, items: list[_Emit]) -> list[tuple[str, list[Any]]]:
+        """Number the events, store them together (one transaction: one sync for a frame's
+        events) and hand them to the uplink; only then drive the pins and log them, so a
+        fault there can neither lose a stored event nor break the numbering. Returns the
+        snapshots the events name, for the caller to render: (event_id, boxes).
+
+        A spool that cannot be written (a full or failing SD card) must not cost the alarm:
+        the events then go to paho directly, without durability, and the failure is logged."""
+        if not items:
+            return []
+        made = [self._message(item) for item in items]
+        try:
+            with self.spool.batch():
+                for m in made:
+                    self.uplink.publish("event", m.topic, m.payload, 1, created=m.ts)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("event=spool_write_failed reason=%r events=%d sent=unspooled", str(exc),
+                      len(made))
+            for m in made:
+                self.uplink.publish_unspooled(m.topic, m.payload, 1)
+        for item, m in zip(items, made, strict=True):
+            self.stats.events += 1
+            ev = item.ev
+            log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s%s", ev.type,
+                     ev.phase, m.event_id, m.seq, ev.severity, ev.details,
+                     f" reason={item.reason}" if item.reason else "")
+            if self.gpio is not None:
+                try:
+                    self.gpio.on_event(ev.type, ev.phase, m.event_id)
+                except Exception as exc:  # a pin fault must not stop the next alarm
+                    log.exception("event=gpio_failed type=%s phase=%s reason=%r", ev.type,
+                                  ev.phase, str(exc))
+        return [m.due for m in made if m.due is not None]
+
+    def _message(self, item: _Emit) -> _Message:
+        """`item.source` (the rule's id, or "input") keeps two rules that watch the same
+        thing from sharing one event's lifecycle; `item.reason` says why an `end` came
+        other than the thing ending."""
+        ev, frame = item.ev, item.frame
+        event_id, seq = self.numbering.number(f"{item.source}/{ev.key}", ev.phase)
+        ts = item.ts
         if ts is None:
             ts = frame.captured_at if frame is not None and ev.phase != "end" else time.time()
         due = None
@@ -380,16 +436,8 @@ class Agent:
             due = (event_id, ev.boxes)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
                              ev.details, ev.duration_s,
-                             self._snapshot_ref(event_id) if due else None, reason)
-        self.uplink.publish("event", self.topics.event(ev.type), messages.dumps(doc), 1,
-                            created=ts)
-        self.stats.events += 1
-        if self.gpio is not None:
-            self.gpio.on_event(ev.type, ev.phase, event_id)
-        log.info("event=%s phase=%s event_id=%s seq=%d severity=%s details=%s%s", ev.type,
-                 ev.phase, event_id, seq, ev.severity, ev.details,
-                 f" reason={reason}" if reason else "")
-        return due
+                             self._snapshot_ref(event_id) if due else None, item.reason)
+        return _Message(self.topics.event(ev.type), messages.dumps(doc), ts, event_id, seq, due)
 
     def _snapshot_ref(self, name: str) -> dict[str, Any]:
         """Where snapshot `name` will be: the topic it is published on, or its file."""
@@ -416,8 +464,13 @@ class Agent:
             self.uplink.publish("snapshot", ref["topic"], jpeg, 1, created=frame.captured_at)
         else:
             path = Path(ref["topic"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(jpeg)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, jpeg)
+            except OSError as exc:  # a full or read-only card: the event is out already
+                log.warning("event=snapshot_failed name=%s path=%s reason=%r", name, path,
+                            exc.strerror or str(exc))
+                return None
         return ref | {"bytes": len(jpeg)}
 
     # -- inputs, status, telemetry --------------------------------------------------------
@@ -444,7 +497,7 @@ class Agent:
                 duration = max(item.at - started, 0.0)
             ev = RuleEvent(item.type, item.phase, severity,  # type: ignore[arg-type]
                            f"{item.type}:{item.input}", {"input": item.input}, duration)
-            self._emit(ev, None, "input", ts=item.at)
+            self._emit_all([_Emit(ev, None, "input", ts=item.at)])
 
     def _on_connect(self, client: Any) -> None:
         if self.discovery is not None:
@@ -539,11 +592,9 @@ class Agent:
             ids.append(rid)
         retired = [(rid, rule) for pairs in running.values() for rid, rule in pairs]
         now = time.monotonic()
-        ended = [(rid, ev) for rid, rule in retired for ev in rule.close(now)]
-        if ended:  # old rules' events end before new ones start
-            with self.spool.batch():
-                for rid, ev in ended:
-                    self._emit(ev, self._last_frame, rid, reason="config_change")
+        # old rules' events end before new ones start
+        self._emit_all([_Emit(ev, self._last_frame, rid, reason="config_change")
+                        for rid, rule in retired for ev in rule.close(now)])
         self.rules, self._rule_ids, self._rule_keys = rules, ids, list(built.keys)
         self._rooms_config = config
         log.info("event=config_applied sections=%s rules_kept=%d rules_replaced=%d",

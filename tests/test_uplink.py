@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from edge_agent.config import MqttConfig
 from edge_agent.uplink import messages
@@ -141,3 +144,60 @@ def test_spool_drops_telemetry_before_events_and_counts(tmp_path):
     spool.close()
     reopened = Spool(tmp_path / "s.db", max_bytes=10_000)
     assert reopened.dropped()["telemetry"] == 3 and reopened.depth() == 10
+
+
+class FakeMonotonic:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_spool_retention_follows_the_spool_clock_never_the_wall_clock(tmp_path, monkeypatch):
+    """A Pi without an RTC stores events stamped 1970 during an outage; NTP then steps the
+    wall clock decades forward. Retention must not see either."""
+    mono = FakeMonotonic(50.0)
+    spool = Spool(tmp_path / "s.db", max_age_s=3600, monotonic=mono)
+    spool.put("event", "t/e", b"from 1970", 1, created=1.0)
+    mono.t += 600
+    monkeypatch.setattr(time, "time", lambda: 4.0e9)  # NTP arrives: year 2096
+    spool.put("event", "t/e", b"after the step", 1)
+    assert spool.depth() == 2 and spool.dropped()["event"] == 0
+    spool.close()
+
+    mono = FakeMonotonic(3.0)  # a reboot: the monotonic clock starts again
+    spool = Spool(tmp_path / "s.db", max_age_s=3600, monotonic=mono)
+    assert spool.clock() == pytest.approx(600.0)  # the spool clock carried on
+    mono.t += 2900  # the first event has now been held 3500 s
+    spool.put("telemetry", "t/t", b"x", 0)
+    assert spool.depth() == 3
+    mono.t += 200  # 3700 s: past max_age_s, the second only 3100 s
+    spool.put("telemetry", "t/t", b"y", 0)
+    assert [r.payload for r in spool.after(0, 10)] == [b"after the step", b"x", b"y"]
+    assert spool.dropped()["event"] == 1
+    spool.close()
+
+
+def test_a_spool_from_before_the_spool_clock_opens_with_its_messages(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+            topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+            retain INTEGER NOT NULL, created REAL NOT NULL);
+        CREATE TABLE dropped (kind TEXT PRIMARY KEY, count INTEGER NOT NULL);
+        CREATE INDEX spool_kind_created ON spool (kind, created);
+        INSERT INTO spool (kind, topic, payload, qos, retain, created)
+            VALUES ('event', 't/e', x'7b7d', 1, 0, 1.0);
+        """)
+    db.commit()
+    db.close()
+    spool = Spool(path, max_age_s=60)
+    spool.put("event", "t/e", b"new", 1)
+    rows = spool.after(0, 10)
+    assert [r.payload for r in rows] == [b"{}", b"new"]
+    spool.ack(*(r.id for r in rows))
+    assert spool.depth() == 0 and spool.bytes == 0
+    spool.close()

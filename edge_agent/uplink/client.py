@@ -134,6 +134,7 @@ class Uplink:
         self._gen = 0
         self._connected_at = 0.0
         self._connected_since = 0.0
+        """Spool-clock time of the latest connection: messages stored before it waited."""
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[int, int]] = {}
@@ -169,6 +170,12 @@ class Uplink:
         """Store durably, then let the pump send it (in order, after earlier messages)."""
         self.spool.put(kind, topic, payload, qos, created=created)
         self._wake.set()
+
+    def publish_unspooled(self, topic: str, payload: bytes, qos: int) -> None:
+        """Straight to paho, when the spool cannot be written: kept in memory only, sent
+        when connected, lost by a restart. Better than not sending an alarm at all."""
+        with contextlib.suppress(ValueError, RuntimeError):
+            self._client.publish(topic, payload, qos=qos)
 
     def set_status(self, **extra: Any) -> None:
         """Merge extra fields into the retained birth message and republish it."""
@@ -220,7 +227,7 @@ class Uplink:
         self.failures.connected()
         self._gen += 1
         self._connected_at = time.monotonic()
-        self._connected_since = time.time()
+        self._connected_since = self.spool.clock()
         with self._status_lock:
             self._publish_status("online")
             self._status_live = True
@@ -280,15 +287,18 @@ class Uplink:
                                               error=("internal", "command handler failed")))
 
     def _drain_acks(self) -> None:
+        done: list[int] = []
         while True:
             try:
                 mid = self._acks.get_nowait()
             except queue.Empty:
-                return
+                break
             entry = self._inflight.pop(mid, None)
             if entry is not None:
-                self.spool.ack(entry[0])
-                self.delivered += 1
+                done.append(entry[0])
+        if done:
+            self.spool.ack(*done)
+            self.delivered += len(done)
 
     def _run_pump(self) -> None:
         while not self._stopping.is_set():
@@ -325,7 +335,7 @@ class Uplink:
     def _send(self, rows: list[Spooled], gen: int) -> None:
         for row in rows:
             payload = row.payload
-            if row.kind != "snapshot" and row.created < self._connected_since:
+            if row.kind != "snapshot" and row.stored < self._connected_since:
                 payload = _mark_historical(payload)
             info = self._client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS and row.qos == 0:

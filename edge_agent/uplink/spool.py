@@ -1,7 +1,11 @@
 """Durable store-and-forward queue (SQLite in WAL mode) between the agent and the broker.
 
 A message is written here before it is published and deleted only when the broker has
-acknowledged it, so neither a broker outage nor a crash loses it. It never publishes."""
+acknowledged it, so neither a broker outage nor a crash loses it. It never publishes.
+
+Age is measured on the spool's own clock, never the wall clock: a Pi without an RTC boots
+in 1970 (or at its last fake-hwclock save) and NTP steps the clock by years once the
+network is back, exactly when an outage's events are waiting here."""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Drop order when the spool is over its bounds: cheapest loss first.
 KINDS = ("telemetry", "snapshot", "event")
@@ -26,14 +31,22 @@ class Spooled:
     qos: int
     retain: bool
     created: float
+    """Wall-clock time the message speaks of (its `ts`); never used for retention."""
+    stored: float
+    """Spool-clock seconds when it was stored."""
 
 
 class Spool:
     """Bounded by total payload bytes and by age; drops telemetry, then snapshots, then
-    events, oldest first, and counts every drop (persisted, reported in telemetry)."""
+    events, oldest first, and counts every drop (persisted, reported in telemetry).
+
+    The spool clock counts the seconds the spool has been open, across restarts (monotonic
+    within a run, carried over in the database): a message's age is how long the node has
+    held it while running, whatever the wall clock did meanwhile."""
 
     def __init__(self, path: Path, max_bytes: int = 64 * 1024 * 1024,
-                 max_age_s: float = 7 * 24 * 3600) -> None:
+                 max_age_s: float = 7 * 24 * 3600,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
@@ -51,12 +64,22 @@ class Spool:
                     qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL);
                 CREATE TABLE IF NOT EXISTS dropped (
                     kind TEXT PRIMARY KEY, count INTEGER NOT NULL);
-                CREATE INDEX IF NOT EXISTS spool_kind_created ON spool (kind, created);
+                CREATE TABLE IF NOT EXISTS clock (
+                    id INTEGER PRIMARY KEY CHECK (id = 1), seconds REAL NOT NULL);
                 """
             )
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(spool)")}
+            if "stored" not in columns:  # a spool written before the spool clock
+                self._db.execute("ALTER TABLE spool ADD COLUMN stored REAL NOT NULL DEFAULT 0")
+            self._db.execute("DROP INDEX IF EXISTS spool_kind_created")
+            self._db.execute("CREATE INDEX IF NOT EXISTS spool_kind_stored ON spool "
+                             "(kind, stored)")
+            row = self._db.execute("SELECT seconds FROM clock WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ValueError(f"{path}: spool database is unusable ({exc})") from None
+        self._monotonic = monotonic
+        self._clock_base = (float(row[0]) if row else 0.0) - monotonic()
         self._bytes = int(self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
 
@@ -70,10 +93,10 @@ class Spool:
             self._db.execute("BEGIN")
             try:
                 yield
+                self._save_clock()
             except BaseException:
                 self._db.execute("ROLLBACK")
-                self._bytes = int(self._db.execute(
-                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
+                self._recount()
                 raise
             self._db.execute("COMMIT")
 
@@ -82,38 +105,67 @@ class Spool:
         if kind not in KINDS:
             raise ValueError(f"spool kind must be one of {KINDS}, not {kind!r}")
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO spool (kind, topic, payload, qos, retain, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, topic, payload, qos, int(retain), created or time.time()))
-            self._bytes += len(payload)
-            self._enforce_bounds()
+            nested = self._db.in_transaction
+            if not nested:
+                self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO spool (kind, topic, payload, qos, retain, created, stored) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (kind, topic, payload, qos, int(retain), created or time.time(),
+                     self.clock()))
+                self._bytes += len(payload)
+                self._enforce_bounds()
+                if not nested:
+                    self._save_clock()
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if not nested and self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                    self._recount()
+                raise
             return int(cur.lastrowid or 0)
+
+    def clock(self) -> float:
+        """Spool-clock seconds now."""
+        return self._clock_base + self._monotonic()
 
     def after(self, last_id: int, limit: int) -> list[Spooled]:
         """Messages with id > last_id, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, kind, topic, payload, qos, retain, created FROM spool "
-                "WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()
-        return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
+                f"SELECT {_COLUMNS} FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+                (last_id, limit)).fetchall()
+        return [_row(r) for r in rows]
 
     def get(self, ids: list[int]) -> list[Spooled]:
         with self._lock:
             q = ",".join("?" * len(ids))
             rows = self._db.execute(
-                "SELECT id, kind, topic, payload, qos, retain, created FROM spool "
-                f"WHERE id IN ({q}) ORDER BY id", ids).fetchall()
-        return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
+                f"SELECT {_COLUMNS} FROM spool WHERE id IN ({q}) ORDER BY id", ids).fetchall()
+        return [_row(r) for r in rows]
 
-    def ack(self, row_id: int) -> None:
+    def ack(self, *row_ids: int) -> None:
+        """Delete acknowledged messages, all in one transaction (one sync for a window of
+        PUBACKs: an ack lost to a power cut only means the message is sent again)."""
+        if not row_ids:
+            return
         with self._lock:
-            row = self._db.execute("SELECT LENGTH(payload) FROM spool WHERE id = ?",
-                                   (row_id,)).fetchone()
-            if row is None:
-                return
-            self._db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
-            self._bytes -= int(row[0])
+            self._db.execute("BEGIN")
+            try:
+                for row_id in row_ids:
+                    row = self._db.execute("SELECT LENGTH(payload) FROM spool WHERE id = ?",
+                                           (row_id,)).fetchone()
+                    if row is None:
+                        continue
+                    self._db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+                    self._bytes -= int(row[0])
+                self._save_clock()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._recount()
+                raise
 
     def depth(self) -> int:
         with self._lock:
@@ -132,7 +184,18 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._save_clock()
             self._db.close()
+
+    def _save_clock(self) -> None:
+        self._db.execute("INSERT INTO clock (id, seconds) VALUES (1, ?) "
+                         "ON CONFLICT(id) DO UPDATE SET seconds = excluded.seconds",
+                         (self.clock(),))
+
+    def _recount(self) -> None:
+        self._bytes = int(self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
 
     def _count_drop(self, kind: str, n: int) -> None:
         if n:
@@ -144,13 +207,13 @@ class Spool:
         """Runs on every put: the age check reads the (kind, created) index, so its cost does
         not grow with the spool (without it, a put took 11 ms at 1000 rows, 20 ms at 3000:
         a broker outage slowed the pipeline thread more the longer it lasted)."""
-        cutoff = time.time() - self.max_age_s
+        cutoff = self.clock() - self.max_age_s
         for kind in KINDS:
             rows = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
-                "WHERE kind = ? AND created < ?", (kind, cutoff)).fetchone()
+                "WHERE kind = ? AND stored < ?", (kind, cutoff)).fetchone()
             if rows[0]:
-                self._db.execute("DELETE FROM spool WHERE kind = ? AND created < ?",
+                self._db.execute("DELETE FROM spool WHERE kind = ? AND stored < ?",
                                  (kind, cutoff))
                 self._bytes -= int(rows[1])
                 self._count_drop(kind, int(rows[0]))
@@ -164,3 +227,10 @@ class Spool:
                 self._db.execute("DELETE FROM spool WHERE id = ?", (row[0],))
                 self._bytes -= int(row[1])
                 self._count_drop(kind, 1)
+
+
+_COLUMNS = "id, kind, topic, payload, qos, retain, created, stored"
+
+
+def _row(r: tuple[Any, ...]) -> Spooled:
+    return Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6], r[7])
