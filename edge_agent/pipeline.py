@@ -38,7 +38,7 @@ from edge_agent.service import Notifier, Watchdog
 from edge_agent.snapshot import redacted, render_snapshot
 from edge_agent.track import Tracker
 from edge_agent.uplink import messages
-from edge_agent.uplink.boot import next_boot
+from edge_agent.uplink.boot import instance, next_boot
 from edge_agent.uplink.client import Uplink
 from edge_agent.uplink.discovery import Discovery, discovery_messages
 from edge_agent.uplink.messages import EventNumbering, Identity
@@ -142,7 +142,8 @@ class Agent:
         79 fps either way), so its frames go one at a time and events are not delayed by
         the next frame's inference."""
         self.boot = next_boot(node.state_dir)
-        self.ident = Identity(node.site, node.id, "camera", self.boot)
+        self.ident = Identity(node.site, node.id, "camera", self.boot,
+                              instance(node.state_dir))
         self.topics = Topics(config.mqtt.topic_prefix, node.site, node.id)
         self.numbering = EventNumbering(self.ident)
         self.stats = Stats()

@@ -29,6 +29,15 @@ class Identity:
     node: str
     kind: str
     boot: int
+    instance: str | None = None
+    """Made once when the node's state directory is created (`uplink.boot.instance`): a
+    wiped or reinstalled node counts boots from 1 again under a new instance, so its event
+    ids never repeat ones a back end has already seen."""
+
+    def event_id(self, seq: int) -> str:
+        if self.instance is None:
+            return f"{self.node}-{self.boot}-{seq}"
+        return f"{self.node}-{self.instance}-{self.boot}-{seq}"
 
     def header(self, ts: float) -> dict[str, Any]:
         return {"v": CONTRACT_VERSION, "site": self.site, "node": self.node, "ts": utc_iso(ts)}
@@ -38,6 +47,8 @@ def status(ident: Identity, ts: float, state: str, reason: str | None = None,
            **extra: Any) -> dict[str, Any]:
     doc = ident.header(ts) | {"state": state, "kind": ident.kind, "boot": ident.boot,
                               "version": __version__}
+    if ident.instance is not None:
+        doc["instance"] = ident.instance
     if reason:
         doc["reason"] = reason
     doc.update({k: v for k, v in extra.items() if v is not None})
@@ -72,7 +83,7 @@ class EventNumbering:
     def number(self, key: str, phase: str) -> tuple[str, int]:
         self.seq += 1
         if phase in ("start", "instant") or key not in self._open:
-            event_id = f"{self.ident.node}-{self.ident.boot}-{self.seq}"
+            event_id = self.ident.event_id(self.seq)
             if phase == "start":
                 self._open[key] = event_id
         else:
