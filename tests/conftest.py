@@ -44,3 +44,14 @@ def vtest_path() -> Path:
     if not p.exists():
         pytest.fail(f"{p} missing: the tests need ../shared/media (see its README)")
     return p
+
+
+@pytest.fixture(scope="session")
+def dynamic_path(yolox_path, tmp_path_factory) -> Path:
+    """The dynamic-input copy of YOLOX-Nano that flash.sh installs on a camera node."""
+    from edge_agent.detect.dynamic import make_dynamic
+
+    out = tmp_path_factory.mktemp("dynamic") / "yolox_nano_dynamic.onnx"
+    report = make_dynamic(yolox_path, out, timing_runs=1)
+    assert report.path == out and report.nominal == (416, 416)
+    return out

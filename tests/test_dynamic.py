@@ -24,14 +24,6 @@ CLI = [sys.executable, "-m", "edge_agent.cli", "models", "dynamic"]
 
 
 @pytest.fixture(scope="module")
-def dynamic_path(yolox_path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dynamic") / "yolox_nano_dynamic.onnx"
-    report = make_dynamic(yolox_path, out, timing_runs=1)
-    assert report.path == out and report.nominal == (416, 416)
-    return out
-
-
-@pytest.fixture(scope="module")
 def frame(vtest_path):
     return read_frames(vtest_path, 300, 1)[0]
 

@@ -120,7 +120,7 @@ class Detector:
         adapter = select(info, cfg.format)
         names = labels_mod.resolve(meta, cfg.labels, adapter.num_classes, path)
         backend = open_backend(cfg.backend, path, session, cfg.threads,
-                               [o.name for o in info.outputs])
+                               [o.name for o in info.outputs], (in_h, in_w))
         det = cls(cfg, backend, adapter, info, names, dtype, dynamic)
         det.infer(np.zeros((1, 3, in_h, in_w), dtype))  # the first run allocates: not on a frame
         log.info("event=detector_loaded model=%s format=%s input=%dx%d%s classes=%s "

@@ -17,15 +17,15 @@ BACKENDS = ("onnxruntime", "opencv")
 
 
 def open_backend(name: str, path: Path, session: ort.InferenceSession, threads: int,
-                 output_names: list[str]) -> Backend:
+                 output_names: list[str], input_hw: tuple[int, int]) -> Backend:
     """`session` is the onnxruntime session the model was inspected with: the onnxruntime
-    backend runs on it, the others let it go."""
+    backend runs on it, the others let it go. `input_hw` is the input the detector feeds
+    (a dynamic-input model's nominal size): OpenCV's trial run uses it, since a symbolic
+    height or width read as 1 breaks the graph's concatenations."""
     if name == "onnxruntime":
         return OrtBackend(session)
     if name == "opencv":
         from edge_agent.detect.backends.cvdnn import OpenCVBackend
 
-        shape = session.get_inputs()[0].shape
-        return OpenCVBackend(path, threads, output_names,
-                             tuple(d if isinstance(d, int) else 1 for d in shape))
+        return OpenCVBackend(path, threads, output_names, (1, 3, *input_hw))
     raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
