@@ -21,6 +21,10 @@ BLUR = (5, 5)
 """Smooths sensor noise and the aliasing of the cheap linear downscale."""
 
 
+MAX_BOXES = 16
+"""Separate motion boxes kept per frame; beyond it they become one (see `_boxes`)."""
+
+
 class MotionGate:
     """Running-average background subtraction on a downscaled gray frame."""
 
@@ -99,9 +103,15 @@ class MotionGate:
         return True
 
     def _boxes(self, full_width: int) -> list[Box]:
+        """At most MAX_BOXES boxes: motion in more places than that (rain, snow, leaves in
+        wind, a flickering light) is reported as one box around all of it, so the region
+        planner looks at the whole area instead of hundreds of specks."""
         cv2.dilate(self._mask, self._kernel, dst=self._mask, iterations=2)
         contours, _ = cv2.findContours(self._mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         scale = full_width / self._mask.shape[1]
+        if len(contours) > MAX_BOXES:
+            x, y, w, h = cv2.boundingRect(np.concatenate(contours))
+            return [(x * scale, y * scale, (x + w) * scale, (y + h) * scale)]
         boxes: list[Box] = []
         for c in contours:
             x, y, w, h = cv2.boundingRect(c)

@@ -30,6 +30,11 @@ The frame's own cost, not the whole-frame run's at the nominal size: a crop the 
 4:3 frame runs at 416x320, cheaper than 416x416, only because it drops the padding."""
 
 
+MAX_BOXES = 24
+"""Motion and track boxes a frame's plan merges at most (merge_crops is O(n^3)); more than
+that many separate things moving is a scene for the whole frame anyway."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What the detector is asked to do for one frame."""
@@ -80,6 +85,8 @@ class RegionPlanner:
         boxes = [*motion, *(t.swept(now) for t in tracks if _moving(t, motion))]
         if not boxes:
             return self._full(now, "nothing_moves")
+        if len(boxes) > MAX_BOXES:  # merging is cubic in the boxes: bound the frame's work
+            return self._full(now, "too_many")
         crops = merge_crops([self._crop(_grow(b, self.cfg.margin), width, height)
                              for b in boxes], self.cfg.max_regions,
                             lambda b: self._crop(b, width, height),

@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.config import MotionConfig
-from edge_agent.motion import MotionGate
+from edge_agent.motion import MAX_BOXES, MotionGate
 
 FPS = 10.0
 
@@ -59,6 +59,22 @@ def test_motion_boxes_are_where_something_moved() -> None:
     [(x1, y1, x2, y2)] = boxes
     assert x1 <= 500 <= 560 <= x2 and y1 <= 300 <= 460 <= y2
     assert x2 - x1 < 120 and y2 - y1 < 220  # close around it, not the whole frame
+
+
+def test_rain_is_one_box_around_it_not_hundreds_of_specks() -> None:
+    gate = MotionGate(MotionConfig())
+    rng = np.random.default_rng(3)
+    bg = np.full((576, 768, 3), 90, np.uint8)
+    for i in range(5):
+        gate.should_detect(frame(bg, i))
+    for i in range(5, 15):  # streaks of rain all over the frame
+        wet = bg.copy()
+        for x, y in zip(rng.integers(0, 760, 400), rng.integers(0, 540, 400), strict=True):
+            wet[y:y + 30, x:x + 3] = 230
+        run, boxes = gate.should_detect(frame(wet, i))
+        assert run and len(boxes) <= MAX_BOXES
+    [(x1, y1, x2, y2)] = boxes
+    assert x2 - x1 > 600 and y2 - y1 > 400, "one box around the rain"
 
 
 def test_a_still_scene_only_runs_on_refresh(clip: list[Image]) -> None:

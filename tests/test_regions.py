@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent import regions
 from edge_agent.capture.frame import Frame
 from edge_agent.config import DetectorConfig, RegionsConfig, load_config
 from edge_agent.detect.agreement import agree
@@ -65,6 +66,25 @@ def test_far_apart_movers_merge_to_the_budget_or_fall_back_to_the_whole_frame():
     assert two.regions is not None and len(two.regions) == 2
     one = planner(max_regions=1).plan(0.1, W, H, movers, [])
     assert one.regions is None and one.reason == "no_gain"  # one crop would be the frame
+
+
+def test_more_boxes_than_the_planner_merges_go_to_the_whole_frame(monkeypatch):
+    merged: list[int] = []
+    real = regions.merge_crops
+
+    def counting(crops, *args, **kwargs):
+        merged.append(len(crops))
+        return real(crops, *args, **kwargs)
+
+    monkeypatch.setattr(regions, "merge_crops", counting)
+    p = planner(max_regions=3)
+    specks = [(x, y, x + 4.0, y + 9.0) for x in range(0, 760, 40) for y in range(0, 560, 70)]
+    assert len(specks) > regions.MAX_BOXES
+    plan = p.plan(0.1, W, H, specks, [])
+    assert plan.regions is None and plan.reason == "too_many"
+    assert merged == [], "no merging of hundreds of boxes"
+    p.plan(0.2, W, H, specks[:regions.MAX_BOXES], [])
+    assert merged == [regions.MAX_BOXES]
 
 
 def test_tracks_are_covered_where_their_velocity_takes_them():
