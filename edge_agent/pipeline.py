@@ -25,18 +25,19 @@ from edge_agent.capture import FrameGrabber, open_source
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.changes import Built
 from edge_agent.commands import CommandError, Commands
-from edge_agent.config import Config, SnapshotConfig
+from edge_agent.config import Config, IntrusionRule, SnapshotConfig
 from edge_agent.detect.detector import Prepared
 from edge_agent.detect.pool import Done, InferencePool
 from edge_agent.detect.types import Detection
 from edge_agent.events.base import Rule, RuleEvent, Scene
+from edge_agent.events.zones import Zone
 from edge_agent.gpio import Gpio
 from edge_agent.health import HealthServer, MetricValue, host_metrics
 from edge_agent.motion import MotionGate
 from edge_agent.regions import Plan, RegionPlanner
 from edge_agent.service import Notifier, Watchdog
 from edge_agent.snapshot import redacted, render_snapshot
-from edge_agent.track import Tracker
+from edge_agent.track import Track, Tracker
 from edge_agent.uplink import messages
 from edge_agent.uplink.boot import instance, next_boot
 from edge_agent.uplink.client import Uplink
@@ -155,7 +156,8 @@ class Agent:
         self.discovery: Discovery | None = None
         if config.discovery.enabled:
             msgs = discovery_messages(self.topics, "camera", prefix=config.discovery.prefix,
-                                      event_types=self._event_types())
+                                      event_types=self._event_types(),
+                                      zones=self._watched_zones(config))
             self.discovery = Discovery(msgs, lambda *a: None, config.discovery.prefix)
         self.uplink = Uplink(config.mqtt, self.topics, self.ident, self.spool,
                              on_command=self.commands.handle, on_connect=self._on_connect)
@@ -202,10 +204,22 @@ class Agent:
         a live change, so its open events keep their event_id whatever its position."""
         self._rooms_config = config
         """The config the rooms were built from."""
+        self._zones = [Zone.from_config(z) for z in config.zones]
+        self._occupancy: dict[str, dict[str, int]] = {}
+        """Per zone, the confirmed tracks standing in it by label, as last published."""
 
     def _new_rule_id(self) -> int:
         self._next_rule_id += 1
         return self._next_rule_id
+
+    @staticmethod
+    def _watched_zones(config: Config) -> dict[str, list[str]]:
+        """Every zone, with the labels its intrusion rules watch (for discovery)."""
+        zones: dict[str, list[str]] = {z.name: [] for z in config.zones}
+        for rule in config.rules:
+            if isinstance(rule, IntrusionRule):
+                zones[rule.zone] = list(dict.fromkeys([*zones[rule.zone], *rule.labels]))
+        return zones
 
     def _event_types(self) -> list[str]:
         types: list[str] = [r.type for r in self.config.rules]
@@ -276,6 +290,7 @@ class Agent:
             # what the tracker and the motion gate hold is of a scene no longer seen
             self.gate = MotionGate(self.config.motion)
             self.tracker = Tracker(self.config.tracker)
+            self._update_occupancy([], time.time())
         elif not lost and self._camera_lost:
             self._camera_lost = False
             log.info("event=camera_watching")
@@ -368,6 +383,7 @@ class Agent:
             tracks = self.tracker.update(detections, frame.monotonic)
         else:
             tracks = self.tracker.coast(frame.monotonic)
+        self._update_occupancy(tracks, frame.captured_at)
         scene = Scene(frame=frame, tracks=tracks, detections=detections,
                       detected=plan is not None, now=frame.monotonic)
         out: list[tuple[int, RuleEvent]] = [(i, ev) for i, rule in zip(self._rule_ids,
@@ -500,9 +516,25 @@ class Agent:
                            f"{item.type}:{item.input}", {"input": item.input}, duration)
             self._emit_all([_Emit(ev, None, "input", ts=item.at)])
 
+    def _update_occupancy(self, tracks: list[Track], ts: float) -> None:
+        """Publish a zone's occupancy when it changes (retained: the latest wins)."""
+        for zone in self._zones:
+            labels: dict[str, int] = {}
+            for t in tracks:
+                if zone.contains(t.anchor):
+                    labels[t.label] = labels.get(t.label, 0) + 1
+            if self._occupancy.get(zone.name, {}) != labels or zone.name not in self._occupancy:
+                self._occupancy[zone.name] = labels
+                doc = messages.zone(self.ident, ts, zone.name, labels)
+                self.uplink.publish_state(self.topics.zone(zone.name), messages.dumps(doc))
+
     def _on_connect(self, client: Any) -> None:
         if self.discovery is not None:
             self.discovery.on_connect(client)
+        now = time.time()
+        for name, labels in list(self._occupancy.items()):  # the broker holds the latest
+            doc = messages.zone(self.ident, now, name, labels)
+            client.publish(self.topics.zone(name), messages.dumps(doc), qos=1, retain=True)
 
     def _on_camera_status(self, state: str) -> None:
         if state == "ended":
@@ -597,6 +629,8 @@ class Agent:
         self._emit_all([_Emit(ev, self._last_frame, rid, reason="config_change")
                         for rid, rule in retired for ev in rule.close(now)])
         self.rules, self._rule_ids, self._rule_keys = rules, ids, list(built.keys)
+        if "zones" in touched:
+            self._zones = [Zone.from_config(z) for z in config.zones]
         self._rooms_config = config
         log.info("event=config_applied sections=%s rules_kept=%d rules_replaced=%d",
                  ",".join(sorted(touched)) or "-", kept, len(rules) - kept)

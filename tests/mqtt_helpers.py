@@ -40,6 +40,8 @@ def schema_for(topic: str) -> str | None:
         return "ack"
     if tail == ["cmd"]:
         return "command"
+    if tail[0] == "zone":
+        return "zone"
     return None
 
 

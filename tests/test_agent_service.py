@@ -156,9 +156,14 @@ def test_camera_lost_mid_run_ends_its_events_keeps_the_watchdog_and_drops_the_re
                       gpio={"relay": 22, "relay_events": ["intrusion"], "relay_hold_s": 0.5})
     systemd = Systemd(tmp_path / "notify.sock")
     rec = Recorder(broker.host, broker.port, ["safecity/+/+/+/event/+",
-                                              "safecity/+/+/+/status"])
+                                              "safecity/+/+/+/status",
+                                              "safecity/+/+/+/zone/+"])
     agent = AgentProcess(cfg, tmp_path / "agent.log",
                          env=systemd.env() | {"GPIOZERO_PIN_FACTORY": "mock"})
+
+    def walkway() -> list[dict]:
+        return [x.json() for x in rec.messages if x.topic.endswith("/zone/walkway")]
+
 
     def events(phase: str) -> list[dict]:
         return [x.json() for x in rec.messages if "/event/" in x.topic
@@ -168,6 +173,7 @@ def test_camera_lost_mid_run_ends_its_events_keeps_the_watchdog_and_drops_the_re
         rec.wait_for(lambda m: events("start") and
                      any(e["type"] == "intrusion" for e in events("start")), 90)
         agent.wait_log("event=relay_on", 30)
+        rec.wait_for(lambda m: any(z["count"] > 0 for z in walkway()), 30)
         frames.rename(tmp_path / "unplugged")
         mark = time.monotonic()
         agent.wait_log("event=camera_lost", 30)
@@ -184,6 +190,7 @@ def test_camera_lost_mid_run_ends_its_events_keeps_the_watchdog_and_drops_the_re
         assert "event=relay_on" not in after
         lost_ends = [e for e in events("end") if e.get("reason") == "camera_lost"]
         assert lost_ends, events("end")
+        rec.wait_for(lambda m: walkway()[-1]["count"] == 0, 10)  # nobody is seen any more
         assert_watchdog_fed(systemd, 4, "while the camera is gone")
         systemd.wait(lambda: any("camera offline" in s for s in systemd.statuses(mark)), 10,
                      "STATUS camera offline")

@@ -9,10 +9,13 @@ import threading
 import time
 from typing import Any
 
+import jinja2
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_agent.uplink import messages
 from edge_agent.uplink.discovery import KIND_EVENTS, Discovery, discovery_messages
+from edge_agent.uplink.messages import Identity
 from edge_agent.uplink.topics import Topics
 from sim.broker import MosquittoBroker
 from tests.mqtt_helpers import Recorder, schema_for, validator
@@ -125,6 +128,47 @@ def test_narrowed_to_configured_rules_and_bad_input_rejected() -> None:
         discovery_messages(topics, "toaster")
     with pytest.raises(ValueError, match="no entity mapping"):
         discovery_messages(topics, "camera", event_types=["earthquake"])
+
+
+def render(template: str, doc: dict[str, Any]) -> str:
+    """A template as Home Assistant renders it (Jinja, `value_json`, its `to_json`)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["to_json"] = json.dumps
+    return env.from_string(template).render(value_json=doc, value=json.dumps(doc)).strip()
+
+
+def test_zone_occupancy_sensors_stay_on_while_anyone_is_in_the_zone() -> None:
+    topics = Topics("safecity/v1", "gangnam", "cam-07")
+    msgs = {t: json.loads(p) for t, p in discovery_messages(
+        topics, "camera", event_types=["intrusion", "loitering"],
+        zones={"walkway": ["person", "bicycle"], "gate": []})}
+    assert "homeassistant/binary_sensor/cam-07/intrusion/config" not in msgs, \
+        "no per-event intrusion sensor: it went off when the first of several people left"
+    binary = msgs["homeassistant/binary_sensor/cam-07/intrusion_walkway/config"]
+    count = msgs["homeassistant/sensor/cam-07/zone_walkway_count/config"]
+    assert "homeassistant/sensor/cam-07/zone_gate_count/config" in msgs
+    assert "homeassistant/binary_sensor/cam-07/intrusion_gate/config" not in msgs
+    for doc in (binary, count):
+        assert doc["state_topic"] == topics.zone("walkway")
+        assert schema_for(doc["state_topic"]) == "zone"
+        assert REQUIRED["binary_sensor" if doc is binary else "sensor"] <= doc.keys()
+    assert binary["device_class"] == "occupancy"
+
+    def zone_doc(labels: dict[str, int]) -> dict[str, Any]:
+        doc = messages.zone(Identity("gangnam", "cam-07", "camera", 1), 1.7e9, "walkway",
+                            labels)
+        validator("zone").validate(doc)
+        return doc
+
+    # two people in, one leaves, the other leaves; a car alone is not an intrusion
+    timeline = [({"person": 2}, "ON", "2"), ({"person": 1}, "ON", "1"),
+                ({"person": 1, "car": 1}, "ON", "2"), ({"car": 1}, "OFF", "1"),
+                ({"bicycle": 1}, "ON", "1"), ({}, "OFF", "0")]
+    for labels, on, n in timeline:
+        doc = zone_doc(labels)
+        assert render(binary["value_template"], doc) == on, labels
+        assert render(count["value_template"], doc) == n, labels
+        assert json.loads(render(count["json_attributes_template"], doc)) == labels
 
 
 def test_published_retained_on_connect_and_again_when_ha_comes_online(

@@ -171,6 +171,14 @@ class Uplink:
         self.spool.put(kind, topic, payload, qos, created=created)
         self._wake.set()
 
+    def publish_state(self, topic: str, payload: bytes) -> None:
+        """A retained latest-value message (zone occupancy): sent now when connected, else
+        dropped; the owner republishes its current states on every connection, so nothing
+        stale waits in the spool and the broker always holds the latest."""
+        if self.connected:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self._client.publish(topic, payload, qos=1, retain=True)
+
     def publish_unspooled(self, topic: str, payload: bytes, qos: int) -> None:
         """Straight to paho, when the spool cannot be written: kept in memory only, sent
         when connected, lost by a restart. Better than not sending an alarm at all."""

@@ -124,11 +124,17 @@ def _event_template(entity: OneShot) -> str:
 def discovery_messages(topics: Topics, kind: str, *, prefix: str = "homeassistant",
                        event_types: Iterable[str] | None = None,
                        readings: Iterable[str] | None = None,
+                       zones: dict[str, list[str]] | None = None,
                        version: str = __version__) -> list[tuple[str, bytes]]:
     """Every (topic, payload) for one node, topics `<prefix>/<component>/<node>/<object>/config`.
 
     `event_types`/`readings` narrow the entities to what the node really produces (e.g. the
-    configured rules); by default everything its kind can send."""
+    configured rules); by default everything its kind can send. `zones` (a camera node's
+    zone names, each with the labels its intrusion rules watch, maybe none) adds an
+    occupancy count `sensor` per zone from the node's zone messages; the intrusion
+    `binary_sensor` then becomes one per watched zone, on while any watched object is in it
+    (an intrusion event ends per track: following events, the sensor went off when the
+    first of several people left)."""
     if kind not in KIND_EVENTS:
         raise ValueError(f"discovery: unknown node kind {kind!r} (one of {sorted(KIND_EVENTS)})")
     types = list(KIND_EVENTS[kind] if event_types is None else event_types)
@@ -161,7 +167,29 @@ def discovery_messages(topics: Topics, kind: str, *, prefix: str = "homeassistan
         out.append((topic, json.dumps(doc, separators=(",", ":"),
                                       ensure_ascii=False).encode()))
 
+    for name, labels in (zones or {}).items():
+        zone_topic = topics.zone(name)
+        add("sensor", f"zone_{name}_count", {
+            "name": f"{name} occupancy", "state_topic": zone_topic, "qos": 1,
+            "state_class": "measurement", "value_template": "{{ value_json.count }}",
+            "json_attributes_topic": zone_topic,
+            "json_attributes_template": "{{ value_json.labels | to_json }}",
+        })
+        if labels and "intrusion" in types:
+            watched = " + ".join(f"value_json.labels.get({json.dumps(label)}, 0)"
+                                 for label in labels)
+            add("binary_sensor", f"intrusion_{name}", {
+                "name": f"Intrusion {name}", "state_topic": zone_topic, "qos": 1,
+                "device_class": "occupancy",
+                "value_template": f"{{{{ 'ON' if {watched} > 0 else 'OFF' }}}}",
+                "payload_on": "ON", "payload_off": "OFF",
+                "json_attributes_topic": zone_topic,
+                "json_attributes_template": "{{ value_json.labels | to_json }}",
+            })
+    zoned = any(labels for labels in (zones or {}).values())
     for event_type in types:
+        if event_type == "intrusion" and zoned:
+            continue  # per zone, above
         entity = ENTITIES[event_type]
         state = topics.event(event_type)
         if isinstance(entity, Latched):

@@ -72,6 +72,12 @@ def ack(ident: Identity, ts: float, cmd_id: str | None, cmd: str | None, ok: boo
     return doc
 
 
+def zone(ident: Identity, ts: float, name: str, labels: dict[str, int]) -> dict[str, Any]:
+    """How many tracked objects stand in a zone now, by label (retained: the latest wins)."""
+    return ident.header(ts) | {"zone": name, "count": sum(labels.values()),
+                               "labels": dict(sorted(labels.items()))}
+
+
 @dataclass
 class EventNumbering:
     """Assigns seq within the boot and keeps one event_id through start/update/end."""

@@ -38,3 +38,6 @@ class Topics:
 
     def snapshot(self, event_id: str) -> str:
         return f"{self.base}/snapshot/{event_id}"
+
+    def zone(self, name: str) -> str:
+        return f"{self.base}/zone/{name}"
