@@ -185,7 +185,8 @@ def test_node_cannot_publish_as_another_node(secure_broker: SecureBroker) -> Non
     b_sub = Client(b, "operator", USERS["operator"], subscribe=[topic("cam-02", "#")])
     a = Client(b, "cam-01", USERS["cam-01"])
 
-    for tail in ("event/intrusion", "status", "telemetry", "cmd/ack", "snapshot/x-1-1"):
+    for tail in ("event/intrusion", "status", "telemetry", "cmd/ack", "snapshot/x-1-1",
+                 "zone/walkway"):
         rc = a.publish(topic("cam-02", tail), b'{"spoofed":true}')
         assert rc.getName() == "Not authorized", (tail, rc)
     assert a.publish(f"safecity/v1/{SITE}/cam-02/cmd", b"{}").getName() == "Not authorized"
@@ -196,9 +197,11 @@ def test_node_cannot_publish_as_another_node(secure_broker: SecureBroker) -> Non
     # own messages go through; they were sent after the spoofs, so had any spoof been let
     # through the watcher (subscribed to both nodes) would have received it first
     assert not a.publish(topic("cam-01", "event/intrusion"), b'{"own":true}').is_failure
+    assert not a.publish(topic("cam-01", "zone/walkway"), b'{"own":true}').is_failure
     assert not a.publish("homeassistant/sensor/cam-01/fps/config", b"{}").is_failure
-    watcher.wait(lambda: topic("cam-01", "event/intrusion") in watcher.topics())
-    assert watcher.topics() == [topic("cam-01", "event/intrusion")]
+    watcher.wait(lambda: topic("cam-01", "zone/walkway") in watcher.topics())
+    assert watcher.topics() == [topic("cam-01", "event/intrusion"),
+                                topic("cam-01", "zone/walkway")]
     assert b_sub.received == []
     for c in (watcher, b_sub, a):
         c.close()
