@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from edge_agent.detect.types import Detection
 from edge_agent.events import build_rules
 from edge_agent.events.base import Rule, RuleEvent, Scene
 from edge_agent.events.crowding import Crowding
-from edge_agent.events.fall import Fall, RegionDetector
+from edge_agent.events.fall import Fall, InlineWorker, RegionDetector
 from edge_agent.events.intrusion import Intrusion
 from edge_agent.events.line_crossing import LineCrossing
 from edge_agent.events.loitering import Loitering
@@ -400,7 +401,8 @@ class FakeFallModel:
 
 def test_model_fall_runs_at_most_once_a_second_and_needs_min_duration() -> None:
     model = FakeFallModel()
-    rule = Fall(FallRule(type="fall", model=Path("fall.onnx"), min_duration_s=1.0), model)
+    rule = Fall(FallRule(type="fall", model=Path("fall.onnx"), min_duration_s=1.0), model,
+                InlineWorker())
     person = track(9, at(300, 400, 110, 45))
     events = []
     for i in range(60):
@@ -418,10 +420,50 @@ def test_model_fall_runs_at_most_once_a_second_and_needs_min_duration() -> None:
 
 def test_model_fall_is_not_run_without_people() -> None:
     model = FakeFallModel()
-    rule = Fall(FallRule(type="fall", model=Path("fall.onnx")), model)
+    rule = Fall(FallRule(type="fall", model=Path("fall.onnx")), model, InlineWorker())
     for i in range(30):
         rule.update(scene(i / FPS, [track(1, at(300, 400), label="car")]))
     assert model.calls == []
+
+
+class GatedModel(FakeFallModel):
+    """A slow model: each run waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Semaphore(0)
+        self.threads: list[str] = []
+
+    def detect_region(self, image: Image, region: tuple[int, int, int, int], /
+                      ) -> list[Detection]:
+        self.threads.append(threading.current_thread().name)
+        assert self.release.acquire(timeout=10)
+        return super().detect_region(image, region)
+
+
+def test_the_fall_model_runs_off_the_pipeline_thread_and_its_result_still_fires() -> None:
+    model = GatedModel()
+    rule = Fall(FallRule(type="fall", model=Path("fall.onnx"), min_duration_s=0.0), model)
+    person = track(9, at(300, 400, 110, 45))
+    model.falls = [(250.0, 350.0, 360.0, 405.0)]
+    assert rule.update(scene(0.0, [person])) == []  # returns with the model still running
+    for i in range(1, 15):  # 1.4 s of frames while the model is busy: no second run
+        assert rule.update(scene(i / FPS, [person])) == []
+    deadline = time.monotonic() + 10
+    while not model.threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.threads == ["fall-model"], "one run, on the worker thread"
+    model.release.release()
+    events: list[RuleEvent] = []
+    deadline = time.monotonic() + 10
+    i = 15
+    while not events and time.monotonic() < deadline:
+        events = rule.update(scene(i / FPS, [person]))
+        i += 1
+        time.sleep(0.01)
+    [ev] = events
+    assert ev.type == "fall" and ev.details["method"] == "model" and ev.details["track_id"] == 9
+    model.release.release()  # the run started after the result was judged may finish too
 
 
 class CountingModel:
@@ -441,7 +483,7 @@ def test_the_real_fall_model_sees_no_fall_in_people_walking(
 
     people = Detector.from_config(DetectorConfig(model=yolox_path, classes=["person"]))
     tracker = Tracker(TrackerConfig())
-    rule = Fall(FallRule(type="fall", model=fall_model_path))
+    rule = Fall(FallRule(type="fall", model=fall_model_path), worker=InlineWorker())
     assert rule.detector is not None
     model = rule.detector = CountingModel(rule.detector)
     events: list[RuleEvent] = []

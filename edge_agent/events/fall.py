@@ -4,6 +4,10 @@ Decides instant events per person track only; never publishes, numbers or serial
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,9 +17,15 @@ from edge_agent.detect.types import Detection
 from edge_agent.events.base import RuleEvent, Scene, box_json
 from edge_agent.track import Box, Track
 
+log = logging.getLogger(__name__)
+
 PERSON = "person"
 MODEL_EVERY_S = 1.0
-"""The fall model costs about 400 ms a run on a Pi-class CPU: at most one run per second."""
+"""The fall model costs about 400 ms a run on a Pi-class CPU: at most one run per second, on
+its own worker thread (ModelWorker), so the pipeline thread never waits for it."""
+WORKER_IDLE_S = 30.0
+"""A worker thread with no run for this long ends; the next run starts a new one (a rule
+replaced by a config change leaves no thread behind for long)."""
 REGION_MARGIN = 0.25
 """Share of the person boxes' size added around them for the model: a falling person's box
 changes shape faster than the tracker follows."""
@@ -53,6 +63,74 @@ def _load_detector(cfg: FallRule) -> RegionDetector:
     return detector
 
 
+Job = tuple[float, list[Track]]
+"""What a model run was asked about: the time and the person tracks (as they were then)."""
+
+
+class ModelWorker:
+    """Runs one model call at a time on its own daemon thread; the caller polls `take()`.
+
+    A model call holds the GIL only between its native kernels, so the pipeline thread
+    keeps deciding events for the frames that arrive meanwhile."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], list[Detection]], Job]] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._done: tuple[Job, list[Detection]] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._busy
+
+    def submit(self, fn: Callable[[], list[Detection]], job: Job) -> None:
+        with self._lock:  # under the lock: an idle thread ending sees the job, or is gone
+            self._busy = True
+            self._jobs.put((fn, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fall-model",
+                                                daemon=True)
+                self._thread.start()
+
+    def take(self) -> tuple[Job, list[Detection]] | None:
+        """The finished run's job and detections, once; None while running or idle."""
+        with self._lock:
+            done, self._done = self._done, None
+            if done is not None:
+                self._busy = False
+            return done
+
+    def _run(self) -> None:
+        while True:
+            try:
+                fn, job = self._jobs.get(timeout=WORKER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                found = fn()
+            except Exception as exc:  # a model fault costs this run, not the rule
+                log.exception("event=fall_model_failed reason=%r", str(exc))
+                found = []
+            with self._lock:
+                self._done = (job, found)
+
+
+class InlineWorker(ModelWorker):
+    """Runs the model on the caller's thread: for offline tools and deterministic tests."""
+
+    def submit(self, fn: Callable[[], list[Detection]], job: Job) -> None:
+        found = fn()
+        with self._lock:
+            self._busy, self._done = True, (job, found)
+
+
 def _overlap(a: Box, b: Box) -> float:
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -70,12 +148,16 @@ class Fall:
 
     With cfg.model (model method): a second detector runs around the person tracks at most
     once per MODEL_EVERY_S; a `cfg.label` detection on the same person for min_duration_s
-    is a fall. `detector` replaces the model for tests."""
+    is a fall. The model runs on `worker` (its own thread by default); its result is judged
+    at the first update after it finished, against the tracks as they were when it started.
+    `detector` replaces the model for tests."""
 
-    def __init__(self, cfg: FallRule, detector: RegionDetector | None = None) -> None:
+    def __init__(self, cfg: FallRule, detector: RegionDetector | None = None,
+                 worker: ModelWorker | None = None) -> None:
         self.cfg = cfg
         self.detector = detector if detector is not None or cfg.model is None \
             else _load_detector(cfg)
+        self.worker = worker if worker is not None else ModelWorker()
         self._people: dict[int, _Person] = {}
         self._quiet_until: dict[int, float] = {}
         self._next_model = float("-inf")
@@ -116,15 +198,26 @@ class Fall:
     def _model(self, scene: Scene, persons: list[Track],
                detector: RegionDetector) -> list[RuleEvent]:
         now = scene.now
-        if not persons or now < self._next_model:
+        out = self._judge(self.worker.take())
+        if persons and now >= self._next_model and self.worker.idle:
+            self._next_model = now + MODEL_EVERY_S
+            region = self._region(persons, scene.frame.width, scene.frame.height)
+            image = scene.frame.image.copy()  # the frame may be redacted while the model runs
+            self.worker.submit(lambda: detector.detect_region(image, region),
+                               (now, list(persons)))
+            out += self._judge(self.worker.take())
+        return out
+
+    def _judge(self, done: tuple[Job, list[Detection]] | None) -> list[RuleEvent]:
+        if done is None:
             return []
-        self._next_model = now + MODEL_EVERY_S
-        region = self._region(persons, scene.frame.width, scene.frame.height)
-        falls = [d for d in detector.detect_region(scene.frame.image, region)
-                 if d.label == self.cfg.label and d.score >= self.cfg.score]
+        (now, persons), found = done
+        falls = [d for d in found if d.label == self.cfg.label and d.score >= self.cfg.score]
         out: list[RuleEvent] = []
         for t in persons:
-            p = self._people[t.track_id]
+            p = self._people.get(t.track_id)
+            if p is None:
+                continue  # the track ended while the model ran
             scores = [d.score for d in falls if _overlap(d.box, t.box) >= MIN_OVERLAP]
             if not scores:
                 p.since, p.armed = None, True
