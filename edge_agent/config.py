@@ -18,8 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.geometry import Point
+
 SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-Point = tuple[float, float]
 Severity = Literal["info", "warning", "critical"]
 
 

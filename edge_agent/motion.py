@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.config import MotionConfig
-from edge_agent.track import Box
+from edge_agent.geometry import Box
 
 BACKGROUND_TAU_S = 1.0
 """The background forgets a change after about this long, whatever the frame rate: a person

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 
 from edge_agent.config import RegionsConfig
 from edge_agent.detect.letterbox import crop_input
-from edge_agent.track import Box, Track
-
-Region = tuple[int, int, int, int]
-"""x1, y1, x2, y2 in frame pixels."""
+from edge_agent.geometry import Box, Region
+from edge_agent.track import Track
 
 STILL_SPEED = 0.1
 """Box heights per second below which a track counts as still. Still objects (parked cars,

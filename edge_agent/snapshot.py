@@ -9,7 +9,8 @@ import numpy as np
 
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.config import SnapshotConfig
-from edge_agent.track import Box, Track
+from edge_agent.geometry import Box
+from edge_agent.track import Track
 
 PERSON = "person"
 REDACT_MARGIN = 0.1

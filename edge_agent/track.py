@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.config import TrackerConfig
+from edge_agent.geometry import Box, iou
 
 if TYPE_CHECKING:
     from edge_agent.detect.types import Detection
 
-Box = tuple[float, float, float, float]
 
 VELOCITY_WINDOW_S = 1.0
 """Velocity is measured over about this much history: long enough to average out box jitter,
@@ -89,22 +89,6 @@ class Track:
         if dt <= 0:
             return (0.0, 0.0)
         return ((x1 - x0) / dt, (y1 - y0) / dt)
-
-
-def iou_matrix(a: list[Box], b: list[Box]) -> npt.NDArray[np.float64]:
-    """Intersection over union of every box in `a` with every box in `b`."""
-    if not a or not b:
-        return np.zeros((len(a), len(b)))
-    aa = np.asarray(a, dtype=np.float64)[:, None, :]
-    bb = np.asarray(b, dtype=np.float64)[None, :, :]
-    iw = np.clip(np.minimum(aa[..., 2], bb[..., 2]) - np.maximum(aa[..., 0], bb[..., 0]), 0, None)
-    ih = np.clip(np.minimum(aa[..., 3], bb[..., 3]) - np.maximum(aa[..., 1], bb[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (aa[..., 2] - aa[..., 0]) * (aa[..., 3] - aa[..., 1])
-    area_b = (bb[..., 2] - bb[..., 0]) * (bb[..., 3] - bb[..., 1])
-    union = area_a + area_b - inter
-    out: npt.NDArray[np.float64] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-    return out
 
 
 LAST_BOX_WEIGHT = 0.9
@@ -188,9 +172,9 @@ class Tracker:
         same = np.array([[t.label == d.label for d in detections] for t in tracks], dtype=bool)
         same = same.reshape(len(tracks), len(detections))
         boxes = [d.box for d in detections]
-        iou = np.maximum(iou_matrix([self._predict(t, now) for t in tracks], boxes),
-                         LAST_BOX_WEIGHT * iou_matrix([t.box for t in tracks], boxes))
-        pairs = _greedy(np.where(same, iou, 0.0), self.cfg.iou_threshold)
+        overlap = np.maximum(iou([self._predict(t, now) for t in tracks], boxes),
+                             LAST_BOX_WEIGHT * iou([t.box for t in tracks], boxes))
+        pairs = _greedy(np.where(same, overlap, 0.0), self.cfg.iou_threshold)
         # A track seen once has no velocity yet; at a low detector rate its next box may
         # not overlap the last at all, so it may also take a near, similar-sized box.
         free = same & np.array([len(t.history) < 2 for t in tracks], dtype=bool)[:, None]

@@ -16,7 +16,8 @@ from edge_agent.detect import labels as labels_mod
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import fit
-from edge_agent.detect.nms import iou, nms
+from edge_agent.detect.nms import nms
+from edge_agent.geometry import iou
 
 W, H = 768, 576  # vtest.avi
 

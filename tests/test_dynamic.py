@@ -17,7 +17,7 @@ from edge_agent.detect.detector import Detector
 from edge_agent.detect.dynamic import NOMINAL_KEY, make_dynamic
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import Letterboxer, crop_input
-from edge_agent.detect.nms import iou
+from edge_agent.geometry import iou
 from tests.test_detect import read_frames
 
 CLI = [sys.executable, "-m", "edge_agent.cli", "models", "dynamic"]

@@ -35,7 +35,8 @@ from edge_agent.events.line_crossing import LineCrossing
 from edge_agent.events.loitering import Loitering
 from edge_agent.events.tamper import Tamper
 from edge_agent.events.zones import Line, Zone, point_in_polygon, segments_intersect
-from edge_agent.track import Box, Track, Tracker
+from edge_agent.geometry import Box
+from edge_agent.track import Track, Tracker
 from edge_agent.uplink import messages
 from edge_agent.uplink.messages import EventNumbering, Identity
 from tests.mqtt_helpers import validator

@@ -11,8 +11,9 @@ import pytest
 
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.config import SnapshotConfig
+from edge_agent.geometry import Box
 from edge_agent.snapshot import render_snapshot
-from edge_agent.track import Box, Track
+from edge_agent.track import Track
 
 
 @pytest.fixture(scope="module")

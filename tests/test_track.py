@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edge_agent.config import TrackerConfig
 from edge_agent.detect.types import Detection
-from edge_agent.track import Box, Track, Tracker
+from edge_agent.geometry import Box
+from edge_agent.track import Track, Tracker
 
 FPS = 10.0
 

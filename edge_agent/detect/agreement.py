@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.detect.nms import iou
 from edge_agent.detect.types import Detection
+from edge_agent.geometry import iou
 
 MATCH_IOU = 0.5
 """The usual bar (PASCAL VOC, COCO AP50) for "the same object"."""

@@ -27,6 +27,7 @@ from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import Letterbox, Letterboxer, crop_input
 from edge_agent.detect.nms import nms
 from edge_agent.detect.types import Detection
+from edge_agent.geometry import Region
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ EDGE_PX = 2.0
 """A box this close to a crop edge that lies inside the frame was cut by the crop: it is
 someone the crop was not placed for (those get a margin), and half a person is no box."""
 
-Region = tuple[int, int, int, int]
-"""x1, y1, x2, y2 in frame pixels."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,20 +9,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.geometry import iou
 
-def iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-    """IoU matrix [len(a), len(b)] of x1, y1, x2, y2 boxes."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out: npt.NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0)
-    return out.astype(np.float32, copy=False)
+__all__ = ["iou", "nms"]
 
 
 def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32],

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from edge_agent.capture.frame import Frame
+from edge_agent.config import Severity
 from edge_agent.detect.types import Detection
-from edge_agent.track import Box, Track
+from edge_agent.geometry import Box
+from edge_agent.track import Track
 
 Phase = Literal["start", "update", "end", "instant"]
-Severity = Literal["info", "warning", "critical"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from edge_agent.config import CrowdingRule
 from edge_agent.events.base import Phase, RuleEvent, Scene
 from edge_agent.events.zones import Zone
-from edge_agent.track import Box
+from edge_agent.geometry import Box
 
 END_HOLD_S = 1.5
 """The count must stay at or below max_count this long before the event ends: counts

@@ -15,7 +15,8 @@ from edge_agent.capture.frame import Image
 from edge_agent.config import FallRule
 from edge_agent.detect.types import Detection
 from edge_agent.events.base import RuleEvent, Scene, box_json
-from edge_agent.track import Box, Track
+from edge_agent.geometry import Box
+from edge_agent.track import Track
 
 log = logging.getLogger(__name__)
 

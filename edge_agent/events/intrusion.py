@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from edge_agent.config import IntrusionRule
 from edge_agent.events.base import Phase, RuleEvent, Scene, box_json
 from edge_agent.events.zones import Zone
-from edge_agent.track import Box, Track
+from edge_agent.geometry import Box
+from edge_agent.track import Track
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from edge_agent.config import LineCrossingRule
 from edge_agent.events.base import RuleEvent, Scene, box_json
-from edge_agent.events.zones import Line, Point
+from edge_agent.events.zones import Line
+from edge_agent.geometry import Point
 
 
 class LineCrossing:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from edge_agent.config import LoiteringRule
 from edge_agent.events.base import Phase, RuleEvent, Scene, box_json
 from edge_agent.events.zones import Zone
-from edge_agent.track import Box, Track
+from edge_agent.geometry import Box
+from edge_agent.track import Track
 
 EXIT_GRACE_S = 1.0
 """Time outside the zone that counts as having left: the anchor of someone standing on the

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edge_agent.config import LineConfig, ZoneConfig
+from edge_agent.geometry import Point
 
-Point = tuple[float, float]
 Direction = Literal["a_to_b", "b_to_a"]
 
 
