@@ -26,10 +26,10 @@ from bench import harness
 from bench.latency import run_agent
 from bench.report import Figure
 from edge_agent.config import DetectorConfig, load_config
-from edge_agent.detect.compare import compare
 from edge_agent.detect.detector import Detector
-from edge_agent.detect.dynamic import DynamicReport, dynamic_path, make_dynamic
-from edge_agent.detect.quantize import Image, int8_path, quantize, read_frames
+from edge_agent.modeltools.compare import compare
+from edge_agent.modeltools.dynamic import DynamicReport, dynamic_path, make_dynamic
+from edge_agent.modeltools.quantize import Image, int8_path, quantize, read_frames
 from sim.broker import MosquittoBroker
 from sim.demo import CAMERA, camera_config
 
@@ -448,7 +448,7 @@ def _int8(model: Path, dynamic: Path, clip: Path, tmp: Path) -> list[Figure]:
                  f"even on 1 thread, and onnxruntime runs both on one thread for tensors "
                  f"below ~100K elements: a second thread takes float from {one.reference_ms:.1f} "
                  f"to {c.reference_ms:.1f} ms but int8 only from {one.other_ms:.1f} to "
-                 f"{c.other_ms:.1f}. Configurations tried: edge_agent/detect/quantize.py. "
+                 f"{c.other_ms:.1f}. Configurations tried: edge_agent/modeltools/quantize.py. "
                  f"What meets 1.3x on this CPU: one thread per inference (next figure), the "
                  f"shape that gives the most frames per second on 2 cores anyway; with 2 "
                  f"threads, an int8 SiLU kernel that runs on every thread (onnxruntime has "

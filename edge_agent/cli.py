@@ -241,7 +241,7 @@ Debian's opencv-doc): the default calibration frames when none are given."""
 def _quantize(args: argparse.Namespace, folder: Path) -> int:
     from edge_agent import catalog
     from edge_agent.detect.errors import ModelError
-    from edge_agent.detect.quantize import QuantizeError, int8_path, quantize, read_frames
+    from edge_agent.modeltools.quantize import QuantizeError, int8_path, quantize, read_frames
 
     if not args.name:
         print("models quantize: give a model name (see 'edge-agent models list') or an "
@@ -290,9 +290,9 @@ def _model_file(args: argparse.Namespace, folder: Path) -> Path:
 
 def _dynamic(args: argparse.Namespace, folder: Path) -> int:
     from edge_agent import catalog
-    from edge_agent.detect.dynamic import dynamic_path, make_dynamic
     from edge_agent.detect.errors import ModelError
     from edge_agent.detect.letterbox import crop_input
+    from edge_agent.modeltools.dynamic import dynamic_path, make_dynamic
 
     if not args.name:
         print("models dynamic: give a model name (see 'edge-agent models list') or an ONNX "

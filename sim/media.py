@@ -45,7 +45,7 @@ def model(name: str, shared: Path, var: Path) -> Path:
 def dynamic_copy(model: Path) -> Path:
     """The model's dynamic-input copy next to it, as `flash.sh pi` installs it on a node:
     made once (`edge-agent models dynamic`), again only when the model is newer."""
-    from edge_agent.detect.dynamic import dynamic_path, make_dynamic
+    from edge_agent.modeltools.dynamic import dynamic_path, make_dynamic
 
     out = dynamic_path(model)
     if not out.is_file() or out.stat().st_mtime < model.stat().st_mtime:

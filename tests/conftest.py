@@ -49,7 +49,7 @@ def vtest_path() -> Path:
 @pytest.fixture(scope="session")
 def dynamic_path(yolox_path, tmp_path_factory) -> Path:
     """The dynamic-input copy of YOLOX-Nano that flash.sh installs on a camera node."""
-    from edge_agent.detect.dynamic import make_dynamic
+    from edge_agent.modeltools.dynamic import make_dynamic
 
     out = tmp_path_factory.mktemp("dynamic") / "yolox_nano_dynamic.onnx"
     report = make_dynamic(yolox_path, out, timing_runs=1)

@@ -12,12 +12,13 @@ import onnxruntime as ort
 import pytest
 
 from edge_agent.config import DetectorConfig
-from edge_agent.detect.compare import compare
 from edge_agent.detect.detector import Detector
-from edge_agent.detect.dynamic import NOMINAL_KEY, make_dynamic
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import Letterboxer, crop_input
+from edge_agent.detect.types import NOMINAL_KEY
 from edge_agent.geometry import iou
+from edge_agent.modeltools.compare import compare
+from edge_agent.modeltools.dynamic import make_dynamic
 from tests.test_detect import read_frames
 
 CLI = [sys.executable, "-m", "edge_agent.cli", "models", "dynamic"]

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.capture.frame import Frame
 from edge_agent.config import load_config
-from edge_agent.detect.agreement import agree
+from edge_agent.modeltools.agreement import agree
 from edge_agent.pipeline import Agent
 from sim.demo import CAMERA, camera_config
 from tests.conftest import MODELS
@@ -131,7 +131,7 @@ def test_a_dynamic_input_copy_quantizes_and_stays_dynamic(tmp_path, calibration)
     416x320, and still finds the people the float model finds."""
     from edge_agent.config import DetectorConfig
     from edge_agent.detect.detector import Detector
-    from edge_agent.detect.dynamic import make_dynamic
+    from edge_agent.modeltools.dynamic import make_dynamic
 
     dynamic = make_dynamic(MODELS / "yolox_nano.onnx", tmp_path / "d.onnx", timing_runs=1).path
     out = tmp_path / "d8.onnx"

@@ -22,11 +22,10 @@ from edge_agent.detect.adapters import Adapter, Candidates, ModelInfo, OutputSpe
 from edge_agent.detect.backends import Backend, open_backend
 from edge_agent.detect.backends.base import INPUT_TYPES, Outputs
 from edge_agent.detect.backends.ort import OrtBackend, open_session
-from edge_agent.detect.dynamic import NOMINAL_KEY
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import Letterbox, Letterboxer, crop_input
 from edge_agent.detect.nms import nms
-from edge_agent.detect.types import Detection
+from edge_agent.detect.types import NOMINAL_KEY, Detection
 from edge_agent.geometry import Region
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NOMINAL_KEY = "nominal_input"
+"""Model metadata key for the size a dynamic-input model was trained and exported at, "WxH"
+(e.g. "416x416"): the whole frame still runs at this size (`edge-agent models dynamic`
+writes it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Detection:

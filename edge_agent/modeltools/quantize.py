@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.config import DetectorConfig
-from edge_agent.detect.compare import Comparison, compare
 from edge_agent.detect.detector import Detector
+from edge_agent.modeltools.compare import Comparison, compare
 
 Image = npt.NDArray[np.uint8]
 

@@ -22,10 +22,8 @@ from edge_agent.detect.adapters.base import grid_cells
 from edge_agent.detect.backends.base import INPUT_TYPES
 from edge_agent.detect.errors import ModelError
 from edge_agent.detect.letterbox import STRIDE
+from edge_agent.detect.types import NOMINAL_KEY
 
-NOMINAL_KEY = "nominal_input"
-"""Metadata key for the size the model was trained and exported at, "WxH" (e.g. "416x416"):
-the whole frame still runs at this size."""
 HEIGHT, WIDTH = "height", "width"
 RTOL = ATOL = 1e-4
 """At the nominal size the copy runs the same kernels on the same weights; onnxruntime may pick

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.detect.agreement import NONE, Agreement, agree
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.types import Detection
+from edge_agent.modeltools.agreement import NONE, Agreement, agree
 
 
 @dataclass(frozen=True, slots=True)
