@@ -86,7 +86,7 @@ def pipeline(model: Path, clip: Path, broker: MosquittoBroker, tmp: Path, worker
              threads: int, tag: str, frames: int = 400) -> PipelineRun:
     """The whole agent (capture thread, gate, detector, tracker, rules, snapshots, spool,
     MQTT) on the clip's first `frames` frames (realtime off: none dropped), gating off."""
-    from edge_agent.pipeline import Agent
+    from edge_agent.agent import Agent
 
     path = camera_config(CAMERA, tmp / f"node-{tag}.toml", clip=clip, model=model,
                          port=broker.port, state_dir=tmp / f"state-{tag}", realtime=False,

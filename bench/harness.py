@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.agent import Agent
 from edge_agent.capture.frame import Frame
 from edge_agent.config import load_config
-from edge_agent.pipeline import Agent
 from sim.demo import CAMERA, camera_config
 
 Image = npt.NDArray[np.uint8]

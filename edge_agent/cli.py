@@ -28,7 +28,7 @@ def _load(path: Path) -> Config | None:
 def _check_config(args: argparse.Namespace) -> int:
     """Everything `run` would load, without running: the file, the stored remote changes,
     the model and the labels the rules watch, and what the node needs from the host."""
-    from edge_agent import changes, control
+    from edge_agent import changes, remote_config
     from edge_agent.changes import BuildError
 
     path = Path(args.config)
@@ -42,7 +42,7 @@ def _check_config(args: argparse.Namespace) -> int:
         changes.build(cfg)
     except BuildError as exc:
         problems += exc.problems
-    merged, problem = control.with_overrides(cfg, path)
+    merged, problem = remote_config.with_overrides(cfg, path)
     aside = "(run sets the stored changes aside and starts on the file alone)"
     if problem is not None:
         problems.append(f"{problem} {aside}")
@@ -50,7 +50,7 @@ def _check_config(args: argparse.Namespace) -> int:
         try:
             changes.build(merged)
         except BuildError as exc:
-            where = control.overrides_path(cfg)
+            where = remote_config.overrides_path(cfg)
             problems += [f"{where}: {line} {aside}" for line in exc.problems]
     problems += changes.host_problems(merged)
     for line in problems:
@@ -84,11 +84,11 @@ def _reroot(cfg: Config, root: Path) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_agent import changes, control
+    from edge_agent import changes, remote_config
+    from edge_agent.agent import Agent
     from edge_agent.changes import BuildError
     from edge_agent.detect.errors import ModelError
     from edge_agent.gpio import GpioError
-    from edge_agent.pipeline import Agent
 
     logs.setup(args.log_level)
     path = Path(args.config)
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     _warn_if_readable_secret(path, cfg.mqtt.password is not None)
     file_cfg = cfg
-    cfg, problem = control.with_overrides(file_cfg, path)
+    cfg, problem = remote_config.with_overrides(file_cfg, path)
     built = None
     if problem is None and cfg is not file_cfg:
         try:
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     if problem is not None:
         # A stored remote change that cannot run must not fail every start: the node runs
         # on its file config and says so in the log and in its status.
-        kept = control.set_aside(file_cfg, problem)
+        kept = remote_config.set_aside(file_cfg, problem)
         remote = {"state": "set_aside", "reason": problem,
                   "kept_as": kept.name if kept is not None else None}
         cfg = file_cfg

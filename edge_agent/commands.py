@@ -1,6 +1,11 @@
-"""Parses commands from the node's command topic and dispatches them to handlers.
+"""Commands to a camera node: parsing and dispatch (every payload, however malformed, gets
+exactly one acknowledgement; nothing raises out), and the handlers themselves (get/set
+config, snapshot, self-test, restart).
 
-Every payload, however malformed, yields exactly one acknowledgement; nothing raises out."""
+A change is validated with the same rules as the config file and built (models loaded,
+labels checked, rules constructed) before it is stored or acked: a rejected change leaves
+the running config and the stored overrides untouched. Never touches the network itself:
+results go back as the ack."""
 
 from __future__ import annotations
 
@@ -9,8 +14,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from edge_agent import remote_config
+from edge_agent.changes import BuildError, Built, changed_fields, changed_sections
+from edge_agent.config import Config, ConfigError, parse_config, resolve_paths
 from edge_agent.uplink import messages
 from edge_agent.uplink.messages import Identity
 
@@ -78,3 +87,97 @@ class Commands:
             log.exception("event=command_failed id=%s cmd=%s", cmd_id, cmd)
             return fail(cmd_id, cmd, "internal", f"{cmd} failed: {type(exc).__name__}")
         return messages.ack(self.ident, now, cmd_id, cmd, True, result=result)
+
+
+# -- the camera node's handlers ---------------------------------------------------------
+LIVE_SECTIONS = frozenset({"motion", "regions", "tracker", "zones", "lines", "rules",
+                           "snapshot"})
+"""Sections a running node applies at once; any other change is stored and takes effect
+after a restart (the ack says `restart_required`). `gpio` is not live: pins are claimed once,
+at start."""
+
+
+class Node(Protocol):
+    """What the handlers need from the node (edge_agent.agent.Agent implements it)."""
+
+    config: Config
+    config_path: Path | None
+    """Relative paths in a change are taken from this file's folder, as in the file."""
+
+    def build(self, config: Config) -> Built:
+        """Build `config` as the node would run it (raises BuildError)."""
+        ...
+
+    def apply_config(self, config: Config, built: Built, fields: list[str]) -> None: ...
+    def take_snapshot(self) -> dict[str, Any]: ...
+    def self_test(self) -> dict[str, Any]: ...
+    def request_restart(self) -> None: ...
+
+
+def public_config(config: Config) -> dict[str, Any]:
+    """The config as loaded, with secrets masked: it leaves the node."""
+    doc = config.model_dump(mode="json", exclude_none=True)
+    if doc["mqtt"].get("password"):
+        doc["mqtt"]["password"] = "***"
+    return doc
+
+
+def handlers(node: Node) -> dict[str, Handler]:
+    def get_config(args: dict[str, Any]) -> Any:
+        return public_config(node.config)
+
+    def set_config(args: dict[str, Any]) -> Any:
+        change = args.get("config")
+        if not isinstance(change, dict) or not change:
+            raise CommandError("bad_args", "args.config: must be a non-empty object of "
+                                           "config sections to change")
+        mqtt = change.get("mqtt")
+        if isinstance(mqtt, dict) and mqtt.get("password") == "***":
+            raise CommandError("bad_args", "args.config.mqtt.password: '***' is the mask, "
+                                           "not a password")
+        current = node.config.model_dump(mode="json", exclude_none=True)
+        try:
+            new = parse_config(remote_config.merge(current, change), "args.config")
+        except ConfigError as exc:
+            raise CommandError("bad_args", "; ".join(exc.errors)) from None
+        new = resolve_paths(new, node.config_path.parent if node.config_path else Path.cwd())
+        old = node.config
+        sections = changed_sections(old, new)
+        if not sections:
+            return {"applied": [], "restart_required": [], "changed": []}
+        try:
+            built = node.build(new)
+        except BuildError as exc:
+            raise CommandError("rejected", "; ".join(exc.problems)) from None
+        path = remote_config.overrides_path(node.config)
+        try:
+            stored = remote_config.read(path)
+        except (OSError, ValueError):
+            stored = {}  # unreadable: this change replaces it
+        try:
+            remote_config.store(path, remote_config.merge(stored, change))
+        except OSError as exc:
+            raise CommandError("rejected", f"cannot store the change at {path}: "
+                                           f"{exc.strerror}") from None
+        fields = changed_fields(public_config(old), public_config(new))
+        node.apply_config(new, built, fields)
+        return {"applied": [s for s in sections if s in LIVE_SECTIONS],
+                "restart_required": [s for s in sections if s not in LIVE_SECTIONS],
+                "changed": fields}
+
+    def snapshot(args: dict[str, Any]) -> Any:
+        return node.take_snapshot()
+
+    def self_test(args: dict[str, Any]) -> Any:
+        return node.self_test()
+
+    def restart(args: dict[str, Any]) -> Any:
+        node.request_restart()
+        return {"restarting": True}
+
+    table: dict[str, Handler] = {
+        "get_config": get_config, "set_config": set_config, "snapshot": snapshot,
+        "self_test": self_test, "restart": restart}
+    return table
+
+

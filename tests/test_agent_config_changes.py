@@ -12,11 +12,11 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import control
+from edge_agent import remote_config
+from edge_agent.agent import Agent
 from edge_agent.changes import SECTIONS
-from edge_agent.commands import Commands
+from edge_agent.commands import Commands, handlers
 from edge_agent.config import load_config, parse_config
-from edge_agent.pipeline import Agent
 from sim.broker import free_port
 from tests.agent_helpers import AgentProcess, node_config, short_clip
 from tests.mqtt_helpers import validate, validator
@@ -163,8 +163,8 @@ def test_fuzzed_commands_to_the_real_handlers_get_one_valid_ack_and_break_nothin
     clip = short_clip(vtest_path, tmp_path / "walkway.avi")
     path = node_config(tmp_path, clip=clip, model=yolox_path, port=free_port())
     agent = Agent(load_config(path), path)
-    commands = Commands(agent.ident, control.handlers(agent))
-    overrides = control.overrides_path(agent.config)
+    commands = Commands(agent.ident, handlers(agent))
+    overrides = remote_config.overrides_path(agent.config)
     ack_schema = validator("ack")
     names = st.sampled_from(["person", "car", "bus", "unicorn"])
     rule = st.one_of(

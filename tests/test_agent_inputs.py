@@ -12,8 +12,8 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
+from edge_agent.agent import Agent
 from edge_agent.config import load_config
-from edge_agent.pipeline import Agent
 from edge_agent.uplink.spool import Spool
 from sim.broker import free_port
 from tests.agent_helpers import node_config

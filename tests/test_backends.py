@@ -8,11 +8,11 @@ from pathlib import Path
 import cv2
 import pytest
 
+from edge_agent.agent import Agent
 from edge_agent.config import DetectorConfig, load_config
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.errors import ModelError
 from edge_agent.modeltools.agreement import agree
-from edge_agent.pipeline import Agent
 from sim.demo import CAMERA, camera_config
 from tests.agent_helpers import short_clip
 

@@ -14,9 +14,9 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
+from edge_agent.agent import Agent
 from edge_agent.capture.frame import Frame
 from edge_agent.config import load_config
-from edge_agent.pipeline import Agent
 from sim.demo import CAMERA, camera_config
 from tests.mqtt_helpers import Recorder, validate
 

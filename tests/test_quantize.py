@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import pytest
 
+from edge_agent.agent import Agent
 from edge_agent.capture.frame import Frame
 from edge_agent.config import load_config
 from edge_agent.modeltools.agreement import agree
-from edge_agent.pipeline import Agent
 from sim.demo import CAMERA, camera_config
 from tests.conftest import MODELS
 

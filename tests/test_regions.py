@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from edge_agent import regions
+from edge_agent.agent import Agent
 from edge_agent.capture.frame import Frame
 from edge_agent.config import DetectorConfig, RegionsConfig, load_config
 from edge_agent.detect.detector import Detector
 from edge_agent.modeltools.agreement import agree
-from edge_agent.pipeline import Agent
 from edge_agent.regions import RegionPlanner
 from edge_agent.track import Track
 from sim.demo import CAMERA, camera_config
