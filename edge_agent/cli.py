@@ -62,6 +62,23 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    """Exit 0 only when every part passes; 1 when one fails; 2 for a config that does not
+    load at all."""
+    from edge_agent.probe import probe
+
+    cfg = _load(Path(args.config))
+    if cfg is None:
+        return 2
+    out = Path(args.out) if args.out else Path(f"probe-{cfg.node.id}.jpg")
+    parts = probe(cfg, out)
+    for part in parts:
+        print(part.line())
+    failed = [p.name for p in parts if not p.ok]
+    print(f"probe: {'all parts pass' if not failed else 'FAILED: ' + ', '.join(failed)}")
+    return 1 if failed else 0
+
+
 def _reroot(cfg: Config, root: Path) -> Config:
     """The config as seen from an image being prepared under `root`: absolute paths (model,
     labels, fall models, state directory, TLS files) are taken inside it."""
@@ -327,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", type=str.upper,
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_run)
+    probe = sub.add_parser("probe", help="check an installed node part by part: camera frame, "
+                                         "detector, broker connection, annotated JPEG")
+    probe.add_argument("--config", required=True, help="node config (TOML)")
+    probe.add_argument("--out", help="where to write the annotated frame "
+                                     "(default: probe-<node>.jpg here)")
+    probe.set_defaults(func=_probe)
     check = sub.add_parser("check-config", help="check a node config as run would load it: "
                                                 "schema, stored remote changes, model, labels, "
                                                 "state directory, TLS files")

@@ -71,7 +71,7 @@ class ConnectFailures:
         self._cause, self.attempts = None, 0
 
 
-def _cause(exc: BaseException | None) -> str:
+def connect_cause(exc: BaseException | None) -> str:
     """What a failed connection attempt says: the OS's or TLS's reason, not a traceback."""
     if exc is None:
         return "unknown"
@@ -249,7 +249,7 @@ class Uplink:
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the connection attempt, so
         # the exception in flight is the cause (DNS, refused, timeout, TLS handshake).
-        self.failures.failed(_cause(sys.exception()))
+        self.failures.failed(connect_cause(sys.exception()))
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, props: Any = None) -> None:
