@@ -149,11 +149,9 @@ class DetectorConfig(_Model):
     (no thread waits inside a run), at the price of a longer inference per frame."""
     spin: bool = True
     """Let onnxruntime's inference threads (threads > 1) busy-wait between operators, as
-    onnxruntime does by default. On a node that runs nothing else it is faster (1 worker x
-    2 threads on 2 idle cores: 85 against 74 frames per second through the pipeline, the
-    same CPU per frame); where another busy process shares the cores, turn it off: a
-    spinning thread then holds a core the other needs (30 against 60 frames per second
-    while a second detector ran beside it)."""
+    onnxruntime does by default. On a node that runs nothing else it is faster; where
+    another busy process shares the cores, turn it off: a spinning thread then holds a core
+    the other needs (measured: docs/performance.md)."""
     score: float = Field(0.35, gt=0, le=1)
     nms_iou: float = Field(0.45, gt=0, le=1)
     labels: Path | None = None
@@ -223,11 +221,9 @@ class TrackerConfig(_Model):
     max_age_s: float = Field(6.0, gt=0)
     """A confirmed track outlives its last detection by this long. At the default 1 s
     refresh a still person's track survives four missed detections in a row (the gate's
-    runs come a frame late at 5 fps: every 1.2 s). At a recall of 0.9, over 1000 two-minute
-    stays (tests/test_tracking_defaults.py, ten seeds) every stay fired loitering exactly
-    once; with 5 s, 5 stays fired twice; with the old 2 s refresh and 2 s age, 75 of 100
-    fired at all. The price: a track, and an intrusion, end up to this long after the
-    person left (Frigate's default keeps a lost object 5 s)."""
+    runs come a frame late at 5 fps: every 1.2 s), so one stay is one track (measured:
+    docs/performance.md). The price: a track, and an intrusion, end up to this long after
+    the person left (Frigate's default keeps a lost object 5 s)."""
     min_hits: int = Field(2, ge=1)
 
 

@@ -77,9 +77,9 @@ class Emitter:
 
     # -- events ------------------------------------------------------------------------
     def frame(self, frame: Frame, tracks: list[Track], items: list[Emit]) -> None:
-        """A frame's events, then their snapshots. Rendering (redact, draw, JPEG) costs more
-        than the rest of the frame's work after inference (2.3 ms here, about 15 ms on a Pi
-        4), and an operator wants the alarm first."""
+        """A frame's events, then their snapshots: rendering (redact, draw, JPEG) costs more
+        than the rest of the frame's work after inference (docs/performance.md), and an
+        operator wants the alarm first."""
         due = self.events(items)
         if not due:
             return

@@ -90,12 +90,10 @@ class Pipeline:
         workers = config.detector.workers
         self.depth = workers + 1 if config.detector.threads == 1 else workers
         """Frames in flight. One-thread inferences leave no thread spinning, and one frame
-        more than the workers keeps each busy while the pipeline thread prepares the next
-        (2 workers x 1 thread on 2 cores, medians of 5 runs on 250 frames of vtest: 116 fps
-        with 3 in flight, 90 with 2). A multi-thread inference spins its threads between
-        layers and loses to work running beside it what the overlap gains (1 x 2 threads:
-        79 fps either way), so its frames go one at a time and events are not delayed by
-        the next frame's inference."""
+        more than the workers keeps each busy while the pipeline thread prepares the next.
+        A multi-thread inference spins its threads between layers and loses to work
+        running beside it what the overlap gains, so its frames go one at a time and
+        events are not delayed by the next frame's inference (docs/performance.md)."""
         self.stats = Stats()
         self.last_frame: Frame | None = None
         self._next_rule_id = 0

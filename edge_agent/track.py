@@ -94,13 +94,13 @@ class Track:
 LAST_BOX_WEIGHT = 0.9
 """The unpredicted box also counts, a little less than the prediction (which wins ties, as
 when two people cross): someone who stops or turns, or whose box jittered into a wrong
-velocity, is still where they were last seen. On vtest.avi with two detector runs a second
-this cut the number of track ids from 80 to 60 for the same people."""
+velocity, is still where they were last seen: fewer ids for the same people
+(docs/performance.md)."""
 
 NEAR_THRESHOLD = 0.5
 """Nearness (see `_nearness`) a track without velocity needs to take a box it does not
-overlap enough. On vtest.avi with two detector runs a second this raised the share of person
-detections on a confirmed track from 66% to 92%."""
+overlap enough: at a low detector rate its next box may not overlap the last at all
+(docs/performance.md)."""
 
 
 def _nearness(a: list[Box], b: list[Box]) -> npt.NDArray[np.float64]:

@@ -75,9 +75,9 @@ class Detector:
     `dynamic`: the whole frame and each region crop run at their own input size
     (`crop_input`), so a small crop costs a fraction of an inference, and a 4:3 frame runs
     at 416x320 instead of 416x416, its padding rows never computed (the same pixels at the
-    same scale; 23% less CPU, 1 thread). The ring's letterboxers hold a nominal-size buffer
-    each and view its front for a smaller input: no size allocates anything once the ring
-    is made."""
+    same scale, for less CPU: docs/performance.md). The ring's letterboxers hold a
+    nominal-size buffer each and view its front for a smaller input: no size allocates
+    anything once the ring is made."""
 
     def __init__(self, cfg: DetectorConfig, backend: Backend, adapter: Adapter,
                  info: ModelInfo, labels: list[str], input_dtype: type[np.floating],

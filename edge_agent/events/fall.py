@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 PERSON = "person"
 MODEL_EVERY_S = 1.0
-"""The fall model costs about 400 ms a run on a Pi-class CPU: at most one run per second, on
-its own worker thread (ModelWorker), so the pipeline thread never waits for it."""
+"""The fall model is slow on a Pi-class CPU (docs/performance.md): at most one run per
+second, on its own worker thread (ModelWorker), so the pipeline thread never waits for it."""
 WORKER_IDLE_S = 30.0
 """A worker thread with no run for this long ends; the next run starts a new one (a rule
 replaced by a config change leaves no thread behind for long)."""
