@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,17 @@ def dynamic_path(yolox_path, tmp_path_factory) -> Path:
     report = make_dynamic(yolox_path, out, timing_runs=1)
     assert report.path == out and report.nominal == (416, 416)
     return out
+
+
+@pytest.fixture
+def pins() -> Iterator[Any]:
+    """gpiozero's mock pins for an agent built in this process: drive them as a button,
+    a switch or a relay would."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory as Factory
+
+    before = Device.pin_factory
+    Device.pin_factory = factory = Factory()
+    yield factory
+    factory.reset()
+    Device.pin_factory = before

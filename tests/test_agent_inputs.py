@@ -6,11 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
@@ -20,15 +15,6 @@ from tests.agent_helpers import node_config
 from tests.mqtt_helpers import validate
 
 SOS, TAMPER = 17, 27
-
-
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    before = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    yield factory
-    factory.reset()
-    Device.pin_factory = before
 
 
 def spooled_events(agent: Agent) -> list[dict]:

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
-import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from edge_agent.agent import Agent
 from edge_agent.capture.frame import Frame
 from edge_agent.config import load_config
 from sim.demo import CAMERA, camera_config
 from tests.mqtt_helpers import Recorder, validate
-
-
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    before = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    yield factory
-    factory.reset()
-    Device.pin_factory = before
 
 
 def agent_for(tmp: Path, model: Path, clip: Path, port: int = 1, **sections: Any) -> Agent:
