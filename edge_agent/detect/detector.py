@@ -217,12 +217,6 @@ class Detector:
     def label(self, class_id: int) -> str:
         return labels_mod.label_name(self.labels, class_id)
 
-    def postprocess(self, outputs: Outputs, lb: Letterbox, ox: int = 0,
-                    oy: int = 0) -> list[Detection]:
-        """Score threshold (in the adapter), class filter, NMS, back to source pixels, area."""
-        crop = Crop(np.empty(0, np.float32), lb, ox, oy, (False, False, False, False))
-        return self._detections(self._candidates(outputs, crop))
-
     # -- internals ---------------------------------------------------------------------
     def _letterboxer(self) -> Letterboxer:
         w, h = self.input_size
