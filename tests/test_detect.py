@@ -4,7 +4,6 @@ built here for the end-to-end and unknown layouts, letterbox, NMS, labels and fi
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import cv2
@@ -136,27 +135,6 @@ def test_detect_region_maps_boxes_to_the_full_frame(yolox, frames, yolox_300):
     for d in inside:
         assert best_iou(d.box, persons(found)) > 0.5, d
     assert yolox.detect_region(frames[0], (500, 500, 400, 600)) == []
-
-
-def test_yolox_timing_report(yolox, vtest_path):
-    """Printed, not asserted: how much of detect() is the bare session.run. The two alternate
-    frame by frame and medians are reported, so load from other processes hits both alike."""
-    clip = read_frames(vtest_path, 100, 20)
-    name = yolox.session.get_inputs()[0].name
-    yolox.detect(clip[0])
-    t_detect, t_run = [], []
-    for f in clip:
-        t0 = time.perf_counter()
-        yolox.detect(f)
-        t1 = time.perf_counter()
-        tensor, _ = yolox.preprocess(f)
-        t2 = time.perf_counter()
-        yolox.session.run(None, {name: tensor})
-        t_run.append(time.perf_counter() - t2)
-        t_detect.append(t1 - t0)
-    ms_detect, ms_run = np.median(t_detect) * 1000, np.median(t_run) * 1000
-    print(f"\nyolox_nano on vtest, {yolox.cfg.threads} threads: detect() {ms_detect:.1f} ms, "
-          f"session.run {ms_run:.1f} ms, overhead {ms_detect - ms_run:.1f} ms (medians)")
 
 
 # -- the fall model (Ultralytics layout) -----------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -106,17 +105,3 @@ def test_a_new_frame_shape_starts_over(clip: list[Image]) -> None:
     wide = np.asarray(cv2.resize(clip[2], (640, 360)), np.uint8)
     assert gate.should_detect(frame(wide, 2)) == (True, [])
     assert gate.gray is not None and gate.gray.shape == (90, 160)
-
-
-def test_cost_per_frame(clip: list[Image]) -> None:
-    gate = MotionGate(MotionConfig())
-    frames = [frame(img, i) for i, img in enumerate(clip)]
-    gate.should_detect(frames[0])
-    times = []
-    for f in frames[1:]:
-        t0 = time.perf_counter()
-        gate.should_detect(f)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1000
-    print(f"\nmotion gating on vtest 768x576: median {np.median(ms):.3f} ms, "
-          f"p95 {np.percentile(ms, 95):.3f} ms, max {ms.max():.3f} ms per frame")

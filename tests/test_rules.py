@@ -597,28 +597,3 @@ def test_a_reason_change_while_open_is_an_update(clip: list[Image]) -> None:
     events += tamper_run(rule, [np.zeros_like(clip[0])] * 10, 13.0)
     assert [(ev.phase, ev.details["reason"]) for _, ev in events] == [
         ("start", "defocused"), ("update", "blocked")]
-
-
-def test_rules_cost_per_frame_on_vtest(clip: list[Image]) -> None:
-    """All six rule kinds on vtest frames with ten people walking about the zone."""
-    rules: list[Rule] = [
-        Intrusion(IntrusionRule(type="intrusion", zone="yard"), YARD),
-        LineCrossing(LineCrossingRule(type="line_crossing", line="door"), DOWN),
-        Loitering(LoiteringRule(type="loitering", zone="yard"), YARD),
-        Crowding(CrowdingRule(type="crowding", zone="yard"), YARD),
-        Fall(FallRule(type="fall")),
-        Tamper(TamperRule(type="tamper")),
-    ]
-    cost = dict.fromkeys((type(r).__name__ for r in rules), 0.0)
-    for i, img in enumerate(clip):
-        now = i / FPS
-        tracks = [track(k + 1, at(50 + (37 * k + 3 * i) % 600, 150 + 30 * k), now=now)
-                  for k in range(10)]
-        s = scene(now, tracks, img)
-        for r in rules:
-            t0 = time.perf_counter()
-            r.update(s)
-            cost[type(r).__name__] += time.perf_counter() - t0
-    per_frame = {k: round(v / len(clip) * 1000, 3) for k, v in cost.items()}
-    print(f"\nrules on vtest ({len(clip)} frames, 10 tracks): ms per frame {per_frame}, "
-          f"total {sum(per_frame.values()):.3f}")
