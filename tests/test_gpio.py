@@ -80,6 +80,12 @@ def test_led_patterns_follow_node_state(factory: MockFactory) -> None:
     assert eventually(lambda: pin.state is False)          # slow blink reaches off...
     assert eventually(lambda: pin.state is True)           # ...and on again
 
+    gpio.set_state("camera_offline")                       # a short flash every 2 s
+    assert gpio.led.pattern == "camera_offline"
+    assert eventually(lambda: pin.state is True, 3.0)
+    assert eventually(lambda: pin.state is False)
+    assert seen_states(pin, 0.5) == {False}                # dark for 1.8 s between flashes
+
     gpio.set_state("running")
     gpio.on_event("line_crossing", "instant", "cam-1-1-1")  # not an alarm type
     assert gpio.led.pattern == "running"
