@@ -12,6 +12,8 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_WAIT_S = 10.0
+"""A `snapshot` command waits this long for the pipeline thread to take it."""
 EXIT_RESTART = 75
 """Exit code after a `restart` command: non-zero, so systemd's Restart=on-failure starts
 the unit again (EX_TEMPFAIL)."""
@@ -92,7 +96,17 @@ class Agent:
         self._pending: queue.SimpleQueue[tuple[Config, Built]] = queue.SimpleQueue()
         self.gpio = Gpio.from_config(config.gpio, self._on_input)
         self.emitter = Emitter(self.ident, self.topics, lambda: self.config, self.uplink,
-                               self.spool, self.gpio, self.pipeline.stats)
+                               self.spool, self.gpio, self.pipeline.stats,
+                               self.pipeline.detector.detect_redaction,
+                               "person" not in self.pipeline.redact_missing)
+        if "person" in self.pipeline.redact_missing:
+            log.warning("event=redaction_impossible model=%s reason=\"the model has no person "
+                        "class: snapshots are sent with redacted=false\"",
+                        config.detector.model)
+        self._requests: queue.SimpleQueue[tuple[Future[dict[str, Any]], float]] = \
+            queue.SimpleQueue()
+        """On-demand snapshots, served by the pipeline thread (which owns the detector)."""
+        self._running = False
         self.health = (HealthServer(self.metrics, config.health.port,
                                     config.health.stale_frames_s)
                        if config.health.port is not None else None)
@@ -147,6 +161,7 @@ class Agent:
         log.info("event=ready")
         next_telemetry = time.monotonic() + 1.0
         pipeline = self.pipeline
+        self._running = True
         pool: InferencePool[Pending] = InferencePool(
             pipeline.detector, self.config.detector.workers, pipeline.depth,
             on_done=self.grabber.wake)
@@ -163,6 +178,7 @@ class Agent:
                     log.info("event=source_ended frames=%d", self.stats.frames)
                     break
                 self._drain_inputs()
+                self._serve_requests()
                 self._apply_pending()
                 self._tend_service()
                 if time.monotonic() >= next_telemetry:
@@ -174,6 +190,8 @@ class Agent:
                     self._complete(done)
             finally:
                 pool.close()
+                self._running = False
+                self._serve_requests()
                 self._shutdown()
         return self._exit_code
 
@@ -189,7 +207,8 @@ class Agent:
         self.emitter.zones(out.occupancy, out.frame.captured_at)
         if out.events:
             self.emitter.frame(out.frame, self.pipeline.tracker.tracks,
-                               [Emit(ev, out.frame, rid) for rid, ev in out.events])
+                               [Emit(ev, out.frame, rid) for rid, ev in out.events],
+                               out.redact)
         return [ev for _, ev in out.events]
 
     def _end(self, ended: RuleEvents, reason: str) -> None:
@@ -344,11 +363,41 @@ class Agent:
         self._end(self.pipeline.rebuild(config, built), "config_change")
 
     def take_snapshot(self) -> dict[str, Any]:
+        """Handed to the pipeline thread: the detector that finds the people to blur on the
+        latest frame is that thread's."""
+        if not self._running:
+            return self._snapshot_now()
+        done: Future[dict[str, Any]] = Future()
+        self._requests.put((done, time.monotonic()))
+        try:
+            return done.result(timeout=SNAPSHOT_WAIT_S)
+        except FutureTimeout:
+            raise CommandError("busy", "the pipeline did not get to the snapshot in "
+                                       f"{SNAPSHOT_WAIT_S:.0f} s") from None
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                done, _ = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                done.set_result(self._snapshot_now())
+            except Exception as exc:  # CommandError, or a fault the ack must report
+                done.set_exception(exc)
+
+    def _snapshot_now(self) -> dict[str, Any]:
         frame = self.pipeline.last_frame
         if frame is None:
             raise CommandError("rejected", "no frame yet: the camera has not delivered one")
+        if self._camera_lost:
+            raise CommandError("rejected", "the camera is lost: the latest frame is "
+                                           f"{self.stats.frame_age()} s old")
         name = f"{self.ident.node}-{self.boot}-cmd-{int(time.time() * 1000)}"
-        snap = self.emitter.snapshot(name, frame, self.pipeline.tracker.tracks, [])
+        red = self.emitter.redaction(frame, self.pipeline.tracker.tracks)
+        snap = self.emitter.snapshot(name, frame, red, [])
         if snap is None:
             raise CommandError("internal", "the snapshot could not be encoded within "
                                            "snapshot.max_bytes or written")

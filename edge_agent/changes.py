@@ -29,7 +29,7 @@ from edge_agent.events import build_rule, rule_geometry
 from edge_agent.events.base import Rule
 
 SECTIONS = ("node", "mqtt", "camera", "detector", "motion", "regions", "tracker", "zones",
-            "lines", "rules", "snapshot", "gpio", "spool", "health", "discovery")
+            "lines", "rules", "snapshot", "gpio", "spool", "privacy", "health", "discovery")
 
 
 class BuildError(Exception):

@@ -330,7 +330,12 @@ class SnapshotConfig(_Model):
     jpeg_quality: int = Field(80, ge=10, le=100)
     max_width: int = Field(1280, ge=64)
     redact_people: bool = True
+    """Blur every person in a snapshot, found on that frame whatever `detector.classes`
+    keeps. Privacy settings change in the node's file only, never by `set_config`."""
+    redact_classes: list[str] = []
+    """More labels of the node's model to blur in every snapshot (say "car" on a street)."""
     privacy_zones: list[list[Point]] = []
+    """Polygons blacked out in every snapshot (windows, doors, private ground)."""
 
     @field_validator("privacy_zones")
     @classmethod
@@ -376,6 +381,34 @@ class GpioConfig(_Model):
                    (self.status_led, self.relay, self.sos_button, self.tamper_switch))
 
 
+RETENTION_H = {"pipa_30d": 30 * 24.0, "eu_72h": 72.0}
+"""Korea's PIPA practice for public CCTV publishes its period, 30 days being typical; the
+EDPB's video guidelines ask for automatic deletion after a few days, 72 hours."""
+
+
+class PrivacyConfig(_Model):
+    """What a camera is for and who answers for it, shown in its retained status (the items
+    of a PIPA Art. 25 notice), and how long anything it stores that shows a person is kept."""
+
+    purpose: str = Field("", max_length=200)
+    operator: str = Field("", max_length=200)
+    contact: str = Field("", max_length=200)
+    retention: Literal["pipa_30d", "eu_72h", "custom"] = "pipa_30d"
+    retention_h: float | None = Field(None, gt=0, le=24 * 366)
+    """Hours, with retention = "custom" only."""
+
+    @model_validator(mode="after")
+    def _custom(self) -> PrivacyConfig:
+        if (self.retention == "custom") != (self.retention_h is not None):
+            raise ValueError("retention_h is given with retention = \"custom\", and only then")
+        return self
+
+    @property
+    def retention_s(self) -> float:
+        hours = self.retention_h if self.retention_h is not None else RETENTION_H[self.retention]
+        return hours * 3600.0
+
+
 class SpoolConfig(_Model):
     """Bounds of the store-and-forward spool (state_dir/spool.db). Over them it drops
     telemetry first, then snapshots, then events, oldest first, and counts the drops."""
@@ -415,6 +448,7 @@ class Config(_Model):
     snapshot: SnapshotConfig = SnapshotConfig()
     gpio: GpioConfig = GpioConfig()
     spool: SpoolConfig = SpoolConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     health: HealthConfig = HealthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
 

@@ -18,11 +18,12 @@ from typing import Any
 from edge_agent.atomic import write_atomic
 from edge_agent.capture.frame import Frame, Image
 from edge_agent.config import Config, SnapshotConfig
+from edge_agent.detect.types import Detection
 from edge_agent.events.base import RuleEvent
 from edge_agent.geometry import Box
 from edge_agent.gpio import Gpio
 from edge_agent.pipeline import Occupancy, Stats
-from edge_agent.snapshot import redacted, render_snapshot
+from edge_agent.snapshot import blurred, render_snapshot
 from edge_agent.track import Track
 from edge_agent.uplink import messages
 from edge_agent.uplink.client import Uplink
@@ -51,6 +52,24 @@ class Emit:
 
 
 @dataclass(frozen=True, slots=True)
+class Redaction:
+    """What a snapshot of one frame blurs, decided on that frame: a fact, not a setting."""
+
+    ran: bool
+    """People were searched for on this very frame (the model has a person class and
+    `snapshot.redact_people` is on): what `redacted` says in the event and the ack."""
+    boxes: list[Box]
+    """Everything blurred: people and `redact_classes` found on the frame, and person
+    tracks where they are by now."""
+
+
+NO_REDACTION = Redaction(False, [])
+
+Finder = Callable[[Image], list[Detection]]
+"""Runs the redaction classes' detection on a whole image (the detector's own)."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Message:
     topic: str
     payload: bytes
@@ -62,8 +81,13 @@ class _Message:
 
 class Emitter:
     def __init__(self, ident: Identity, topics: Topics, config: Callable[[], Config],
-                 uplink: Uplink, spool: Spool, gpio: Gpio | None, stats: Stats) -> None:
-        """`config` gives the node's current config (snapshot settings change live)."""
+                 uplink: Uplink, spool: Spool, gpio: Gpio | None, stats: Stats,
+                 finder: Finder, finds_people: bool) -> None:
+        """`config` gives the node's current config (snapshot settings change live);
+        `finder` finds the redaction classes on a frame; `finds_people`: the model has a
+        person class at all."""
+        self._finder = finder
+        self._finds_people = finds_people
         self.ident = ident
         self.topics = topics
         self._config = config
@@ -74,23 +98,45 @@ class Emitter:
         self.numbering = EventNumbering(ident)
         self._redacted: tuple[Frame, SnapshotConfig, Image] | None = None
         """The redacted copy of the latest frame that had an event, shared by its events."""
+        self.snapshots_failed = 0
 
     # -- events ------------------------------------------------------------------------
-    def frame(self, frame: Frame, tracks: list[Track], items: list[Emit]) -> None:
+    def frame(self, frame: Frame, tracks: list[Track], items: list[Emit],
+              found: list[Detection] | None) -> None:
         """A frame's events, then their snapshots: rendering (redact, draw, JPEG) costs more
         than the rest of the frame's work after inference (docs/performance.md), and an
-        operator wants the alarm first."""
-        due = self.events(items)
+        operator wants the alarm first. What the snapshots will blur is decided first, on
+        this frame (`found`: the redaction classes its whole-frame run found, or None), so
+        the events say what was done."""
+        red = NO_REDACTION
+        if self._config().snapshot.mode != "off" and any(
+                i.ev.phase in ("start", "instant") for i in items):
+            red = self.redaction(frame, tracks, found)
+        due = self.events(items, red)
         if not due:
             return
         try:
             with self.spool.batch():
                 for name, boxes in due:
-                    self.snapshot(name, frame, tracks, boxes)
+                    self.snapshot(name, frame, red, boxes)
         except (sqlite3.Error, OSError) as exc:
+            self.snapshots_failed += len(due)
             log.error("event=snapshot_failed reason=%r snapshots=%d", str(exc), len(due))
 
-    def events(self, items: list[Emit]) -> list[Due]:
+    def redaction(self, frame: Frame, tracks: list[Track],
+                  found: list[Detection] | None = None) -> Redaction:
+        """Every person (and `redact_classes` object) in this frame: found by the detector
+        on this frame, whatever `detector.classes` keeps, plus person tracks where they
+        are by now (a person the detector missed on this frame but tracked)."""
+        cfg = self._config().snapshot
+        if found is None:
+            found = self._finder(frame.image)
+        boxes = [d.box for d in found if d.label != "person" or cfg.redact_people]
+        if cfg.redact_people:
+            boxes += [t.swept(frame.monotonic) for t in tracks if t.label == "person"]
+        return Redaction(cfg.redact_people and self._finds_people, boxes)
+
+    def events(self, items: list[Emit], red: Redaction = NO_REDACTION) -> list[Due]:
         """Number the events, store them together (one transaction: one sync for a frame's
         events) and hand them to the uplink; only then drive the pins and log them, so a
         fault there can neither lose a stored event nor break the numbering. Returns the
@@ -100,7 +146,7 @@ class Emitter:
         the events then go to paho directly, without durability, and the failure is logged."""
         if not items:
             return []
-        made = [self._message(item) for item in items]
+        made = [self._message(item, red) for item in items]
         try:
             with self.spool.batch():
                 for m in made:
@@ -124,7 +170,7 @@ class Emitter:
                                   ev.phase, str(exc))
         return [m.due for m in made if m.due is not None]
 
-    def _message(self, item: Emit) -> _Message:
+    def _message(self, item: Emit, red: Redaction) -> _Message:
         ev, frame = item.ev, item.frame
         event_id, seq = self.numbering.number(f"{item.source}/{ev.key}", ev.phase)
         ts = item.ts
@@ -136,33 +182,34 @@ class Emitter:
             due = (event_id, ev.boxes)
         doc = messages.event(self.ident, ts, event_id, seq, ev.type, ev.phase, ev.severity,
                              ev.details, ev.duration_s,
-                             self.snapshot_ref(event_id) if due else None, item.reason)
+                             self.snapshot_ref(event_id, red) if due else None, item.reason)
         return _Message(self.topics.event(ev.type), messages.dumps(doc), ts, event_id, seq, due)
 
     # -- snapshots ---------------------------------------------------------------------
-    def snapshot_ref(self, name: str) -> dict[str, Any]:
-        """Where snapshot `name` will be: the topic it is published on, or its file."""
+    def snapshot_ref(self, name: str, red: Redaction) -> dict[str, Any]:
+        """Where snapshot `name` will be (the topic it is published on, or its file), and
+        what its redaction did."""
         config = self._config()
         cfg = config.snapshot
         where = (self.topics.snapshot(name) if cfg.mode == "publish"
                  else str(config.node.state_dir / "snapshots" / f"{name}.jpg"))
-        return {"topic": where, "redacted": cfg.redact_people}
+        return {"topic": where, "redacted": red.ran, "regions": len(red.boxes)}
 
-    def snapshot(self, name: str, frame: Frame, tracks: list[Track],
+    def snapshot(self, name: str, frame: Frame, red: Redaction,
                  boxes: list[Box]) -> dict[str, Any] | None:
         """Render, redact and publish (or save) snapshot `name`; None when it cannot be
-        encoded within max_bytes or written (logged). `tracks`: every live track, tentative
-        ones too: a person seen once is still a person to blur."""
+        encoded within max_bytes or written (logged, counted)."""
         cfg = self._config().snapshot
         try:
             base = self._redacted
             if base is None or base[0] is not frame or base[1] is not cfg:
-                base = self._redacted = (frame, cfg, redacted(frame, tracks, cfg))
-            jpeg = render_snapshot(frame, boxes, tracks, cfg, base[2])
+                base = self._redacted = (frame, cfg, blurred(frame, red.boxes, cfg))
+            jpeg = render_snapshot(frame, boxes, [], cfg, base[2])
         except ValueError as exc:
+            self.snapshots_failed += 1
             log.warning("event=snapshot_failed name=%s reason=%s", name, exc)
             return None
-        ref = self.snapshot_ref(name)
+        ref = self.snapshot_ref(name, red)
         if cfg.mode == "publish":
             self.uplink.publish("snapshot", ref["topic"], jpeg, 1, created=frame.captured_at)
         else:
@@ -171,6 +218,7 @@ class Emitter:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, jpeg)
             except OSError as exc:  # a full or read-only card: the event is out already
+                self.snapshots_failed += 1
                 log.warning("event=snapshot_failed name=%s path=%s reason=%r", name, path,
                             exc.strerror or str(exc))
                 return None

@@ -80,6 +80,9 @@ class Outcome:
     events: RuleEvents
     occupancy: Occupancy
     """Only the zones whose occupancy changed with this frame."""
+    redact: list[Detection] | None
+    """The redaction classes this frame's whole-frame detector run found; None when the
+    detector did not run on the whole frame (a snapshot of it must find them itself)."""
 
 
 class Pipeline:
@@ -96,6 +99,10 @@ class Pipeline:
         events are not delayed by the next frame's inference (docs/performance.md)."""
         self.stats = Stats()
         self.last_frame: Frame | None = None
+        self.redact_missing = self.detector.set_redaction(
+            ["person", *config.snapshot.redact_classes])
+        """Redaction labels the model does not have: "person" here means people cannot be
+        blurred with this model, and snapshots say `redacted: false`."""
         self._next_rule_id = 0
         self.gate = MotionGate(config.motion)
         self.planner = RegionPlanner(config.regions, self.detector.input_size,
@@ -137,8 +144,11 @@ class Pipeline:
         """Decode, track and apply the rules, in frame order."""
         frame, plan = done.item.frame, done.item.plan
         detections: list[Detection] = []
+        redact: list[Detection] | None = None
         if plan is not None and done.prepared is not None:
-            detections = self.detector.finish(done.prepared, done.outputs)
+            detections, found = self.detector.split(
+                self.detector.finish(done.prepared, done.outputs, everything=True))
+            redact = found if plan.regions is None else None
             self.stats.inference_ms.append(done.infer_s * 1000)
             self.stats.detector_runs += 1
             self.stats.inferences += len(done.outputs)
@@ -151,7 +161,7 @@ class Pipeline:
                       detected=plan is not None, now=frame.monotonic)
         events = [(i, ev) for i, rule in zip(self._rule_ids, self.rules, strict=True)
                   for ev in rule.update(scene)]
-        return Outcome(frame, tracks, events, occupancy)
+        return Outcome(frame, tracks, events, occupancy, redact)
 
     def process(self, frame: Frame) -> Outcome:
         """One frame from gate to events, inference on this thread: for callers that feed

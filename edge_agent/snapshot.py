@@ -45,13 +45,21 @@ def render_snapshot(frame: Frame, boxes: list[Box], tracks: list[Track],
 
 
 def redacted(frame: Frame, tracks: list[Track], cfg: SnapshotConfig) -> Image:
-    """A copy of the frame with people blurred and privacy zones blacked out: what may
-    leave the node. Callers never draw on it (render_snapshot draws on its own copy)."""
+    """A copy of the frame with the people of `tracks` blurred and privacy zones blacked
+    out. The node itself blurs what it found on the frame being encoded too
+    (`emitter.Emitter.redaction`); this form serves where only tracks are known."""
+    blur = [t.swept(frame.monotonic) for t in tracks if t.label == PERSON] \
+        if cfg.redact_people else []
+    return blurred(frame, blur, cfg)
+
+
+def blurred(frame: Frame, blur: list[Box], cfg: SnapshotConfig) -> Image:
+    """A copy of the frame with every box in `blur` made unrecognisable and the privacy
+    zones blacked out: what may leave the node. Callers never draw on it (render_snapshot
+    draws on its own copy)."""
     img = frame.image.copy()
-    if cfg.redact_people:
-        for t in tracks:
-            if t.label == PERSON:
-                redact(img, t.swept(frame.monotonic))
+    for box in blur:
+        redact(img, box)
     for poly in cfg.privacy_zones:
         cv2.fillPoly(img, [np.round(np.asarray(poly)).astype(np.int32)], (0, 0, 0))
     return img

@@ -29,7 +29,10 @@ def camera_config(template: Path, out: Path, *, clip: Path, model: Path, port: i
     doc["detector"]["model"] = str(model)
     doc["mqtt"]["port"] = port
     for section, values in overrides.items():
-        doc.setdefault(section, {}).update(values)
+        if isinstance(values, list):  # zones, lines, rules: replaced whole
+            doc[section] = values
+        else:
+            doc.setdefault(section, {}).update(values)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(tomli_w.dumps(doc))
     return out

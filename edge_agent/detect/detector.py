@@ -96,6 +96,10 @@ class Detector:
         self._ring: list[Letterboxer] = [self._letterboxer()]
         self._turn = 0
         self._keep = _class_table(_class_filter(cfg.classes, labels, cfg.model))
+        self.redact_ids: frozenset[int] = frozenset()
+        """Classes found for redaction whatever `classes` keeps (`set_redaction`)."""
+        self._scan: npt.NDArray[np.bool_] | None = self._keep
+        """What decoding keeps: `classes` and the redaction classes."""
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> Detector:
@@ -150,6 +154,35 @@ class Detector:
         self._turn = (self._turn + 1) % len(self._ring)
         return letterbox(_as_bgr(image), size or self.input_size)
 
+    def set_redaction(self, labels: list[str]) -> list[str]:
+        """Find these labels too, for redaction only, whatever `classes` keeps: a vehicle
+        camera still finds the people it must blur. Returns the labels the model does not
+        have (they cannot be redacted)."""
+        ids = {i for i, name in enumerate(self.labels) if name in labels}
+        self.redact_ids = frozenset(ids)
+        if self._keep is None:
+            self._scan = None
+        else:
+            keep = np.flatnonzero(self._keep).tolist()
+            self._scan = _class_table(np.array(sorted(set(keep) | ids), np.intp))
+        return [name for name in labels if name not in self.labels]
+
+    def keeps(self, class_id: int) -> bool:
+        """Whether `classes` keeps this class (the rest is found for redaction only)."""
+        keep = self._keep
+        return keep is None or (0 <= class_id < len(keep) and bool(keep[class_id]))
+
+    def split(self, found: list[Detection]) -> tuple[list[Detection], list[Detection]]:
+        """(what `classes` keeps, what is to be redacted) from one `finish`."""
+        kept = found if self._scan is self._keep else [d for d in found
+                                                        if self.keeps(d.class_id)]
+        return kept, [d for d in found if d.class_id in self.redact_ids]
+
+    def detect_redaction(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
+        """The redaction classes in the whole image (for a snapshot of a frame the detector
+        did not run on whole)."""
+        return self.split(self.detect_regions(image, None, everything=True))[1]
+
     def crop_input(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the input a crop of this size runs at: the nominal size for a
         fixed model, `letterbox.crop_input` for a dynamic one."""
@@ -178,11 +211,13 @@ class Detector:
         """Safe from several threads at once when each passes its own `for_worker()`."""
         return (backend or self.backend).run(tensor)
 
-    def finish(self, prepared: Prepared, outputs: Sequence[Outputs]) -> list[Detection]:
+    def finish(self, prepared: Prepared, outputs: Sequence[Outputs],
+               everything: bool = False) -> list[Detection]:
         """Boxes in frame pixels, best score first; boxes of overlapping regions are merged
-        by one more class-aware NMS."""
-        parts = [self._candidates(out, c) for c, out in zip(prepared.crops, outputs,
-                                                             strict=True)]
+        by one more class-aware NMS. `everything`: the redaction classes too (`split`)."""
+        keep = self._scan if everything else self._keep
+        parts = [self._candidates(out, c, keep) for c, out in zip(prepared.crops, outputs,
+                                                                   strict=True)]
         if len(parts) == 1:
             return self._detections(parts[0])
         if not parts:
@@ -209,10 +244,12 @@ class Detector:
         return self.finish(Prepared(crops), [self.infer(c.tensor) for c in crops])
 
     def detect_regions(self, image: npt.NDArray[np.uint8],
-                       regions: Sequence[Region] | None) -> list[Detection]:
+                       regions: Sequence[Region] | None,
+                       everything: bool = False) -> list[Detection]:
         """The whole image (None) or the given regions, merged."""
         prepared = self.prepare(image, regions)
-        return self.finish(prepared, [self.infer(c.tensor) for c in prepared.crops])
+        return self.finish(prepared, [self.infer(c.tensor) for c in prepared.crops],
+                           everything)
 
     def label(self, class_id: int) -> str:
         return labels_mod.label_name(self.labels, class_id)
@@ -224,12 +261,12 @@ class Detector:
         return Letterboxer(w, h, centre=a.centre, rgb=a.rgb, unit_scale=a.unit_scale,
                            dtype=self._dtype)
 
-    def _candidates(self, outputs: Outputs, crop: Crop) -> Candidates:
+    def _candidates(self, outputs: Outputs, crop: Crop,
+                    keep: npt.NDArray[np.bool_] | None) -> Candidates:
         """One crop's boxes in frame pixels after its own NMS and the box filters."""
         cfg = self.cfg
         boxes, scores, ids = self.adapter.decode(outputs, cfg.score, crop.input_size)
-        if self._keep is not None and len(ids):
-            keep = self._keep
+        if keep is not None and len(ids):
             mask = (ids >= 0) & (ids < len(keep))
             mask[mask] = keep[ids[mask]]
             boxes, scores, ids = boxes[mask], scores[mask], ids[mask]
