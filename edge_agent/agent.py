@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__, changes
+from edge_agent import __version__, changes, retention
 from edge_agent.capture import FrameGrabber, open_source
 from edge_agent.capture.frame import Frame
 from edge_agent.changes import Built
@@ -42,6 +43,8 @@ from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
+AUDITED = frozenset({"set_config", "snapshot", "restart"})
+"""Commands that change the node or take a picture of the scene: each leaves an audit record."""
 SNAPSHOT_WAIT_S = 10.0
 """A `snapshot` command waits this long for the pipeline thread to take it."""
 EXIT_RESTART = 75
@@ -87,7 +90,7 @@ class Agent:
                                       zones=_watched_zones(config))
             self.discovery = Discovery(msgs, lambda *a: None, config.discovery.prefix)
         self.uplink = Uplink(config.mqtt, self.topics, self.ident, self.spool,
-                             on_command=self.commands.handle, on_connect=self._on_connect)
+                             on_command=self._command, on_connect=self._on_connect)
         if self.discovery is not None:
             self.discovery.attach(self.uplink.client)
         if remote_config is not None:
@@ -103,6 +106,10 @@ class Agent:
             log.warning("event=redaction_impossible model=%s reason=\"the model has no person "
                         "class: snapshots are sent with redacted=false\"",
                         config.detector.model)
+        self.uplink.set_status(privacy=_privacy_status(
+            config, "person" not in self.pipeline.redact_missing))
+        self.purged = 0
+        """Snapshots deleted for being older than the retention period, since start."""
         self._requests: queue.SimpleQueue[tuple[Future[dict[str, Any]], float]] = \
             queue.SimpleQueue()
         """On-demand snapshots, served by the pipeline thread (which owns the detector)."""
@@ -160,6 +167,7 @@ class Agent:
         self.notifier.ready(self._service_status)
         log.info("event=ready")
         next_telemetry = time.monotonic() + 1.0
+        next_purge = 0.0
         pipeline = self.pipeline
         self._running = True
         pool: InferencePool[Pending] = InferencePool(
@@ -181,6 +189,9 @@ class Agent:
                 self._serve_requests()
                 self._apply_pending()
                 self._tend_service()
+                if time.monotonic() >= next_purge:
+                    self._purge()
+                    next_purge = time.monotonic() + retention.EVERY_S
                 if time.monotonic() >= next_telemetry:
                     self._publish_telemetry()
                     next_telemetry = time.monotonic() + self.config.mqtt.telemetry_interval_s
@@ -210,6 +221,28 @@ class Agent:
                                [Emit(ev, out.frame, rid) for rid, ev in out.events],
                                out.redact)
         return [ev for _, ev in out.events]
+
+    def _purge(self) -> None:
+        try:
+            self.purged += retention.purge(self.config.node.state_dir / "snapshots",
+                                           self.spool, self.config.privacy.retention_s)
+        except (OSError, sqlite3.Error) as exc:  # a failing card: try again next time
+            log.error("event=purge_failed reason=%r", str(exc))
+
+    def _command(self, payload: bytes) -> dict[str, Any]:
+        """Every command gets its ack; the ones that change the node or take a picture also
+        leave an audit record (logged and published on the audit topic)."""
+        ack = self.commands.handle(payload)
+        if ack.get("cmd") in AUDITED:
+            doc = messages.audit(self.ident, time.time(), ack)
+            log.info("event=audit command_id=%s cmd=%s ok=%s changed=%s error=%s",
+                     doc["command_id"], doc["cmd"], doc["ok"],
+                     ",".join(doc.get("changed", [])) or "-", doc.get("error", "-"))
+            try:
+                self.uplink.publish("audit", self.topics.audit, messages.dumps(doc), 1)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("event=audit_not_stored reason=%r", str(exc))
+        return ack
 
     def _end(self, ended: RuleEvents, reason: str) -> None:
         self.emitter.events([Emit(ev, self.pipeline.last_frame, rid, reason=reason)
@@ -324,6 +357,9 @@ class Agent:
             "spool_depth": self.spool.depth(),
             "spool_dropped_events": dropped["event"],
             "spool_dropped_telemetry": dropped["telemetry"],
+            "spool_dropped_snapshots": dropped["snapshot"],
+            "snapshots_failed": self.emitter.snapshots_failed,
+            "purged_snapshots": self.purged,
             "last_frame_age_s": self.stats.frame_age(),
             "camera": self._camera_state,
             "broker": "online" if self.uplink.connected else "offline",
@@ -420,6 +456,18 @@ class Agent:
         log.info("event=restart_requested")
         self._exit_code = EXIT_RESTART
         self._stop.set()
+
+
+def _privacy_status(config: Config, finds_people: bool) -> dict[str, Any]:
+    """The camera's notice (purpose, operator, contact, retention: the items of a PIPA
+    Art. 25 notice board) and what its redaction does, for the retained status."""
+    p, s = config.privacy, config.snapshot
+    doc: dict[str, Any] = {k: v for k, v in (("purpose", p.purpose), ("operator", p.operator),
+                                             ("contact", p.contact)) if v}
+    return doc | {"retention_h": round(p.retention_s / 3600, 1),
+                  "redaction": "on" if s.redact_people and finds_people else "off",
+                  "redact_classes": list(s.redact_classes),
+                  "privacy_zones": len(s.privacy_zones)}
 
 
 def _watched_zones(config: Config) -> dict[str, list[str]]:

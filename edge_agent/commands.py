@@ -142,6 +142,10 @@ def handlers(node: Node) -> dict[str, Handler]:
             raise CommandError("bad_args", "; ".join(exc.errors)) from None
         new = resolve_paths(new, node.config_path.parent if node.config_path else Path.cwd())
         old = node.config
+        local = remote_config.local_only_changes(old, new)
+        if local:
+            raise CommandError("rejected", "; ".join(
+                f"{f}: a privacy setting, changed in the node's file config only" for f in local))
         sections = changed_sections(old, new)
         if not sections:
             return {"applied": [], "restart_required": [], "changed": []}

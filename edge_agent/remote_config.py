@@ -31,6 +31,25 @@ def merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+LOCAL_ONLY = (("snapshot", "redact_people"), ("snapshot", "redact_classes"),
+              ("snapshot", "privacy_zones"), ("privacy", None))
+"""Settings no remote change may touch: redaction, privacy polygons, and the camera's
+purpose, operator and retention. Weakening them is a decision made at the camera, by
+whoever answers for it, in its file."""
+
+
+def local_only_changes(old: Config, new: Config) -> list[str]:
+    """The local-only settings that differ between two configs, as field paths."""
+    out = []
+    for section, name in LOCAL_ONLY:
+        a, b = getattr(old, section), getattr(new, section)
+        if name is None and a != b:
+            out.append(section)
+        elif name is not None and getattr(a, name) != getattr(b, name):
+            out.append(f"{section}.{name}")
+    return out
+
+
 def overrides_path(config: Config) -> Path:
     """Remote changes live in the state directory: the node's config file stays read-only
     for the service (ProtectSystem=strict) and remains the technician's."""
@@ -52,7 +71,12 @@ def with_overrides(config: Config, config_path: Path) -> tuple[Config, str | Non
                               str(path))
     except ConfigError as exc:
         return config, f"{path}: no longer valid with {config_path}: " + "; ".join(exc.errors)
-    return resolve_paths(merged, config_path.parent), None
+    merged = resolve_paths(merged, config_path.parent)
+    local = local_only_changes(config, merged)
+    if local:  # stored before privacy settings were local-only: the file decides
+        return config, f"{path}: changes privacy settings the file config alone may set " \
+            f"({', '.join(local)})"
+    return merged, None
 
 
 def set_aside(config: Config, reason: str) -> Path | None:

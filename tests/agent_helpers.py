@@ -56,7 +56,10 @@ def node_config(tmp: Path, *, clip: Path, model: Path, port: int, name: str = "n
         "mqtt": {"telemetry_interval_s": 2, "reconnect_max_s": 2, "keepalive_s": 5},
     }
     for key, values in sections.items():
-        defaults.setdefault(key, {}).update(values)
+        if isinstance(values, list):  # zones, lines, rules: replaced whole
+            defaults[key] = values  # type: ignore[assignment]
+        else:
+            defaults.setdefault(key, {}).update(values)
     return camera_config(CAMERA, tmp / name, clip=clip, model=model, port=port,
                          state_dir=tmp / "state", **defaults)
 

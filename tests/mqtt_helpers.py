@@ -42,6 +42,8 @@ def schema_for(topic: str) -> str | None:
         return "command"
     if tail[0] == "zone":
         return "zone"
+    if tail == ["audit"]:
+        return "audit"
     return None
 
 

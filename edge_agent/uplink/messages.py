@@ -72,6 +72,24 @@ def ack(ident: Identity, ts: float, cmd_id: str | None, cmd: str | None, ok: boo
     return doc
 
 
+def audit(ident: Identity, ts: float, ack_doc: dict[str, Any]) -> dict[str, Any]:
+    """What a command did, for the node's audit trail: which command (its id), what it
+    changed or took, whether it was refused. Built from the ack, so never a secret."""
+    doc = ident.header(ts) | {"command_id": ack_doc.get("id"), "cmd": ack_doc.get("cmd"),
+                              "ok": bool(ack_doc.get("ok"))}
+    result = ack_doc.get("result")
+    if isinstance(result, dict):
+        if "changed" in result:
+            doc["changed"] = list(result["changed"])
+        if "topic" in result:
+            doc["snapshot"] = {k: result[k] for k in ("topic", "redacted", "regions")
+                               if k in result}
+    error = ack_doc.get("error")
+    if isinstance(error, dict):
+        doc["error"] = error.get("code")
+    return doc
+
+
 def zone(ident: Identity, ts: float, name: str, labels: dict[str, int]) -> dict[str, Any]:
     """How many tracked objects stand in a zone now, by label (retained: the latest wins)."""
     return ident.header(ts) | {"zone": name, "count": sum(labels.values()),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # Drop order when the spool is over its bounds: cheapest loss first.
-KINDS = ("telemetry", "snapshot", "event")
+KINDS = ("telemetry", "snapshot", "audit", "event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +166,20 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 self._recount()
                 raise
+
+    def purge(self, kind: str, older_than_s: float) -> int:
+        """Delete messages of `kind` held longer than this (the camera's retention period
+        for snapshots); returns how many. Not counted as drops: nothing was lost to a bound."""
+        with self._lock:
+            cutoff = self.clock() - older_than_s
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
+                "WHERE kind = ? AND stored < ?", (kind, cutoff)).fetchone()
+            if row[0]:
+                self._db.execute("DELETE FROM spool WHERE kind = ? AND stored < ?",
+                                 (kind, cutoff))
+                self._bytes -= int(row[1])
+            return int(row[0])
 
     def depth(self) -> int:
         with self._lock:

@@ -39,5 +39,9 @@ class Topics:
     def snapshot(self, event_id: str) -> str:
         return f"{self.base}/snapshot/{event_id}"
 
+    @property
+    def audit(self) -> str:
+        return f"{self.base}/audit"
+
     def zone(self, name: str) -> str:
         return f"{self.base}/zone/{name}"
