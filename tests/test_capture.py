@@ -334,6 +334,39 @@ def test_device_index_names_the_v4l2_device() -> None:
         assert source.name == "/dev/video0"
 
 
+def test_no_source_ever_opens_audio(vtest_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = open_source(CameraConfig(source=str(vtest_path)))
+    source.open()
+    try:
+        assert source.read() is not None
+        cap = source._cap  # type: ignore[attr-defined]
+        assert cap.get(cv2.CAP_PROP_AUDIO_STREAM) == -1, "the audio stream is not opened"
+    finally:
+        source.close()
+
+    calls: list[str] = []
+
+    class FakeCamera:  # records what the node asks of picamera2
+        def __init__(self, num: int) -> None:
+            calls.append("open")
+
+        def __getattr__(self, name: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                calls.append(name)
+                return np.zeros((4, 4, 4), np.uint8) if name == "capture_array" else {}
+            return call
+
+    fake = type(sys)("picamera2")
+    fake.Picamera2 = FakeCamera  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    cam = open_source(CameraConfig(kind="picamera2", width=4, height=4, fps=5))
+    cam.open()
+    cam.read()
+    cam.close()
+    assert calls == ["open", "create_video_configuration", "configure", "start",
+                     "capture_array", "stop", "close"], "no encoder, no recording, no audio"
+
+
 def test_picamera2_missing_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a non-Pi machine
     source = open_source(CameraConfig(kind="picamera2", width=640, height=480))
