@@ -106,6 +106,42 @@ def firmware_defaults() -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+_CHECK_SETTINGS = """
+import json, sys, config as c
+jobs = json.loads(sys.stdin.read())
+out = []
+for where, kind, settings in jobs:
+    spec = __import__('spec_' + kind)
+    base = c.defaults(c.COMMON)
+    base[kind] = c.defaults(spec.SPEC)
+    for k, v in settings.items():
+        one = {k: v} if k != kind or not isinstance(v, dict) else None
+        parts = [one] if one is not None else [{kind: {k2: v2}} for k2, v2 in v.items()]
+        for part in parts:
+            new, err = c.merge(base, kind, spec.SPEC, part)
+            if err:
+                out.append(where + '.' + err)
+    new, err = c.merge(base, kind, spec.SPEC, settings, spec.cross)
+    if err and not out:
+        out.append(where + '.' + err)
+print(json.dumps(out))
+"""
+
+
+def firmware_setting_problems(jobs: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Each board's settings checked by the firmware's own validation (firmware/config.py
+    under MicroPython: types, ranges and cross-key rules), every bad key named:
+    `jobs` is (where, board kind, settings)."""
+    if not jobs:
+        return []
+    out = subprocess.run([_tool("micropython"), "-c", _CHECK_SETTINGS],
+                         input=json.dumps(jobs),
+                         env={**os.environ, "MICROPYPATH": f"{FIRMWARE}:{UPY}:.frozen",
+                              "SIM_DIR": ""},
+                         capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
+
+
 def compile_firmware(dest: Path, source: Path = FIRMWARE, skip: tuple[str, ...] = (),
                      opt: tuple[str, ...] = ()) -> None:
     """mpy-cross every module into dest (main.py stays source, as on a board). The sim

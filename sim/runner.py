@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sim import faults, records
-from sim.board import firmware_defaults
+from sim.board import firmware_defaults, firmware_setting_problems
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
 from sim.expect import Arrival, Verdict, judge
@@ -76,6 +76,10 @@ def prepare(path: Path, speed: float | None = None) -> Scenario:
                 and not (path.parent / n.config).is_file()]
     if any(n.kind != "camera" for n in scenario.nodes):
         problems += settings_problems(scenario, firmware_defaults())
+        if not problems:  # known keys of the right types: now the firmware's own ranges
+            problems += firmware_setting_problems(
+                [(f"nodes[{i}].settings", n.kind, n.settings)
+                 for i, n in enumerate(scenario.nodes) if n.kind != "camera" and n.settings])
     problems += records.problems(scenario, path.parent)  # recordings' files, from here
     if problems:
         raise ScenarioError(str(path), problems)
@@ -304,10 +308,15 @@ def summary(outcome: Outcome) -> str:
         lines.append(f"  {'PASS' if v.ok else 'FAIL'}  {v.name}: {v.message}")
     r = outcome.run
     lines.append(f"  {len(outcome.arrivals)} messages; {r.get('messages_per_s')} msg/s; "
-                 f"broker CPU {r.get('broker_cpu_pct')}%; board RSS "
+                 f"broker CPU {_pct(r.get('broker_cpu_pct'))}; board RSS "
                  f"{_kb(r.get('board_rss_kb_mean'))}; real time {r.get('real_s')} s")
     lines.append("report: " + ", ".join(str(p) for p in outcome.files.values()))
     return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    """`n/a` when the broker's CPU is not known (an external broker), never `None%`."""
+    return "n/a" if v is None else f"{v}%"
 
 
 def _kb(v: float | None) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.config import SEGMENT, format_errors
+from edge_agent.uplink.discovery import KIND_EVENTS
 
 NodeKind = Literal["camera", "gas", "flood", "vibration"]
 SENSORS: dict[str, tuple[str, ...]] = {"gas": ("gas",), "flood": ("float", "probe"),
@@ -214,6 +215,23 @@ class Fault(_Timed):
     (hard), or a brownout (reported as power_on by the esp32 port)."""
 
 
+_SENSOR_FAULT = frozenset({"node", "sensor", "duration_s"})
+FAULT_FIELDS: dict[str, frozenset[str]] = {
+    "broker_down": frozenset({"duration_s"}),
+    "wifi_down": frozenset({"node", "duration_s"}),
+    "link_slow": frozenset({"node", "duration_s", "delay_s"}),
+    "link_lossy": frozenset({"node", "duration_s", "loss"}),
+    "sensor_disconnected": _SENSOR_FAULT, "sensor_stuck": _SENSOR_FAULT,
+    "sensor_out_of_range": _SENSOR_FAULT, "sensor_chatter": _SENSOR_FAULT,
+    "i2c_error": _SENSOR_FAULT,
+    "kill": frozenset({"node", "duration_s"}),
+    "flash_stall": frozenset({"node", "duration_s", "stall_ms"}),
+    "reset": frozenset({"node", "cause"}),
+}
+"""What each fault type reads besides type and at_s: a field it ignores is an error, not a
+setting that silently does nothing."""
+
+
 class Expect(_M):
     node: str
     """Node id, or a prefix ending in '*' for a fleet."""
@@ -309,7 +327,14 @@ class Scenario(_M):
             if s.at_s > self.duration_s:
                 problems.append(f"signals[{i}].at_s: after the end of the scenario")
         for i, f in enumerate(self.faults):
+            ignored = sorted(f.model_fields_set - FAULT_FIELDS[f.type] - {"type", "at_s"})
+            problems += [f"faults[{i}].{name}: a {f.type} fault does not use it"
+                         for name in ignored]
             problems += self._fault_problems(f"faults[{i}]", f)
+        for i, e in enumerate(self.expect):
+            problems += self._event_problems(f"expect[{i}]", e.node, e.event)
+        for i, never in enumerate(self.expect_none):
+            problems += self._event_problems(f"expect_none[{i}]", never.node, never.event)
         targets: list[tuple[str, list[str]]] = [("expect", [e.node for e in self.expect]),
                                                 ("expect_none", [e.node for e in self.expect_none]),
                                                 ("commands", [c.node for c in self.commands])]
@@ -325,6 +350,18 @@ class Scenario(_M):
         if problems:
             raise ValueError("\n".join(dict.fromkeys(problems)))
         return self
+
+    def _event_problems(self, where: str, node: str, event: str) -> list[str]:
+        """An event name no node it names can send would make an expectation that can
+        never fail (expect_none) or never pass (expect): a typo is an error."""
+        kinds = {spec.kind for spec, _ in self.resolve(node)}
+        if not kinds:
+            return []  # the node reference itself is reported
+        sent = {t for k in kinds for t in KIND_EVENTS[k]}
+        if event in sent:
+            return []
+        return [f"{where}.event: {event!r} is not an event a {'/'.join(sorted(kinds))} node "
+                f"sends (one of {', '.join(sorted(sent))})"]
 
     def _fault_problems(self, where: str, f: Fault) -> list[str]:
         if f.at_s > self.duration_s:

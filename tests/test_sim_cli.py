@@ -126,11 +126,58 @@ def test_bad_references_and_settings_are_named(
     assert "expect[0].node: no node named 'vib-*'" in err
     fixed = BAD_REFS.replace('node = "gas-1"\nat_s = 10', 'node = "flood-1"\nat_s = 10') \
         .replace('type = "earthquake"', 'type = "flash_flood"') \
-        .replace('sensor = "accel"', 'sensor = "float"').replace('"vib-*"', '"gas-1"')
+        .replace('sensor = "accel"', 'sensor = "float"').replace('"vib-*"', '"gas-1"') \
+        .replace('event = "vibration"', 'event = "gas"')
     assert cli.main(["check", str(_write(tmp_path, "refs2.toml", fixed))]) == 2
     err = capsys.readouterr().err
     assert "nodes[0].settings.gas.warmup: unknown setting" in err
     assert "nodes[0].settings.broker_port: set by the simulator" in err
+
+
+STRICT = """
+name = "typos"
+duration_s = 60
+[[nodes]]
+id = "gas-1"
+kind = "gas"
+settings = { telemetry_interval_s = 0, gas = { warmup_s = 99999, alarm_ppm = -5 } }
+[[faults]]
+type = "broker_down"
+node = "gas-1"
+at_s = 5
+[[faults]]
+type = "reset"
+node = "gas-1"
+at_s = 10
+duration_s = 5
+stall_ms = 100
+[[expect_none]]
+node = "gas-1"
+event = "gass"
+[[expect]]
+node = "gas-1"
+event = "intrusion"
+"""
+
+
+def test_typos_and_ignored_fields_are_errors_not_silent_passes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", str(_write(tmp_path, "strict.toml", STRICT))]) == 2
+    err = capsys.readouterr().err
+    assert "expect_none[0].event: 'gass' is not an event a gas node sends " \
+           "(one of gas, sensor_fault)" in err
+    assert "expect[0].event: 'intrusion' is not an event a gas node sends" in err
+    assert "faults[0].node: a broker_down fault does not use it" in err
+    assert "faults[1].duration_s: a reset fault does not use it" in err
+    assert "faults[1].stall_ms: a reset fault does not use it" in err
+    fixed = STRICT.replace('node = "gas-1"\nat_s = 5', 'at_s = 5') \
+        .replace("duration_s = 5\nstall_ms = 100\n", "").replace('"gass"', '"gas"') \
+        .replace('"intrusion"', '"sensor_fault"')
+    assert cli.main(["check", str(_write(tmp_path, "ranges.toml", fixed))]) == 2
+    err = capsys.readouterr().err  # the firmware's own ranges, every bad key named
+    assert "nodes[0].settings.telemetry_interval_s: must be in 1..86400" in err
+    assert "nodes[0].settings.gas.warmup_s: must be in" in err
+    assert "nodes[0].settings.gas.alarm_ppm: must be in" in err
 
 
 def test_a_file_that_is_not_toml_exits_2(tmp_path: Path,

@@ -53,3 +53,14 @@ def test_the_fleet_bench_scales_the_fleet_and_keeps_the_named_boards() -> None:
     assert len(s.node_ids()) == 200
     for e in s.expect:
         assert s.resolve(e.node), e.node
+
+
+def test_the_summary_says_n_a_for_an_unknown_broker_cpu() -> None:
+    from sim.runner import Outcome, summary
+
+    scenario = Scenario.model_validate({"name": "s", "duration_s": 1, "nodes": [
+        {"id": "gas-1", "kind": "gas"}]})
+    unknown = summary(Outcome(scenario, [], [], {}, {"broker_cpu_pct": None}))
+    known = summary(Outcome(scenario, [], [], {}, {"broker_cpu_pct": 0.4}))
+    assert "broker CPU n/a;" in unknown and "None" not in unknown
+    assert "broker CPU 0.4%;" in known
