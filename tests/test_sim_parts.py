@@ -60,7 +60,8 @@ def test_the_summary_says_n_a_for_an_unknown_broker_cpu() -> None:
 
     scenario = Scenario.model_validate({"name": "s", "duration_s": 1, "nodes": [
         {"id": "gas-1", "kind": "gas"}]})
-    unknown = summary(Outcome(scenario, [], [], {}, {"broker_cpu_pct": None}))
-    known = summary(Outcome(scenario, [], [], {}, {"broker_cpu_pct": 0.4}))
+    run = {"messages_per_s": 2.0, "real_s": 1.0, "board_rss_kb_mean": 2048.0}
+    unknown = summary(Outcome(scenario, [], [], {}, run | {"broker_cpu_pct": None}))
+    known = summary(Outcome(scenario, [], [], {}, run | {"broker_cpu_pct": 0.4}))
     assert "broker CPU n/a;" in unknown and "None" not in unknown
     assert "broker CPU 0.4%;" in known
