@@ -1,27 +1,46 @@
 """Structured key=value logging to stdout for journald.
 
+Under systemd (JOURNAL_STREAM set: stdout is the journal) each line starts with its syslog
+priority, `<4>` for a warning, which journald reads and strips (the unit's default
+SyslogLevelPrefix=yes): `journalctl -u edge-agent -p warning` then shows what matters.
 Never logs secrets: callers pass no passwords, and config dumps mask them."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
+PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+            logging.DEBUG: 7}
+"""Python level -> syslog priority (sd-daemon.h: SD_CRIT 2 ... SD_DEBUG 7)."""
+
 
 class KeyValueFormatter(logging.Formatter):
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} " \
                f"logger={record.name} {record.getMessage()}"
         if record.exc_info:
-            line += " exc=" + repr(self.formatException(record.exc_info))
+            line += " exc=" + _quote(self.formatException(record.exc_info))
+        if self.journal:
+            prefix = f"<{PRIORITY.get(record.levelno, 6)}>"
+            line = prefix + line.replace("\n", "\n" + prefix)
         return line
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(KeyValueFormatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
