@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,14 @@ KNOWN: dict[str, tuple[str, str, str, float, str]] = {
     "spool_dropped_telemetry": ("spool_dropped_total", "counter",
                                 "Messages dropped by the spool's size/age bounds.", 1.0,
                                 'kind="telemetry"'),
+    "spool_dropped_snapshots": ("spool_dropped_total", "counter",
+                                "Messages dropped by the spool's size/age bounds.", 1.0,
+                                'kind="snapshot"'),
+    "snapshots_failed": ("snapshots_failed_total", "counter",
+                         "Snapshots not sent or written (too large to encode, a full card).",
+                         1.0, ""),
+    "purged_snapshots": ("snapshots_purged_total", "counter",
+                         "Stored snapshots deleted after the retention period.", 1.0, ""),
     "cpu_temp_c": ("cpu_temperature_celsius", "gauge", "SoC temperature.", 1.0, ""),
     "rss_bytes": ("resident_memory_bytes", "gauge", "Resident memory of the agent.", 1.0, ""),
     "uptime_s": ("uptime_seconds", "gauge", "Seconds since the agent started.", 1.0, ""),
@@ -101,13 +111,21 @@ def verdict(metrics: Mapping[str, MetricValue], stale_frames_s: float) -> tuple[
 
 
 def render(metrics: Mapping[str, MetricValue]) -> str:
-    """Prometheus text exposition (version 0.0.4); each family's HELP/TYPE once."""
-    families: dict[str, tuple[str, str, list[str]]] = {}
+    """Prometheus text exposition (version 0.0.4), written by prometheus_client from one
+    collection of the metrics: known ones with their names, types and units, any other
+    number as a gauge, strings and unknowns (None) left out."""
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
 
     def add(name: str, kind: str, help_: str, labels: str, value: float) -> None:
         full = PREFIX + name
-        fam = families.setdefault(full, (kind, help_, []))
-        fam[2].append(f"{full}{{{labels}}} {_fmt(value)}" if labels else f"{full} {_fmt(value)}")
+        fam = families.get(full)
+        if fam is None:
+            label_names = [labels.split("=", 1)[0]] if labels else []
+            fam = (CounterMetricFamily(full.removesuffix("_total"), help_, labels=label_names)
+                   if kind == "counter" else GaugeMetricFamily(full, help_, labels=label_names))
+            families[full] = fam
+        label_values = [labels.split("=", 1)[1].strip('"')] if labels else []
+        fam.add_metric(label_values, value)
 
     for key, value in metrics.items():
         if key in UP:
@@ -121,20 +139,14 @@ def render(metrics: Mapping[str, MetricValue]) -> str:
             add(name, kind, help_, labels, float(value) * scale)
         elif _NAME.match(key):
             add(key, "gauge", f"Telemetry metric {key}.", "", float(value))
-    out = []
-    for full, (kind, help_, samples) in families.items():
-        out.append(f"# HELP {full} {help_}")
-        out.append(f"# TYPE {full} {kind}")
-        out.extend(samples)
-    return "\n".join(out) + "\n"
 
+    class Once:
+        def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+            yield from families.values()
 
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Once())
+    return generate_latest(registry).decode()
 
 
 # -- server ------------------------------------------------------------------------------------
