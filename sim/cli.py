@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a scenario file only")
     c.add_argument("scenario", type=Path)
     c.add_argument("--speed", type=float, default=None)
+    sub.add_parser("docs", help="print the scenario reference (docs/scenarios.md) from the "
+                                "schema")
     return ap
 
 
@@ -60,6 +62,11 @@ def exit_cleanly_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "docs":
+        from sim.scenario_doc import render
+
+        print(render(), end="")
+        return 0
     try:
         scenario = prepare(args.scenario, args.speed)
     except ScenarioError as exc:

@@ -31,12 +31,14 @@ class ScenarioError(ValueError):
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class NodeSpec(_M):
     id: str = Field(pattern=SEGMENT.pattern)
+    """Node id, also its MQTT topic segment."""
     kind: NodeKind
+    """camera (the real agent) or a sensor board (the real firmware)."""
     config: Path | None = None
     """Camera nodes: node config (TOML) relative to the scenario file."""
     board: str | None = None
@@ -44,6 +46,7 @@ class NodeSpec(_M):
     count: int = Field(1, ge=1, le=2000)
     """Boards: run this many copies, ids suffixed -001, -002, ..."""
     telemetry_interval_s: int | None = Field(None, ge=1)
+    """Boards: seconds between telemetry messages (default: the firmware's)."""
     settings: dict[str, Any] = {}
     """Boards: firmware settings (config.json keys, one table per sensor such as
     `gas = {warmup_s = 5}`), checked against the firmware's own table before the run."""
@@ -70,24 +73,35 @@ class NodeSpec(_M):
 
 class _Timed(_M):
     at_s: float = Field(ge=0)
+    """Scenario time it starts."""
 
 
 class GasLeakSignal(_Timed):
     type: Literal["gas_leak"]
     node: str
+    """The gas board (or boards: a prefix ending in '*')."""
     peak_ppm: float = Field(2000.0, gt=0)
+    """Concentration at the top of the leak."""
     ramp_s: float = Field(10.0, gt=0)
+    """Time from clean air to the peak."""
     hold_s: float = Field(30.0, ge=0)
+    """Time at the peak."""
     decay_tau_s: float = Field(20.0, gt=0)
+    """Time constant of the clearing after the hold."""
 
 
 class FloodSignal(_Timed):
     type: Literal["flash_flood"]
     node: str
+    """The flood board(s)."""
     rise_cm_per_min: float = Field(30.0, gt=0)
+    """How fast the water rises."""
     crest_cm: float = Field(40.0, gt=0)
+    """Highest water level."""
     hold_s: float = Field(60.0, ge=0)
+    """Time at the crest."""
     recede_cm_per_min: float = Field(10.0, gt=0)
+    """How fast it falls again."""
     float_at_cm: float = Field(5.0, gt=0)
     """Height of the float switch: it closes while the water is at or above it."""
 
@@ -95,18 +109,27 @@ class FloodSignal(_Timed):
 class QuakeSignal(_Timed):
     type: Literal["earthquake"]
     node: str
+    """The vibration board(s)."""
     peak_g: float = Field(0.15, gt=0, le=4)
+    """Peak ground acceleration of the S wave."""
     s_delay_s: float = Field(4.0, ge=0)
+    """Time from the P wave's onset to the S wave."""
     duration_s: float = Field(20.0, gt=0)
+    """Strong motion's length."""
 
 
 class TrafficSignal(_Timed):
     type: Literal["traffic"]
     node: str
+    """The vibration board(s)."""
     amplitude_g: float = Field(0.008, gt=0, le=1)
+    """Peak of one passing vehicle."""
     every_s: float = Field(6.0, gt=0)
+    """Time between vehicles."""
     burst_s: float = Field(2.5, gt=0)
+    """Length of one passing."""
     until_s: float | None = None
+    """Scenario time traffic stops (default: the end)."""
 
 
 class RecordingSignal(_Timed):
@@ -116,6 +139,7 @@ class RecordingSignal(_Timed):
 
     type: Literal["recording"]
     node: str
+    """The board(s) it plays on: gas, flood or vibration."""
     file: Path
     """CSV relative to the scenario file: a header row, then numbers; first column seconds."""
     axes: dict[str, str] | None = None
@@ -164,24 +188,35 @@ class RecordingSignal(_Timed):
 class MachinerySignal(_Timed):
     type: Literal["machinery"]
     node: str
+    """The vibration board(s)."""
     amplitude_g: float = Field(0.05, gt=0, le=4)
+    """Steady amplitude of the machine's vibration."""
     freq_hz: float = Field(12.0, gt=0, le=50)
+    """Its frequency."""
     duration_s: float = Field(600.0, gt=0)
+    """How long it runs."""
 
 
 class ImpulseSignal(_Timed):
     type: Literal["impulse"]
     node: str
+    """The vibration board(s)."""
     peak_g: float = Field(0.3, gt=0, le=4)
+    """Peak of one knock (a door slam)."""
     width_ms: float = Field(60.0, gt=0, le=2000)
+    """Its length."""
 
 
 class FootstepsSignal(_Timed):
     type: Literal["footsteps"]
     node: str
+    """The vibration board(s)."""
     amplitude_g: float = Field(0.04, gt=0, le=1)
+    """Peak of one step."""
     step_hz: float = Field(2.0, gt=0, le=10)
+    """Steps per second."""
     duration_s: float = Field(10.0, gt=0)
+    """How long someone walks."""
 
 
 SIGNAL_TAGS = frozenset({"gas_leak", "flash_flood", "earthquake", "traffic", "recording",
@@ -205,7 +240,9 @@ class Fault(_Timed):
     sensor: str | None = None
     """Sensor faults: gas, float, probe or accel (default: the board's main sensor)."""
     delay_s: float = Field(0.2, ge=0)
+    """link_slow: added delay each way."""
     loss: float = Field(0.05, ge=0, le=1)
+    """link_lossy: share of packets dropped."""
     stall_ms: float = Field(400.0, gt=0, le=10000)
     """flash_stall: every sector erase on the node's flash takes this long while the fault
     lasts (the flash datasheet's worst case is 400 ms; typical 45 ms)."""
@@ -236,13 +273,17 @@ class Expect(_M):
     node: str
     """Node id, or a prefix ending in '*' for a fleet."""
     event: str
+    """An event type the named nodes can send (checked)."""
     phase: Literal["start", "update", "end", "instant", "any"] = "any"
+    """Only this phase counts."""
     after_s: float = Field(0.0, ge=0)
     """The triggering cause starts at this scenario time."""
     within_s: float = Field(5.0, gt=0)
     """Latency bound from after_s to arrival at the broker."""
     min_count: int = Field(1, ge=0)
+    """At least this many such events (each node)."""
     historical_ok: bool = True
+    """Events replayed after an outage (historical) count too."""
     severity: Literal["info", "warning", "critical"] | None = None
     """Only events of this severity count (any when omitted)."""
 
@@ -251,8 +292,11 @@ class Command(_Timed):
     """A command the back end sends to a node at at_s, and what its ack must say."""
 
     node: str
+    """The node that gets the command."""
     cmd: str = Field(min_length=1)
+    """The command (ping, get_config, set_config, snapshot, calibrate, ...)."""
     args: dict[str, Any] = {}
+    """Its arguments."""
     id: str | None = Field(None, min_length=1, max_length=64)
     """The command's id (default cmd-<index>)."""
     ok: bool | None = None
@@ -265,23 +309,32 @@ class Command(_Timed):
 
 class ExpectNone(_M):
     node: str
+    """Node id, or a prefix ending in '*'."""
     event: str
+    """An event type the named nodes can send (checked)."""
     from_s: float = Field(0.0, ge=0)
+    """Window start, scenario time."""
     to_s: float | None = None
+    """Window end (default: the end of the scenario)."""
     severity: Literal["info", "warning", "critical"] | None = None
     """Only events of this severity are forbidden (any when omitted)."""
 
 
 class Scenario(_M):
     name: str
+    """Shown in reports."""
     description: str = ""
+    """Free text for the reader."""
     duration_s: float = Field(gt=0)
+    """Scenario length (scenario seconds)."""
     time_scale: float = Field(1.0, ge=1.0, le=1000.0)
     """Simulated seconds per real second; camera nodes play their clip this much faster."""
     seed: int = 1
     """Signal noise is reproducible from this."""
     site: str = Field("sim-block", pattern=SEGMENT.pattern)
+    """Site segment of every node's topics."""
     nodes: list[NodeSpec]
+    """The nodes: see below."""
     signals: list[Signal] = []
     faults: list[Fault] = []
     expect: list[Expect] = []

@@ -219,3 +219,15 @@ def test_the_embedded_broker_carries_alarms_through_an_outage(
     gas = [m["payload"] for m in messages if m["topic"].endswith("/event/gas")]
     assert [(d["seq"], d["phase"], d.get("historical")) for d in gas[:2]] == [
         (1, "start", True), (2, "end", True)]
+
+
+def test_the_scenario_reference_is_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.scenario_doc import DOC
+
+    assert cli.main(["docs"]) == 0
+    out = capsys.readouterr().out
+    assert DOC.read_text() == out, "docs/scenarios.md drifted: run edge-sim docs > it"
+    for name in ("gas_leak", "flash_flood", "earthquake", "recording", "broker_down",
+                 "flash_stall", "within_s", "ticks_start_ms"):
+        assert name in out
+    assert "|  |\n" not in out, "every field says what it means"
