@@ -40,7 +40,9 @@ Common options:
   --device-id ID       node id, also its MQTT username: [A-Za-z0-9][A-Za-z0-9_-]{0,63},
                        not 'operator' or 'homeassistant' (reserved by hw/mosquitto/acl)
   --site SITE          site segment of the node's topics (same rule)
-  --broker HOST:PORT   MQTT broker the node connects to (env SAFECITY_BROKER)
+  --broker HOST:PORT   MQTT broker the node connects to (env SAFECITY_BROKER); without
+                       :PORT, 1883 (8883 with --ca-file)
+  Every option may also be given as --option=value.
   --state-dir DIR      per-device credentials (env SAFECITY_STATE_DIR; default
                        \${XDG_STATE_HOME:-~/.local/state}/safecity-edge), kept mode 0700/0600
   --passwd-file FILE   also put the node's line into this Mosquitto password file
@@ -493,6 +495,9 @@ parse_args() {
     *) die "unknown mode '$1' (esp32 or pi; see --help)" ;;
   esac
   while [[ $# -gt 0 ]]; do
+    if [[ $1 == --*=* ]]; then # --opt=value, as people type it: the same as --opt value
+      set -- "${1%%=*}" "${1#*=}" "${@:2}"
+    fi
     case $1 in
       -h|--help) "usage_$MODE"; exit 0 ;;
       --dry-run) DRY_RUN=1; shift; continue ;;
@@ -542,6 +547,9 @@ check_segment() { # WHAT VALUE
 
 check_broker() {
   [[ -n $BROKER ]] || die "missing --broker HOST:PORT (or SAFECITY_BROKER)"
+  if [[ $BROKER != *:* ]]; then # MQTT's registered ports: 1883, and 8883 over TLS
+    if [[ -n $CA_FILE ]]; then BROKER=$BROKER:8883; else BROKER=$BROKER:1883; fi
+  fi
   local re='^([A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?):([0-9]{1,5})$'
   [[ $BROKER =~ $re ]] || die "--broker '$BROKER' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
   BROKER_HOST=${BASH_REMATCH[1]}

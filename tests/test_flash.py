@@ -351,6 +351,21 @@ def test_esp32_dry_run_prints_the_ordered_steps_and_writes_nothing(
     assert not (tmp_path / "fake" / "board" / "calls.log").exists()  # no tool ran
 
 
+def test_options_as_people_type_them_opt_equals_value_and_a_bare_broker_host(
+        field: dict[str, Any], serial_port: str, tmp_path: Path) -> None:
+    tools = fake_tools(tmp_path / "fake")
+    spaced = esp32_args(field, serial_port) + ["--dry-run"]
+    joined = [spaced[0]] + [f"{k}={v}" for k, v in zip(spaced[1:-1:2], spaced[2:-1:2],
+                                                         strict=True)] + ["--dry-run"]
+    joined = [a.replace("--broker=127.0.0.1:1883", "--broker=127.0.0.1") for a in joined]
+    env = {"FAKE_BOARD": str(tmp_path / "fake" / "board")}
+    a = run_flash(spaced, field["home"], path_prefix=tools, env=env)
+    b = run_flash(joined, field["home"], path_prefix=tools, env=env)
+    assert a.returncode == 0 and b.returncode == 0, b.stdout + b.stderr
+    assert "--broker=127.0.0.1" in " ".join(joined)
+    assert a.stdout == b.stdout, "the same run, however the options were typed"
+
+
 def test_esp32_dry_run_uses_esptool_py_command_names_with_v4(
         field: dict[str, Any], serial_port: str, tmp_path: Path) -> None:
     tools = fake_tools(tmp_path / "fake", ("esptool.py", "mpremote"))
