@@ -65,7 +65,7 @@ def prepare(path: Path, speed: float | None = None) -> Scenario:
     each recording's file checked and made absolute (it is relative to the scenario)."""
     scenario = load_scenario(path)
     if speed is not None:
-        data = scenario.model_dump()
+        data = scenario.model_dump(exclude_unset=True)  # what the file said, nothing more
         data["time_scale"] = speed
         try:
             scenario = Scenario.model_validate(data)

@@ -231,3 +231,11 @@ def test_the_scenario_reference_is_the_schema(capsys: pytest.CaptureFixture[str]
                  "flash_stall", "within_s", "ticks_start_ms"):
         assert name in out
     assert "|  |\n" not in out, "every field says what it means"
+
+
+def test_every_shipped_scenario_checks_at_another_speed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--speed re-validates the scenario: only what the file said, so a fault's defaults
+    never count as fields it was given."""
+    for path in sorted((Path(cli.__file__).parent / "scenarios").glob("*.toml")):
+        assert cli.main(["check", "--speed", "2", str(path)]) == 0, capsys.readouterr().err
