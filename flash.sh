@@ -547,11 +547,12 @@ check_segment() { # WHAT VALUE
 
 check_broker() {
   [[ -n $BROKER ]] || die "missing --broker HOST:PORT (or SAFECITY_BROKER)"
+  local given=$BROKER
   if [[ $BROKER != *:* ]]; then # MQTT's registered ports: 1883, and 8883 over TLS
     if [[ -n $CA_FILE ]]; then BROKER=$BROKER:8883; else BROKER=$BROKER:1883; fi
   fi
   local re='^([A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?):([0-9]{1,5})$'
-  [[ $BROKER =~ $re ]] || die "--broker '$BROKER' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
+  [[ $BROKER =~ $re ]] || die "--broker '$given' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
   BROKER_HOST=${BASH_REMATCH[1]}
   BROKER_PORT=$((10#${BASH_REMATCH[3]}))
   [[ $BROKER_PORT -ge 1 && $BROKER_PORT -le 65535 ]] || die "--broker '$BROKER': port must be 1-65535"

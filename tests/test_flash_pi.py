@@ -314,7 +314,7 @@ PI_REFUSALS: list[tuple[str, Any, str]] = [
     ("unsafe device id", lambda t: {"--device-id": "cam+1"}, "is not a safe MQTT topic segment"),
     ("reserved device id", lambda t: {"--device-id": "homeassistant"}, "is reserved"),
     ("unsafe site", lambda t: {"--site": "a/b"}, "--site 'a/b' is not a safe MQTT topic segment"),
-    ("broker not host:port", lambda t: {"--broker": "broker"}, "is not HOST:PORT"),
+    ("broker not host:port", lambda t: {"--broker": "bro ker"}, "is not HOST:PORT"),
     ("tls port without ca", lambda t: {"--broker": "broker:8883"}, "give its CA certificate"),
     ("deps venv missing", lambda t: {"--deps-from": str(t / "nope")}, "is not a venv"),
     ("template missing", lambda t: {"--config-template": str(t / "none.toml.in")},
