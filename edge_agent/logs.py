@@ -27,14 +27,15 @@ class KeyValueFormatter(logging.Formatter):
         line = f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} " \
                f"logger={record.name} {record.getMessage()}"
         if record.exc_info:
-            line += " exc=" + _quote(self.formatException(record.exc_info))
+            line += " exc=" + quote(self.formatException(record.exc_info))
         if self.journal:
             prefix = f"<{PRIORITY.get(record.levelno, 6)}>"
             line = prefix + line.replace("\n", "\n" + prefix)
         return line
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """A free-text value quoted so a `key=value` line stays one parseable line."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 

@@ -7,7 +7,6 @@ can act on; exit 0 only when every part passes. Never publishes to the contract'
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from edge_agent.capture.frame import Image
 from edge_agent.config import Config, MqttConfig
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.types import Detection
-from edge_agent.uplink.client import connect_cause
+from edge_agent.uplink.client import authenticate, connect_cause
 
 CAMERA_TIMEOUT_S = 15.0
 """A camera that gives no frame in this long fails (an RTSP stream can take seconds)."""
@@ -120,8 +119,6 @@ def check_broker(cfg: MqttConfig, client_id: str) -> Part:
     """Connect as the node would (credentials, TLS) and wait for the broker's answer."""
     where = f"{cfg.host}:{cfg.port}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, cfg.password)
     answer: list[str] = []
     done = threading.Event()
 
@@ -132,12 +129,7 @@ def check_broker(cfg: MqttConfig, client_id: str) -> Part:
 
     client.on_connect = on_connect
     try:
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=str(cfg.tls.ca_file),
-                           certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                           keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(cfg.tls.insecure)
+        authenticate(client, cfg)
         client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
     except (OSError, ValueError) as exc:
         return Part("broker", False, f"{where}: {connect_cause(exc)}")

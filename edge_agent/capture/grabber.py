@@ -14,6 +14,7 @@ from collections.abc import Callable
 from edge_agent.capture.frame import Frame
 from edge_agent.capture.source import FrameSource
 from edge_agent.config import CameraConfig
+from edge_agent.logs import quote
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class FrameGrabber:
                     delay = self._backoff(crashes)
                     crashes += 1
                     log.exception("event=capture_crashed source=%s reason=%s restart_in_s=%.2f",
-                                  self._source.name, _kv(_reason(exc)), delay)
+                                  self._source.name, quote(_reason(exc)), delay)
                     self._report("offline")
                     self._close_source()
                     if self._stop.wait(delay):
@@ -144,7 +145,7 @@ class FrameGrabber:
             failures += 1
             self._report("offline")
             log.warning("event=camera_offline source=%s reason=%s attempt=%d retry_in_s=%.2f",
-                        self._source.name, _kv(reason), failures, delay)
+                        self._source.name, quote(reason), failures, delay)
             if self._stop.wait(delay):
                 return
 
@@ -217,14 +218,9 @@ class FrameGrabber:
             self._source.close()
         except Exception as exc:
             log.warning("event=camera_close_failed source=%s reason=%s", self._source.name,
-                        _kv(_reason(exc)))
+                        quote(_reason(exc)))
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
-
-
-def _kv(text: str) -> str:
-    """Quote a free-text value so `key=value` log lines stay parseable."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig
+from edge_agent.logs import quote
 from edge_agent.uplink import messages
 from edge_agent.uplink.messages import Identity
 from edge_agent.uplink.spool import Spool, Spooled
@@ -61,7 +62,7 @@ class ConnectFailures:
         now = self._clock()
         if cause != self._cause or now - self._logged_at >= self.every_s:
             log.warning("event=mqtt_connect_failed %s cause=%s attempts=%d", self.where,
-                        _kv(cause), self.attempts)
+                        quote(cause), self.attempts)
             self._cause, self._logged_at = cause, now
 
     def connected(self) -> None:
@@ -80,8 +81,17 @@ def connect_cause(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _kv(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def authenticate(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """The node's credentials and TLS on a paho client, as the node connects (the uplink,
+    and `edge-agent probe`). Raises OSError or ValueError for TLS files that do not load."""
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password)
+    if cfg.tls is not None:
+        client.tls_set(ca_certs=str(cfg.tls.ca_file),
+                       certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                       keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(cfg.tls.insecure)
 
 
 class Uplink:
@@ -112,15 +122,7 @@ class Uplink:
         # node keeps a fleet that lost the broker together from reconnecting in lockstep.
         base = cfg.reconnect_min_s * random.uniform(1.0, 2.0)
         self._client.reconnect_delay_set(base, cfg.reconnect_max_s)  # type: ignore[arg-type]
-        if cfg.username is not None:
-            self._client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls is not None:
-            self._client.tls_set(
-                ca_certs=str(cfg.tls.ca_file),
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED)
-            self._client.tls_insecure_set(cfg.tls.insecure)
+        authenticate(self._client, cfg)
         will = messages.status(ident, time.time(), "offline", "connection_lost")
         self._client.will_set(topics.status, messages.dumps(will), qos=1, retain=True)
         self.failures = ConnectFailures(cfg.host, cfg.port)

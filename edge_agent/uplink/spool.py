@@ -171,15 +171,7 @@ class Spool:
         """Delete messages of `kind` held longer than this (the camera's retention period
         for snapshots); returns how many. Not counted as drops: nothing was lost to a bound."""
         with self._lock:
-            cutoff = self.clock() - older_than_s
-            row = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
-                "WHERE kind = ? AND stored < ?", (kind, cutoff)).fetchone()
-            if row[0]:
-                self._db.execute("DELETE FROM spool WHERE kind = ? AND stored < ?",
-                                 (kind, cutoff))
-                self._bytes -= int(row[1])
-            return int(row[0])
+            return self._delete_older(kind, self.clock() - older_than_s)
 
     def depth(self) -> int:
         with self._lock:
@@ -211,6 +203,16 @@ class Spool:
         self._bytes = int(self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0])
 
+    def _delete_older(self, kind: str, cutoff: float) -> int:
+        """Delete the messages of `kind` stored before spool-clock `cutoff`; how many."""
+        n, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
+            "WHERE kind = ? AND stored < ?", (kind, cutoff)).fetchone()
+        if n:
+            self._db.execute("DELETE FROM spool WHERE kind = ? AND stored < ?", (kind, cutoff))
+            self._bytes -= int(size)
+        return int(n)
+
     def _count_drop(self, kind: str, n: int) -> None:
         if n:
             self._db.execute(
@@ -223,14 +225,7 @@ class Spool:
         the longer it lasted (docs/performance.md)."""
         cutoff = self.clock() - self.max_age_s
         for kind in KINDS:
-            rows = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool "
-                "WHERE kind = ? AND stored < ?", (kind, cutoff)).fetchone()
-            if rows[0]:
-                self._db.execute("DELETE FROM spool WHERE kind = ? AND stored < ?",
-                                 (kind, cutoff))
-                self._bytes -= int(rows[1])
-                self._count_drop(kind, int(rows[0]))
+            self._count_drop(kind, self._delete_older(kind, cutoff))
         for kind in KINDS:
             while self._bytes > self.max_bytes:
                 row = self._db.execute(
