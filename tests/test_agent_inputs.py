@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
@@ -13,6 +12,7 @@ from edge_agent.uplink.spool import Spool
 from sim.broker import free_port
 from tests.agent_helpers import node_config
 from tests.mqtt_helpers import validate
+from tests.test_gpio import eventually
 
 SOS, TAMPER = 17, 27
 
@@ -20,15 +20,6 @@ SOS, TAMPER = 17, 27
 def spooled_events(agent: Agent) -> list[dict]:
     rows = agent.spool.after(0, 1000)
     return [json.loads(r.payload) for r in rows if r.kind == "event"]
-
-
-def eventually(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_inputs_are_served_and_stored_with_no_camera_and_no_broker(pins, tmp_path, yolox_path):
@@ -43,13 +34,13 @@ def test_inputs_are_served_and_stored_with_no_camera_and_no_broker(pins, tmp_pat
     sos, lid = pins.pin(SOS), pins.pin(TAMPER)
     try:
         # the lid reads open at boot (pull-up, nothing closing it): that is a tamper start
-        assert eventually(lambda: len(spooled_events(agent)) == 1)
+        assert eventually(lambda: len(spooled_events(agent)) == 1, 10.0)
         lid.drive_low()  # lid shut
         sos.drive_low()  # SOS pressed and released
         sos.drive_high()
-        assert eventually(lambda: len(spooled_events(agent)) == 3)
+        assert eventually(lambda: len(spooled_events(agent)) == 3, 10.0)
         lid.drive_high()  # opened again, and the node stops while it is open
-        assert eventually(lambda: len(spooled_events(agent)) == 4)
+        assert eventually(lambda: len(spooled_events(agent)) == 4, 10.0)
         assert not agent.uplink.connected and agent.stats.frames == 0
     finally:
         agent.stop()
