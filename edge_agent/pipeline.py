@@ -76,7 +76,6 @@ class Outcome:
     """What one frame decided."""
 
     frame: Frame
-    tracks: list[Track]
     events: RuleEvents
     occupancy: Occupancy
     """Only the zones whose occupancy changed with this frame."""
@@ -161,7 +160,7 @@ class Pipeline:
                       detected=plan is not None, now=frame.monotonic)
         events = [(i, ev) for i, rule in zip(self._rule_ids, self.rules, strict=True)
                   for ev in rule.update(scene)]
-        return Outcome(frame, tracks, events, occupancy, redact)
+        return Outcome(frame, events, occupancy, redact)
 
     def process(self, frame: Frame) -> Outcome:
         """One frame from gate to events, inference on this thread: for callers that feed
