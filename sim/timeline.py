@@ -24,9 +24,11 @@ PHASE_COLOURS = {"start": "tab:red", "instant": "tab:orange", "update": "tab:pur
 STATE_COLOURS = {"online": "tab:green", "offline": "tab:red", "sleeping": "tab:blue"}
 MAX_LANES = 12
 THRESHOLDS = {"gas": (("alarm_ppm", "alarm"), ("high_ppm", "high")),
-              "flood": (("level_alarm_cm", "alarm"),)}
-"""Firmware settings drawn over a board's signal, where they share its unit (a vibration
-board's triggers are ratios and gates on motion without gravity: not drawn)."""
+              "flood": (("level_alarm_cm", "alarm"),),
+              "vibration": (("peak_gate_g", "gate"), ("critical_g", "critical"))}
+"""Firmware settings drawn over a board's signal, in its unit (a vibration board's signal is
+its largest axis without gravity, what its gates compare; its STA/LTA trigger is a ratio and
+not drawn)."""
 
 
 @dataclass
@@ -187,12 +189,12 @@ def write(tl: Timeline, path: Path) -> None:
 
 def _lane(ax: Any, lane: Lane, faults: list[tuple[float, float, str]]) -> None:
     top = ax.get_xaxis_transform()  # x in data, y in axes fraction
-    for w in lane.windows:
+    for i, w in enumerate(lane.windows):
         colour = "tab:green" if w.kind == "expect" else "tab:red"
         ax.axvspan(w.start, w.end, ymin=0.06, color=colour, alpha=0.10, lw=0,
                    gid=f"window:{w.kind}")
-        ax.text(w.start, 0.06, f" {w.label}", transform=top, fontsize=6, color=colour,
-                va="bottom")
+        ax.text(w.start, 0.06 + 0.07 * (i % 3), f" {w.label}", transform=top, fontsize=6,
+                color=colour, va="bottom")  # staggered: windows often start together
     for start, end, what in faults:
         ax.axvspan(start, end, color="grey", alpha=0.15, gid="fault")
         ax.text(start, 0.12, f" {what}", transform=top, fontsize=6, color="dimgrey")

@@ -40,7 +40,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = subprocess.run([*PIP, "wheel", "--no-deps", "-w", str(out), str(src)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "deprecated" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    # setuptools warns of a deprecated licence table, pointing at the guide's #license
+    assert "#license" not in r.stdout + r.stderr, r.stdout + r.stderr
     (found,) = out.glob("safecity_edge-*.whl")
     return found
 

@@ -11,7 +11,7 @@ import pytest
 
 from sim.expect import Arrival
 from sim.scenario import Scenario
-from sim.timeline import Mark, Span, Trace, Window, build, draw
+from sim.timeline import Mark, Span, Trace, Window, build, draw, thresholds
 
 SCENARIO = Scenario.model_validate({
     "name": "timeline", "duration_s": 60, "site": "s",
@@ -61,6 +61,14 @@ def test_the_model_holds_events_thresholds_windows_and_presence() -> None:
                             Span("online", 40.0, 60.0)]
     assert cam.presence == [Span("online", 1.0, 60.0)]
     assert tl.faults == FAULTS
+
+
+def test_thresholds_are_the_board_s_settings_over_the_firmware_defaults() -> None:
+    defaults = {"flood": {"level_alarm_cm": 10.0}, "vibration": {
+        "peak_gate_g": 0.03, "critical_g": 0.08, "trigger": 4.0}}
+    assert thresholds("flood", {}, defaults) == [("alarm", 10.0)]
+    assert thresholds("vibration", {"vibration": {"critical_g": 0.2}}, defaults) == [
+        ("gate", 0.03), ("critical", 0.2)]
 
 
 def test_an_event_without_its_own_time_is_placed_at_its_arrival() -> None:
