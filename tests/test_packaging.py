@@ -149,6 +149,13 @@ def test_the_simulator_installed_outside_a_checkout_says_so(tmp_path: Path) -> N
     assert "pip install -e ./sim" in out.stderr
 
 
+def test_the_makefile_installs_both_projects_editable() -> None:
+    r = subprocess.run(["make", "-C", str(ROOT), "-n", "-B", "--no-print-directory", "venv"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"pip install .*-e '\.\[dev\]' -e \./sim", r.stdout), r.stdout
+
+
 @pytest.mark.parametrize("tool", ["ruff", "mypy"])
 def test_lint_and_type_check_tools_are_pinned_and_installed_at_the_pin(tool: str) -> None:
     pins = [d for d in PYPROJECT["project"]["optional-dependencies"]["dev"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pytest
+from matplotlib.colors import to_rgb
 
 from sim.expect import Arrival
 from sim.scenario import Scenario
@@ -41,7 +42,7 @@ ARRIVALS = [status("gas-1", 0.0, "online"), status("cam-1", 1.0, "online"),
             event("gas-1", "gas-1-1-1", "gas", "start", 12.0, 12.4),
             status("gas-1", 30.0, "offline"),
             event("gas-1", "gas-1-1-1", "gas", "end", 35.0, 40.5, historical=True),
-            status("gas-1", 40.0, "online")]
+            status("gas-1", 40.0, "online"), status("gas-1", 50.0, "sleeping")]
 TRACES = {"gas-1": Trace("gas", "ppm", [0.0, 12.0, 35.0, 60.0], [0.0, 3000.0, 0.0, 0.0])}
 FAULTS = [(30.0, 40.0, "wifi_down gas-1")]
 
@@ -58,7 +59,7 @@ def test_the_model_holds_events_thresholds_windows_and_presence() -> None:
                            Window("none", 0.0, 9.0, "no gas")]
     assert cam.windows == []
     assert gas.presence == [Span("online", 0.0, 30.0), Span("offline", 30.0, 40.0),
-                            Span("online", 40.0, 60.0)]
+                            Span("online", 40.0, 50.0), Span("sleeping", 50.0, 60.0)]
     assert cam.presence == [Span("online", 1.0, 60.0)]
     assert tl.faults == FAULTS
 
@@ -123,6 +124,13 @@ def test_the_figure_draws_thresholds_windows_and_presence(figure: Any) -> None:
     assert [xspan(w) for w in items["window:expect"]] == [(10.0, 15.0)]
     assert [xspan(w) for w in items["window:none"]] == [(0.0, 9.0)]
     assert sorted(xspan(s) for s in items["state:online"]) == [(0.0, 30.0), (1.0, 60.0),
-                                                               (40.0, 60.0)]
+                                                               (40.0, 50.0)]
     assert [xspan(s) for s in items["state:offline"]] == [(30.0, 40.0)]
+    assert [xspan(s) for s in items["state:sleeping"]] == [(50.0, 60.0)]
+    # the colours the README names: wanted green, forbidden red; online green, offline
+    # red, asleep blue
+    for gid, colour in (("window:expect", "tab:green"), ("window:none", "tab:red"),
+                        ("state:online", "tab:green"), ("state:offline", "tab:red"),
+                        ("state:sleeping", "tab:blue")):
+        assert all(to_rgb(a.get_facecolor()) == to_rgb(colour) for a in items[gid]), gid
     assert len(items["fault"]) == 2  # shaded on both nodes' lanes
