@@ -20,6 +20,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from sim.boardlog import StampedLog
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 UPY = ROOT / "sim" / "upy"
@@ -235,6 +237,7 @@ class SimBoard:
         self.smallint_check = smallint_check
         self.patches = dict(patches or {})
         """Firmware modules replaced by this source (name -> text): a build that breaks."""
+        self.log = StampedLog(self.dir / "board.log", self.board_time)
         if kind == "flood":
             pins = self.board["pins"]
             self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
@@ -289,12 +292,13 @@ class SimBoard:
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
         self.sleep_until = self.ext0 = None
-        with open(self.dir / "board.log", "ab") as log:
-            log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
-            log.flush()
-            cmd, chip = chip_command(self.heapsize)
-            self.proc = subprocess.Popen(cmd, cwd=self.flash, env={**env, **chip}, stdout=log,
-                                         stderr=subprocess.STDOUT)
+        self.log.drain()  # the last process's lines before this start's
+        self.log.note(f"--- start cause={cause} t={self.board_time():.3f}")
+        cmd, chip = chip_command(self.heapsize)
+        self.proc = subprocess.Popen(cmd, cwd=self.flash, env={**env, **chip},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        self.log.attach(self.proc.stdout, self.node)
         self.starts.append(cause)
 
     def start(self) -> SimBoard:
@@ -338,6 +342,7 @@ class SimBoard:
 
     def stop(self) -> None:
         self.kill()
+        self.log.drain()
         self._stop.set()
         if self._thread:
             self._thread.join(5)
@@ -410,6 +415,7 @@ class SimBoard:
         if self._seen is p:
             return
         self._seen = p
+        self.log.drain()  # all it printed is in the log once its exit is noted
         self.exits.append((self.board_time(), rc))
         if rc == EXIT_DEEPSLEEP:
             try:
@@ -584,11 +590,10 @@ class SimBoard:
             return {}
         return {p: int(v) for p, v in (line.rsplit(" ", 1) for line in text.splitlines())}
 
-    def log_text(self) -> str:
-        try:
-            return (self.dir / "board.log").read_text(errors="replace")
-        except OSError:
-            return ""
+    def log_text(self, stamped: bool = False) -> str:
+        """What the board printed, with the harness's start lines; `stamped`: each line
+        after the board time at which it was read (sim/boardlog.py)."""
+        return self.log.text(stamped)
 
 
 def signal_value(spec: Any, t: float) -> Any:
