@@ -368,7 +368,8 @@ class Agent:
 
     def _publish_telemetry(self) -> None:
         doc = messages.telemetry(self.ident, time.time(),
-                                 time.monotonic() - self.stats.started, self.metrics())
+                                 time.monotonic() - self.stats.started, self.metrics(),
+                                 broker=self.uplink.broker)
         self.uplink.publish("telemetry", self.topics.telemetry, messages.dumps(doc), 0)
 
     # -- commands.Node: what commands may do (command thread) -----------------------------

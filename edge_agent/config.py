@@ -82,9 +82,38 @@ def _area(points: list[Point]) -> float:
                    * points[i][1] for i in range(n))) / 2.0
 
 
+NATS_MAX_PAYLOAD = 1024 * 1024
+"""NATS's default `max_payload`; a larger publish closes the connection."""
+PAYLOAD_HEADROOM = 1024
+"""Bytes a snapshot leaves under the broker's limit for its topic and the broker's headers."""
+
+
+class BrokerAddress(_Model):
+    """One broker of the list a node fails over along."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(1883, ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class MqttConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
+    brokers: list[BrokerAddress] = Field([], max_length=16)
+    """Brokers in order of preference (members of one cluster, which keeps the node's
+    session across a move). A lost connection moves to the next; the first choice is taken
+    back when it answers again. Empty: `host` and `port` alone."""
+    failover_jitter_s: float = Field(2.0, ge=0, le=300)
+    """A lost connection tries the next broker after a random 0..this many seconds, so the
+    nodes of a member that died do not all reconnect in the same second."""
+    failback_s: float = Field(300.0, ge=1)
+    """While on another broker, how often (jittered) the node checks whether its first
+    choice answers again and moves back to it."""
+    max_payload_bytes: int = Field(NATS_MAX_PAYLOAD, ge=4096)
+    """The broker's largest message (NATS `max_payload`, Mosquitto `message_size_limit`):
+    published snapshots must fit under it."""
     username: str | None = None
     password: str | None = Field(None, repr=False)
     tls: TlsConfig | None = None
@@ -111,7 +140,26 @@ class MqttConfig(_Model):
             raise ValueError("must not start with '$' (topics of the broker itself)")
         if "" in v.split("/"):
             raise ValueError("must not start or end with '/' or contain '//' (empty levels)")
+        bad = sorted({c for c in v if c in ". "})
+        if bad:
+            raise ValueError(f"must not contain {', '.join(map(repr, bad))} (a NATS broker maps "
+                             "'/' to '.', so a '.' or space inside a level breaks the subject)")
         return v
+
+    @model_validator(mode="after")
+    def _broker_list(self) -> MqttConfig:
+        if self.brokers and {"host", "port"} & self.model_fields_set:
+            raise ValueError("brokers: give either host and port or a brokers list, not both")
+        seen = [str(b) for b in self.brokers]
+        dup = sorted({b for b in seen if seen.count(b) > 1})
+        if dup:
+            raise ValueError(f"brokers: {', '.join(dup)} listed more than once")
+        return self
+
+    @property
+    def addresses(self) -> list[BrokerAddress]:
+        """The brokers in order of preference (one when only host and port are given)."""
+        return list(self.brokers) or [BrokerAddress(host=self.host, port=self.port)]
 
 
 class CameraConfig(_Model):
@@ -478,6 +526,13 @@ class Config(_Model):
                 f"missed detection within tracker.max_age_s ({self.tracker.max_age_s}): still "
                 "people outside every region would lose their track at the first miss (keep "
                 "max_age_s at least twice full_frame_s)")
+        room = self.mqtt.max_payload_bytes - PAYLOAD_HEADROOM
+        if self.snapshot.mode == "publish" and self.snapshot.max_bytes > room:
+            problems.append(
+                f"snapshot.max_bytes: {self.snapshot.max_bytes} does not fit under "
+                f"mqtt.max_payload_bytes ({self.mqtt.max_payload_bytes}) less "
+                f"{PAYLOAD_HEADROOM} bytes for topic and headers: the broker would close the "
+                f"connection at every snapshot (keep it at most {room})")
         zones = {z.name for z in self.zones}
         lines = {ln.name for ln in self.lines}
         for i, rule in enumerate(self.rules):

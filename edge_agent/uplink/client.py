@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.config import MqttConfig
 from edge_agent.logs import quote
 from edge_agent.uplink import messages
+from edge_agent.uplink.failover import Failover
 from edge_agent.uplink.messages import Identity
 from edge_agent.uplink.spool import Spool, Spooled
 from edge_agent.uplink.topics import Topics
@@ -118,14 +119,21 @@ class Uplink:
                                    clean_session=False)
         self._client.max_inflight_messages_set(WINDOW)
         self._client.max_queued_messages_set(0)
-        # paho doubles the delay from min to max with no jitter of its own; a random base per
-        # node keeps a fleet that lost the broker together from reconnecting in lockstep.
+        # paho doubles the delay from min to max with no jitter of its own, and knows one
+        # broker: after every failure the Failover picks the broker and the jittered wait, so
+        # a fleet that lost its broker together does not reconnect in lockstep.
+        self.failover = Failover(cfg.addresses, cfg.reconnect_min_s, cfg.reconnect_max_s,
+                                 cfg.failover_jitter_s, cfg.failback_s)
         base = cfg.reconnect_min_s * random.uniform(1.0, 2.0)
         self._client.reconnect_delay_set(base, cfg.reconnect_max_s)  # type: ignore[arg-type]
         authenticate(self._client, cfg)
         will = messages.status(ident, time.time(), "offline", "connection_lost")
         self._client.will_set(topics.status, messages.dumps(will), qos=1, retain=True)
-        self.failures = ConnectFailures(cfg.host, cfg.port)
+        first = self.failover.current
+        self.failures = ConnectFailures(first.host, first.port)
+        self._move_lock = threading.Lock()
+        """Held while the node moves back to its first choice or stops, never both at once."""
+        self._moving = False
         self._client.on_connect = self._handle_connect
         self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
@@ -150,7 +158,8 @@ class Uplink:
 
     # -- public -------------------------------------------------------------------------
     def start(self) -> None:
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        b = self.failover.current
+        self._client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive_s)
         self._client.loop_start()
         self._pump.start()
         self._cmd_worker.start()
@@ -163,6 +172,11 @@ class Uplink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def broker(self) -> str | None:
+        """`host:port` of the broker the node is connected to; None while it is not."""
+        return str(self.failover.current) if self.connected else None
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -208,6 +222,10 @@ class Uplink:
         """Graceful stop: deliver what can be delivered, then a retained offline status.
 
         What is not acknowledged stays in the spool for the next start."""
+        with self._move_lock:
+            self._stop(reason, flush_s)
+
+    def _stop(self, reason: str, flush_s: float) -> None:
         if self.connected:
             self.flush(flush_s)
             info = self._client.publish(
@@ -235,6 +253,7 @@ class Uplink:
             self.failures.failed(f"refused by the broker: {reason}")
             return
         self.failures.connected()
+        self.failover.connected(time.monotonic())
         self._gen += 1
         self._connected_at = time.monotonic()
         self._connected_since = self.spool.clock()
@@ -246,12 +265,16 @@ class Uplink:
             self._on_connect(client)
         self._connected.set()
         self._wake.set()
-        log.info("event=mqtt_connected host=%s port=%s", self.cfg.host, self.cfg.port)
+        b = self.failover.current
+        log.info("event=mqtt_connected host=%s port=%s broker_index=%d", b.host, b.port,
+                 self.failover.index)
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the connection attempt, so
         # the exception in flight is the cause (DNS, refused, timeout, TLS handshake).
         self.failures.failed(connect_cause(sys.exception()))
+        if not self._stopping.is_set():
+            self._retarget(self.failover.refused_attempt())
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, props: Any = None) -> None:
@@ -259,8 +282,50 @@ class Uplink:
         self._connected.clear()
         with self._status_lock:
             self._status_live = False
-        if was and not self._stopping.is_set():
+        if self._stopping.is_set() or self._moving:
+            return
+        if was:
             log.warning("event=mqtt_disconnected reason=%s", reason)
+        # A drop after a session moves on after a short jitter; a refused CONNECT (no
+        # session: was is False) backs off like any failed attempt.
+        self._retarget(self.failover.lost() if was else self.failover.refused_attempt())
+
+    def _retarget(self, delay: float) -> None:
+        """Point paho's next reconnect at the Failover's broker, after `delay` seconds
+        (network thread, inside a paho callback: connect_async only sets the address)."""
+        b = self.failover.current
+        self._client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive_s)
+        self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+        self.failures.where = f"host={b.host} port={b.port}"
+
+    def _failback(self) -> None:
+        """Back to the first choice once it answers (pump thread): a clean DISCONNECT, so no
+        Last Will fires, then a connection to the first broker; what was in flight is
+        retransmitted there, as after any reconnect."""
+        now = time.monotonic()
+        if not self.connected or not self.failover.failback_due(now):
+            return
+        if not self.failover.first_choice_answers():
+            self.failover.postpone_failback(now)
+            return
+        with self._move_lock:
+            if self._stopping.is_set():
+                return
+            self._moving = True
+            try:
+                left = self.failover.current
+                self.failover.back_to_first(now)
+                b = self.failover.current
+                log.info("event=mqtt_failback from=%s to=%s", left, b)
+                self._client.disconnect()
+                self._client.loop_stop()
+                self._client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive_s)
+                lo, hi = self.cfg.reconnect_min_s, self.cfg.reconnect_max_s
+                self._client.reconnect_delay_set(lo, hi)  # type: ignore[arg-type]
+                self.failures.where = f"host={b.host} port={b.port}"
+            finally:
+                self._moving = False
+                self._client.loop_start()
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason: ReasonCode, props: Any = None) -> None:
@@ -279,7 +344,8 @@ class Uplink:
 
     # -- internals ------------------------------------------------------------------------
     def _publish_status(self, state: str) -> None:
-        doc = messages.status(self.ident, time.time(), state, **self._status_extra)
+        doc = messages.status(self.ident, time.time(), state, **self._status_extra,
+                              broker=str(self.failover.current))
         self._client.publish(self.topics.status, messages.dumps(doc), qos=1, retain=True)
 
     def _run_commands(self) -> None:
@@ -315,6 +381,7 @@ class Uplink:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                self._failback()
                 self._pump_once()
             except Exception:
                 log.exception("event=uplink_pump_error")

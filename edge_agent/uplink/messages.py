@@ -56,9 +56,14 @@ def status(ident: Identity, ts: float, state: str, reason: str | None = None,
 
 
 def telemetry(ident: Identity, ts: float, uptime_s: float,
-              metrics: dict[str, float | int | str | bool | None]) -> dict[str, Any]:
-    return ident.header(ts) | {"kind": ident.kind, "boot": ident.boot,
-                               "uptime_s": round(uptime_s, 3), "metrics": metrics}
+              metrics: dict[str, float | int | str | bool | None],
+              broker: str | None = None) -> dict[str, Any]:
+    """`broker`: `host:port` of the broker the node is on when it builds the message."""
+    doc = ident.header(ts) | {"kind": ident.kind, "boot": ident.boot,
+                              "uptime_s": round(uptime_s, 3), "metrics": metrics}
+    if broker is not None:
+        doc["broker"] = broker
+    return doc
 
 
 def ack(ident: Identity, ts: float, cmd_id: str | None, cmd: str | None, ok: bool,
