@@ -10,8 +10,10 @@ from typing import Literal
 
 from sim.broker import MosquittoBroker, find_mosquitto
 from sim.embedded_broker import EmbeddedBroker
+from sim.nats_cluster import NatsCluster
 
-BrokerChoice = Literal["auto", "mosquitto", "embedded"]
+BrokerChoice = Literal["auto", "mosquitto", "embedded", "nats-cluster"]
+CHOICES: tuple[BrokerChoice, ...] = ("auto", "mosquitto", "embedded", "nats-cluster")
 
 
 class Mosquitto(MosquittoBroker):
@@ -29,8 +31,11 @@ class Mosquitto(MosquittoBroker):
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def open_broker(choice: BrokerChoice = "auto") -> Mosquitto | EmbeddedBroker:
-    """A started broker; close() it when done."""
+def open_broker(choice: BrokerChoice = "auto") -> Mosquitto | EmbeddedBroker | NatsCluster:
+    """A started broker; close() it when done. nats-cluster: three members on loopback,
+    each healthy before this returns."""
+    if choice == "nats-cluster":
+        return NatsCluster().start()
     if choice == "mosquitto" or (choice == "auto" and find_mosquitto() is not None):
         broker = Mosquitto()
         broker.start()

@@ -20,14 +20,20 @@ from sim import media
 
 
 def camera_config(template: Path, out: Path, *, clip: Path, model: Path, port: int,
-                  state_dir: Path, realtime: bool = True, **overrides: Any) -> Path:
-    """Write a runnable node config from a template with local paths filled in."""
+                  state_dir: Path, realtime: bool = True, brokers: list[int] | None = None,
+                  **overrides: Any) -> Path:
+    """Write a runnable node config from a template with local paths filled in; `brokers`
+    (loopback ports, first choice first) replaces the template's one broker by a list."""
     doc = tomllib.loads(template.read_text())
     doc["node"]["state_dir"] = str(state_dir)
     doc["camera"]["source"] = str(clip)
     doc["camera"]["realtime"] = realtime
     doc["detector"]["model"] = str(model)
     doc["mqtt"]["port"] = port
+    if brokers:
+        host = doc["mqtt"].pop("host", "127.0.0.1")
+        del doc["mqtt"]["port"]
+        doc["mqtt"]["brokers"] = [{"host": host, "port": p} for p in brokers]
     for section, values in overrides.items():
         if isinstance(values, list):  # zones, lines, rules: replaced whole
             doc[section] = values

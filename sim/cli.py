@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from sim.runner import Options, prepare, run, summary
+from sim.brokers import CHOICES
+from sim.runner import Options, broker_problems, prepare, run, summary
 from sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (default: var/sim/<scenario>/report)")
     r.add_argument("--speed", type=float, default=None,
                    help="simulated seconds per real second (overrides time_scale)")
-    r.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
-                   help="auto: Mosquitto when installed, else the embedded amqtt broker")
+    r.add_argument("--broker", choices=list(CHOICES), default="auto",
+                   help="auto: Mosquitto when installed, else the embedded amqtt broker; "
+                        "nats-cluster: three NATS members on loopback, nodes spread over them")
     r.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
                    help="shared media and models (camera nodes)")
     r.add_argument("--var", type=Path, default=ROOT / "var",
@@ -71,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         scenario = prepare(args.scenario, args.speed)
     except ScenarioError as exc:
         return _bad(exc)
+    if args.command == "run":
+        problems = broker_problems(scenario, args.broker)
+        if problems:
+            return _bad(ScenarioError(str(args.scenario), problems))
     if args.command == "check":
         print(f"{args.scenario}: ok ({len(scenario.node_ids())} nodes, "
               f"{len(scenario.expect) + len(scenario.expect_none)} expectations)")

@@ -14,6 +14,7 @@ from typing import Protocol
 from sim.board import HARD_RESET, PWRON_RESET, WDT_RESET
 from sim.fleet import BoardNode, Fleet
 from sim.inputs import default_sensor
+from sim.nats_cluster import NatsCluster
 from sim.proxy import FaultyLink
 from sim.scenario import Fault, Scenario
 
@@ -84,7 +85,7 @@ def plan(scenario: Scenario, fleet: Fleet, broker: Outage,
                                       _all([partial(send, node, payload)])))
     for f in scenario.faults:
         end = min(f.at_s + f.duration_s, scenario.duration_s)
-        where = f" {f.node}" if f.node else ""
+        where = f" {f.node}" if f.node else (f" member {f.member} ({f.how})" if f.member else "")
         label = f"{f.type}{where}"
         on, off = _actions(scenario, fleet, broker, f)
         actions.append(Action(f.at_s, f"{label} begins", on))
@@ -106,6 +107,10 @@ def _all(calls: list[Callable[[], object]]) -> Callable[[], None]:
 
 
 def _actions(scenario: Scenario, fleet: Fleet, broker: Outage, f: Fault) -> Pair:
+    if f.type == "broker_down" and f.member is not None:
+        assert isinstance(broker, NatsCluster)  # runner.broker_problems checked it
+        return (_all([partial(broker.member_down, f.member - 1, f.how)]),
+                _all([partial(broker.member_up, f.member - 1)]))
     if f.type == "broker_down":
         return _all([broker.stop]), _all([broker.start])
     if f.type in ("link_slow", "link_lossy"):

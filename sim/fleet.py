@@ -23,6 +23,10 @@ SUPERVISE_S = 0.25
 """How often each board's supervisor looks for a watchdog stamp, a crash or a wake-up: well
 inside the 10 s watchdog, and cheap enough for hundreds of boards."""
 
+CAMERA_FAILBACK_S = 10.0
+"""A camera on another member looks for its first choice this often (real seconds): a
+scenario lasts minutes, not the field's failback period."""
+
 
 @dataclass
 class BoardNode:
@@ -102,19 +106,30 @@ class Where:
 class Fleet:
     """Every node of a scenario, built before the clock starts so that starting them is quick."""
 
-    def __init__(self, scenario: Scenario, where: Where, host: str, port: int,
+    def __init__(self, scenario: Scenario, where: Where, host: str, ports: list[int],
                  defaults: dict[str, Any]) -> None:
+        """`ports`: the broker's MQTT port, or each cluster member's: nodes are spread over
+        them in turn (or put on their `member`), and a camera gets them all as its broker
+        list, its own member first."""
         self.scenario = scenario
         self.where = where
         self.nodes: dict[str, Node] = {}
         self.links: list[FaultyLink] = []
+        self.members: dict[str, int] = {}
+        """Each node's first-choice member (an index into the ports)."""
         self._host = host
-        self._port = port
+        self._ports = ports
         self._defaults = defaults
         self._build: Path | None = None
+        turn = 0
         for spec in scenario.nodes:
             for node_id in spec.ids():
-                link = FaultyLink(port) if spec.link == "proxy" else None
+                member = (spec.member - 1 if spec.member is not None and len(ports) > 1
+                          else turn % len(ports))
+                turn += 1
+                self.members[node_id] = member
+                self._port = ports[member]
+                link = FaultyLink(self._port) if spec.link == "proxy" else None
                 if link is not None:
                     self.links.append(link)
                 self.nodes[node_id] = (self._camera(spec, node_id, link) if spec.kind == "camera"
@@ -150,8 +165,13 @@ class Fleet:
             self.where.scenario_dir / spec.config
         clip, model = template_media(template, self.where.shared, self.where.var)
         work = self.where.work / "cameras" / node_id
+        first = self.members[node_id]
+        order = self._ports[first:] + self._ports[:first]
+        brokers = None if link is not None or len(order) == 1 else order
         cfg = camera_config(template, work / "node.toml", clip=clip, model=model,
                             port=link.port if link else self._port, state_dir=work / "state",
+                            brokers=brokers,
+                            mqtt={"failback_s": CAMERA_FAILBACK_S} if brokers else {},
                             node={"id": node_id, "site": self.scenario.site},
                             camera={"speed": self.scenario.time_scale})
         return CamNode(node_id, "camera", CameraNode(node_id, cfg, work), link)

@@ -230,6 +230,19 @@ class NatsCluster:
             m.launch()
         m.wait_healthy(timeout)
 
+    def member_down(self, index: int, how: str = "kill") -> None:
+        """One member goes down: `kill` (a crash), `pause` (a hung machine) or `stop`."""
+        m = self.members[index]
+        {"kill": m.kill, "pause": m.pause, "stop": m.stop}[how]()
+
+    def member_up(self, index: int) -> None:
+        """A member that went down comes back (resumed, or started again); returns at once,
+        the member then catches up with the cluster by itself."""
+        m = self.members[index]
+        m.resume()
+        if m.pid is None:
+            m.launch()
+
     def wait_live_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
         """Every running member healthy again: after a member dies, the survivors re-elect
         the leaders it held (meta and streams) and refuse new MQTT sessions meanwhile."""

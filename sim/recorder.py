@@ -30,6 +30,35 @@ def parse_ts(ts: object) -> float | None:
         return None
 
 
+def make_arrival(clock: ScenarioClock, real_clock_nodes: frozenset[str], topic: str,
+                 payload: bytes, retained: bool) -> Arrival | None:
+    """One delivered message as the report keeps it, stamped now on the scenario clock
+    (None: not a node's topic). `real_clock_nodes` stamp with host time (camera nodes)."""
+    t = clock.now()
+    parts = topic.split("/")
+    if len(parts) < 5:
+        return None
+    node, kind = parts[3], parts[4]
+    if kind == "cmd" and parts[-1] == "ack":
+        kind = "ack"
+    elif kind not in KINDS:
+        kind = "other"
+    doc: dict[str, Any] | None = None
+    if kind != "snapshot" and payload:
+        try:
+            loaded = json.loads(payload)
+            doc = loaded if isinstance(loaded, dict) else None
+        except ValueError:
+            doc = None
+    ts = parse_ts(doc.get("ts")) if doc is not None else None
+    sent = None if ts is None else (clock.from_real_ts(ts) if node in real_clock_nodes
+                                    else clock.from_board_ts(ts))
+    raw = None if doc is not None or kind == "snapshot" else \
+        payload[:2000].decode("utf-8", "replace")
+    return Arrival(t, topic, node, kind, doc, len(payload), retained=retained, sent_t=sent,
+                   raw=raw)
+
+
 class ArrivalRecorder:
     """Subscribes to one site with a persistent session (clean_session off, QoS 1), so a
     broker that keeps sessions over a restart (Mosquitto with persistence) queues what
@@ -68,36 +97,14 @@ class ArrivalRecorder:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        t = self.clock.now()
-        parts = msg.topic.split("/")
-        if len(parts) < 5:
-            return
-        node, kind = parts[3], parts[4]
-        if kind == "cmd" and parts[-1] == "ack":
-            kind = "ack"
-        elif kind not in KINDS:
-            kind = "other"
-        doc: dict[str, Any] | None = None
-        if kind != "snapshot" and msg.payload:
-            try:
-                loaded = json.loads(msg.payload)
-                doc = loaded if isinstance(loaded, dict) else None
-            except ValueError:
-                doc = None
-        sent = self._sent_at(node, doc)
-        raw = None if doc is not None or kind == "snapshot" else \
-            msg.payload[:2000].decode("utf-8", "replace")
-        with self._lock:
-            self.arrivals.append(Arrival(t, msg.topic, node, kind, doc, len(msg.payload),
-                                         retained=bool(msg.retain), sent_t=sent, raw=raw))
+        a = make_arrival(self.clock, self.real_clock_nodes, msg.topic, bytes(msg.payload),
+                         bool(msg.retain))
+        if a is not None:
+            with self._lock:
+                self.arrivals.append(a)
 
-    def _sent_at(self, node: str, doc: dict[str, Any] | None) -> float | None:
-        ts = parse_ts(doc.get("ts")) if doc is not None else None
-        if ts is None:
-            return None
-        if node in self.real_clock_nodes:
-            return self.clock.from_real_ts(ts)
-        return self.clock.from_board_ts(ts)
+    def connected(self) -> bool:
+        return bool(self.client.is_connected())
 
     def since(self, index: int) -> list[Arrival]:
         with self._lock:

@@ -18,10 +18,13 @@ from sim import faults, records
 from sim.board import firmware_defaults, firmware_setting_problems
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
+from sim.cluster_checks import placement_verdicts
 from sim.expect import Arrival, Verdict, judge, unarrived
 from sim.fleet import BoardNode, Fleet, Where
 from sim.inputs import FloodFeed
+from sim.js_recorder import JetStreamRecorder
 from sim.live import LiveTable
+from sim.nats_cluster import NatsCluster
 from sim.recorder import ArrivalRecorder
 from sim.report import write_report
 from sim.resources import CpuMeter, cpu_seconds, memory
@@ -88,6 +91,14 @@ def prepare(path: Path, speed: float | None = None) -> Scenario:
     return records.resolve(scenario, path.parent)
 
 
+def broker_problems(scenario: Scenario, choice: BrokerChoice) -> list[str]:
+    """Faults that need the cluster, asked of another broker: an error, not a no-op."""
+    if choice == "nats-cluster":
+        return []
+    return [f"faults[{i}].member: needs --broker nats-cluster" for i, f in
+            enumerate(scenario.faults) if f.type == "broker_down" and f.member is not None]
+
+
 def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -> Outcome:
     """Run a validated scenario; the report lands in options.report."""
     real_start = time.monotonic()
@@ -96,28 +107,40 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
     defaults = firmware_defaults()
     broker = open_broker(options.broker)
     fleet: Fleet | None = None
-    recorder: ArrivalRecorder | None = None
+    recorder: ArrivalRecorder | JetStreamRecorder | None = None
     facts: dict[str, Any] = {"broker": broker.name, "time_scale": scenario.time_scale}
+    cluster = broker if isinstance(broker, NatsCluster) else None
+    ports = cluster.mqtt_ports if cluster is not None else [broker.port]
+    live: set[int] = set()
     try:
         where = Where(scenario_dir, options.work, options.shared, options.var)
-        fleet = Fleet(scenario, where, broker.host, broker.port, defaults)
+        fleet = Fleet(scenario, where, broker.host, ports, defaults)
         cameras = frozenset(c.id for c in fleet.cameras())
         # Time 0 once every node is powered on: launching one takes about 30 ms.
         clock = ScenarioClock.starting_in(0.5 + 0.04 * len(fleet.nodes), scenario.time_scale)
-        recorder = ArrivalRecorder(broker.host, broker.consumer_port, scenario.site, clock,
-                                   cameras)
+        if cluster is not None:  # the back end consumes from JetStream, as a city's would
+            recorder = JetStreamRecorder(cluster.nats_urls, broker.host, broker.port,
+                                         scenario.site, clock, cameras)
+            facts["members"] = {n: m + 1 for n, m in fleet.members.items()}
+        else:
+            recorder = ArrivalRecorder(broker.host, broker.consumer_port, scenario.site, clock,
+                                       cameras)
         timeline = faults.plan(scenario, fleet, broker, send=recorder.send_command)
         kinds = {n: fleet.nodes[n].kind for n in scenario.node_ids()}
-        live = LiveTable(out, kinds, scenario.duration_s, options.tty)
+        table = LiveTable(out, kinds, scenario.duration_s, options.tty)
         out.write(f"scenario {scenario.name}: {len(kinds)} nodes, {scenario.duration_s:g} s "
                   f"at x{scenario.time_scale:g}, broker {broker.name} on port {broker.port}\n")
         out.flush()
         fleet.start(clock)
         facts["startup_s"] = round(time.monotonic() - real_start, 2)
-        facts.update(_play(scenario, clock, fleet, recorder, timeline, live, broker.pid))
+        pids = cluster.pids if cluster is not None else [broker.pid]
+        facts.update(_play(scenario, clock, fleet, recorder, timeline, table, pids))
         time.sleep(options.settle_s)
-        live.add(recorder.since(live.messages))
-        live.tick(clock.now(), force=True)
+        table.add(recorder.since(table.messages))
+        table.tick(clock.now(), force=True)
+        if cluster is not None:
+            live = {m.ports.mqtt for m in cluster.members if m.pid is not None and not m.paused}
+            facts["duplicates_dropped"] = getattr(recorder, "duplicates", 0)
     finally:
         if fleet is not None:
             fleet.stop()
@@ -127,7 +150,9 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
     assert recorder is not None and fleet is not None  # else the try block raised
     arrivals = recorder.snapshot()
     sent = sent_by(fleet, clock)
-    verdicts = judge(scenario, arrivals, sent) + _smallint_verdicts(fleet)
+    verdicts = judge(scenario, arrivals, sent) + _smallint_verdicts(fleet) + \
+        placement_verdicts(scenario, arrivals, {n: fleet.nodes[n].kind for n in fleet.nodes},
+                           fleet.members, ports, live)
     traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
     facts["real_s"] = round(time.monotonic() - real_start, 2)
     tl = build_timeline(scenario, arrivals, traces,
@@ -138,12 +163,14 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
     return Outcome(scenario, verdicts, arrivals, files, facts)
 
 
-def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: ArrivalRecorder,
-          timeline: faults.Timeline, live: LiveTable, broker_pid: int | None) -> dict[str, Any]:
-    """The scenario's time line, from t=0 to its end; returns what it measured."""
+def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet,
+          recorder: ArrivalRecorder | JetStreamRecorder, timeline: faults.Timeline,
+          live: LiveTable, broker_pids: list[int | None]) -> dict[str, Any]:
+    """The scenario's time line, from t=0 to its end; returns what it measured (a cluster's
+    CPU per member and in total: a member that restarts is measured up to its exit)."""
     time.sleep(clock.wait_until(0.0))
     wall0 = time.monotonic()
-    broker_cpu = CpuMeter(wall0, broker_pid)
+    broker_cpu = [CpuMeter(wall0, pid) for pid in broker_pids]
     own_cpu0 = _own_cpu()
     boards = BoardsMeter(fleet)
     seen = 0
@@ -171,7 +198,7 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
         # With the broker up, only while the recorder is connected: what a woken board sends
         # is then stamped on arrival, not when the recorder's reconnect (real time) comes.
         gap = skip_sleep(scenario, clock, fleet, timeline) \
-            if recorder.client.is_connected() or _broker_down(scenario, t) else 0.0
+            if recorder.connected() or _broker_down(scenario, t) else 0.0
         if gap > 0:
             skipped += gap
             skips += 1
@@ -184,7 +211,7 @@ def _play(scenario: Scenario, clock: ScenarioClock, fleet: Fleet, recorder: Arri
             "skips": skips,
             "messages_per_s": round(seen / wall, 1) if wall > 0 else None,
             "telemetry_per_s": round(telemetry / wall, 1) if wall > 0 else None,
-            "broker_cpu_pct": _round(broker_cpu.percent(time.monotonic())),
+            **_broker_cpu(broker_cpu, time.monotonic()),
             "simulator_cpu_pct": _round(100 * (_own_cpu() - own_cpu0) / wall if wall else None)}
 
 
@@ -227,8 +254,18 @@ def skip_sleep(scenario: Scenario, clock: ScenarioClock, fleet: Fleet,
     return gap
 
 
+def _broker_cpu(meters: list[CpuMeter], wall: float) -> dict[str, Any]:
+    each = [m.percent(wall) for m in meters]
+    if len(each) == 1:
+        return {"broker_cpu_pct": _round(each[0])}
+    known = [p for p in each if p is not None]
+    return {"broker_cpu_pct": _round(sum(known)) if known else None,
+            "broker_member_cpu_pct": [_round(p) for p in each]}
+
+
 def _broker_down(scenario: Scenario, t: float) -> bool:
-    return any(f.type == "broker_down" and f.at_s <= t < f.at_s + f.duration_s
+    """The whole broker is down (one cluster member down leaves the others serving)."""
+    return any(f.type == "broker_down" and f.member is None and f.at_s <= t < f.at_s + f.duration_s
                for f in scenario.faults)
 
 

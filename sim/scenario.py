@@ -65,6 +65,10 @@ class NodeSpec(_M):
     dns_delay_ms: int = Field(20, ge=0, le=60_000)
     """Boards: how long the simulated DNS takes to answer a look-up (board time; an answer
     later than lwIP's 7 s is no answer)."""
+    member: int | None = Field(None, ge=1, le=3)
+    """On the nats-cluster broker: the member this node connects to first (default: nodes
+    are spread over the members in turn). A camera fails over to the others; a board stays
+    on its member."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"
@@ -246,6 +250,13 @@ class Fault(_Timed):
     stall_ms: float = Field(400.0, gt=0, le=10000)
     """flash_stall: every sector erase on the node's flash takes this long while the fault
     lasts (the flash datasheet's worst case is 400 ms; typical 45 ms)."""
+    member: int | None = Field(None, ge=1, le=3)
+    """broker_down on the nats-cluster broker: only this member goes down (without it,
+    every member)."""
+    how: Literal["kill", "pause", "stop"] = "kill"
+    """broker_down of one member: kill (a crash, SIGKILL), pause (a hung machine, SIGSTOP:
+    its connections stay open and answer nothing) or stop (a clean shutdown, as a rolling
+    restart does); it starts again after duration_s."""
     cause: Literal["watchdog", "hard", "power_on"] = "watchdog"
     """reset: the reset a board comes back from at once (the chip restarts, anything on its
     own supply such as a gas heater stays on): a watchdog, machine.reset() or a panic
@@ -254,7 +265,7 @@ class Fault(_Timed):
 
 _SENSOR_FAULT = frozenset({"node", "sensor", "duration_s"})
 FAULT_FIELDS: dict[str, frozenset[str]] = {
-    "broker_down": frozenset({"duration_s"}),
+    "broker_down": frozenset({"duration_s", "member", "how"}),
     "wifi_down": frozenset({"node", "duration_s"}),
     "link_slow": frozenset({"node", "duration_s", "delay_s"}),
     "link_lossy": frozenset({"node", "duration_s", "loss"}),
@@ -420,7 +431,8 @@ class Scenario(_M):
         if f.at_s > self.duration_s:
             return [f"{where}.at_s: after the end of the scenario"]
         if f.type == "broker_down":
-            return []
+            return [f"{where}.how: only with member"] if (
+                "how" in f.model_fields_set and f.member is None) else []
         if f.node is None:
             if f.type in ("link_slow", "link_lossy"):
                 return [] if any(n.link == "proxy" for n in self.nodes) else [

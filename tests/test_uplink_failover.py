@@ -121,3 +121,39 @@ def _event(up: Uplink, numbering: EventNumbering, n: int) -> str:
                          "critical", {"input": f"button{n}"})
     up.publish("event", up.topics.event("sos"), messages.dumps(doc), 1)
     return event_id
+
+
+def test_hung_member_leaves_no_stale_broker_in_the_retained_status(cluster: NatsCluster,
+                                                                   tmp_path: Path) -> None:
+    """A status sent to a member that has just hung is retransmitted after the birth on the
+    next member; the retained status must still name the member the node is on."""
+    ports = cluster.mqtt_ports
+    ident = Identity("hs", "cam-h", "camera", 1)
+    cfg = MqttConfig(brokers=[BrokerAddress(host="127.0.0.1", port=p) for p in ports],
+                     keepalive_s=5, reconnect_min_s=0.5, reconnect_max_s=2,
+                     failover_jitter_s=0.5, failback_s=600)
+    up = Uplink(cfg, Topics("safecity/v1", "hs", "cam-h"), ident, Spool(tmp_path / "s.db"))
+    watcher = Recorder("127.0.0.1", ports[2], "safecity/v1/hs/cam-h/status")
+    up.start()
+    try:
+        assert up.wait_connected(10)
+        cluster.member_down(0, "pause")
+        up.set_status(camera="online")  # never acknowledged by the hung member
+        deadline = time.monotonic() + 40
+        while (up.broker in (None, f"127.0.0.1:{ports[0]}")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # On the second member, or the third if the second held the CONNECT while the
+        # cluster re-elected what the hung member led.
+        assert up.broker in (f"127.0.0.1:{ports[1]}", f"127.0.0.1:{ports[2]}"), up.broker
+        # The old status paho retransmits after the birth, then the birth once more: the
+        # last status written (the one the broker retains) names where the node is.
+        msgs = watcher.wait_for(lambda ms: sum(m.json().get("camera") == "online"
+                                               for m in ms) >= 2, 15)
+        time.sleep(1)
+        last = watcher.messages[-1].json()
+        assert last["state"] == "online" and last["broker"] == up.broker, \
+            [(m.json()["broker"], m.json().get("camera")) for m in msgs]
+    finally:
+        cluster.member_up(0)
+        up.stop()
+        watcher.close()

@@ -112,6 +112,11 @@ class Uplink:
         """Orders the birth message against set_status from other threads: without it a
         change made while the birth is being sent would be lost until the next change."""
         self._status_live = False
+        self._status_sent: list[mqtt.MQTTMessageInfo] = []
+        """Status messages not yet known to be acknowledged (under _status_lock)."""
+        self._stale_status: list[mqtt.MQTTMessageInfo] = []
+        """Births from before a reconnect that paho retransmits after the new one: once the
+        broker has them all, the current birth is published again so it is the last."""
         # A persistent session: the broker keeps the command subscription and queues QoS 1
         # commands sent while the node is offline, so they arrive when it is back.
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -258,6 +263,10 @@ class Uplink:
         self._connected_at = time.monotonic()
         self._connected_since = self.spool.clock()
         with self._status_lock:
+            # paho sends the new birth first and then retransmits an older one still unacked
+            # (say, on a member that died just after it), which would leave a stale broker
+            # in the retained status: the pump publishes the birth again after those.
+            self._stale_status = [i for i in self._status_sent if not i.is_published()]
             self._publish_status("online")
             self._status_live = True
         client.subscribe(self.topics.cmd, qos=1)
@@ -297,6 +306,17 @@ class Uplink:
         self._client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive_s)
         self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
         self.failures.where = f"host={b.host} port={b.port}"
+
+    def _republish_birth(self) -> None:
+        """The birth again once the broker has every older one paho retransmitted after it
+        (pump thread; paho's locks are never held while ours is)."""
+        with self._status_lock:
+            stale = self._stale_status
+            if not stale or not all(i.is_published() for i in stale):
+                return
+            self._stale_status = []
+            if self._status_live:
+                self._publish_status("online")
 
     def _failback(self) -> None:
         """Back to the first choice once it answers (pump thread): a clean DISCONNECT, so no
@@ -346,7 +366,8 @@ class Uplink:
     def _publish_status(self, state: str) -> None:
         doc = messages.status(self.ident, time.time(), state, **self._status_extra,
                               broker=str(self.failover.current))
-        self._client.publish(self.topics.status, messages.dumps(doc), qos=1, retain=True)
+        info = self._client.publish(self.topics.status, messages.dumps(doc), qos=1, retain=True)
+        self._status_sent = [i for i in self._status_sent if not i.is_published()] + [info]
 
     def _run_commands(self) -> None:
         while not self._stopping.is_set():
@@ -382,6 +403,7 @@ class Uplink:
             self._wake.clear()
             try:
                 self._failback()
+                self._republish_birth()
                 self._pump_once()
             except Exception:
                 log.exception("event=uplink_pump_error")
