@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="work files, downloaded media and models")
     r.add_argument("--plain", action="store_true",
                    help="log lines instead of a table redrawn in place")
+    ld = sub.add_parser("load", help="thousands of lightweight contract clients, a quake-"
+                                     "sized alarm burst and a broker killed under them")
+    ld.add_argument("--clients", type=int, default=1000)
+    ld.add_argument("--telemetry-s", type=float, default=10.0,
+                    help="seconds between one client's telemetry messages")
+    ld.add_argument("--brokers", default="mosquitto,nats-cluster",
+                    help="comma-separated, run one after the other: mosquitto, nats-cluster")
+    ld.add_argument("--steady-s", type=float, default=10.0)
+    ld.add_argument("--no-storm", action="store_true", help="skip the broker kill")
+    ld.add_argument("--json", type=Path, default=None, help="write the figures here too")
     c = sub.add_parser("check", help="validate a scenario file only")
     c.add_argument("scenario", type=Path)
     c.add_argument("--speed", type=float, default=None)
@@ -62,8 +72,40 @@ def exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _terminate)
 
 
+def _load(args: argparse.Namespace) -> int:
+    import json
+
+    from sim.load import BROKERS, LoadSpec, run_one, table
+
+    brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    bad = [b for b in brokers if b not in BROKERS]
+    problems = ([f"--brokers: unknown {', '.join(bad)} (one of {', '.join(BROKERS)})"]
+                if bad or not brokers else [])
+    if not 1 <= args.clients <= 20_000:
+        problems.append(f"--clients: {args.clients} is not in 1..20000")
+    if not 0.1 <= args.telemetry_s <= 3600:
+        problems.append(f"--telemetry-s: {args.telemetry_s} is not in 0.1..3600")
+    if not 1 <= args.steady_s <= 600:
+        problems.append(f"--steady-s: {args.steady_s} is not in 1..600")
+    for p in problems:
+        print(f"edge-sim load: {p}", file=sys.stderr)
+    if problems:
+        return 2
+    spec = LoadSpec(clients=args.clients, telemetry_s=args.telemetry_s,
+                    steady_s=args.steady_s, storm=not args.no_storm)
+    exit_cleanly_on_sigterm()
+    results = [run_one(b, spec) for b in brokers]
+    print(table(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "load":
+        return _load(args)
     if args.command == "docs":
         from sim.scenario_doc import render
 

@@ -75,7 +75,8 @@ class JetStreamRecorder:
 
     async def _setup(self, servers: list[str], replicas: int) -> Any:
         self._nc = await nats.connect(servers=servers, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=0.5, name="sim-backend")
+                                      reconnect_time_wait=0.5, name="sim-backend",
+                                      error_cb=_quiet)
         js = self._nc.jetstream()
         subjects = f"safecity.v1.{self.site}.>"
         stream = "CITY_" + self.site.replace("-", "_")
@@ -140,3 +141,7 @@ class JetStreamRecorder:
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+async def _quiet(exc: Exception) -> None:
+    """A member going down is part of the run: the client reconnects by itself."""

@@ -169,10 +169,21 @@ class NatsCluster:
                                "make test installs it)")
         self.host = "127.0.0.1"
         self.max_payload = max_payload
+        self._exe = exe
+        self._count = members
         self._dir = Path(tempfile.mkdtemp(prefix="nats-"))
-        ports = [MemberPorts(free_port(), free_port(), free_port(), free_port())
-                 for _ in range(members)]
         self.members: list[Member] = []
+        self._configure()
+
+    def _configure(self) -> None:
+        """Fresh ports and folders for every member (again after a port was taken)."""
+        exe, max_payload = self._exe, self.max_payload
+        for m in self.members:
+            m.kill()
+            shutil.rmtree(m.folder, ignore_errors=True)
+        ports = [MemberPorts(free_port(), free_port(), free_port(), free_port())
+                 for _ in range(self._count)]
+        self.members = []
         for i, p in enumerate(ports):
             name = f"m{i + 1}"
             folder = self._dir / name
@@ -210,16 +221,22 @@ class NatsCluster:
         return self.members[index]
 
     def start(self, timeout: float = HEALTH_TIMEOUT_S) -> NatsCluster:
-        """Every member launched, then each waited for until healthy."""
-        for m in self.members:
-            if m.pid is None:
-                m.launch()
-        try:
+        """Every member launched, then each waited for until healthy. A free port taken by
+        another process meanwhile (a busy machine hands out ephemeral ports) gets the whole
+        cluster new ports, up to three times."""
+        for attempt in range(3):
             for m in self.members:
-                m.wait_healthy(timeout)
-        except RuntimeError:
-            self.close()
-            raise
+                if m.pid is None:
+                    m.launch()
+            try:
+                for m in self.members:
+                    m.wait_healthy(timeout)
+                return self
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    self.close()
+                    raise
+                self._configure()
         return self
 
     def restart_member(self, index: int, timeout: float = HEALTH_TIMEOUT_S) -> None:

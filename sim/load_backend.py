@@ -1,0 +1,136 @@
+"""The back end of a load run, as a city's would consume: a persistent MQTT subscriber on
+Mosquitto, a durable JetStream consumer on the NATS cluster. Each notes when every alarm
+first arrived (wall time) and counts what it received, repeats included.
+
+Only consumes and counts; never publishes, never judges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import nats
+import paho.mqtt.client as mqtt
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class Tally:
+    """First arrival of each alarm by event_id, and message counts."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.messages = 0
+        self.repeats = 0
+        self._lock = threading.Lock()
+
+    def add(self, topic_or_subject: str, payload: bytes, now: float) -> None:
+        with self._lock:
+            self.messages += 1
+        if "event" not in topic_or_subject:
+            return
+        try:
+            event_id = json.loads(payload)["event_id"]
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            if event_id in self.first:
+                self.repeats += 1
+            else:
+                self.first[event_id] = now
+
+    def count(self) -> int:
+        with self._lock:
+            return self.messages
+
+
+class MqttBackend:
+    """A persistent session subscribed to the site at QoS 1 (Mosquitto queues for it while
+    it reconnects after a broker restart)."""
+
+    def __init__(self, host: str, port: int, site: str) -> None:
+        self.tally = Tally()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"load-backend-{uuid.uuid4().hex[:8]}",
+                                  clean_session=False)
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 1)
+        topic = f"safecity/v1/{site}/#"
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = lambda c, u, m: self.tally.add(m.topic, bytes(m.payload),
+                                                                time.time())
+        self.client.connect(host, port, keepalive=10)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"load back end could not subscribe at {host}:{port}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+
+
+class JetStreamBackend:
+    """A stream over the site's subjects, replicated on every member, and a durable pull
+    consumer acknowledging in batches (ack all): what a back end service on the cluster runs."""
+
+    def __init__(self, servers: list[str], site: str, replicas: int = 3) -> None:
+        self.tally = Tally()
+        self._closing = False
+        self._nc: Any = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="load-backend")
+        self._thread.start()
+        sub = asyncio.run_coroutine_threadsafe(self._setup(servers, site, replicas),
+                                               self._loop).result(30)
+        self._task = asyncio.run_coroutine_threadsafe(self._consume(sub), self._loop)
+
+    async def _setup(self, servers: list[str], site: str, replicas: int) -> Any:
+        self._nc = await nats.connect(servers=servers, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=0.5, name="load-backend",
+                                      error_cb=_quiet)
+        js = self._nc.jetstream()
+        subject = f"safecity.v1.{site}.>"
+        stream = "LOAD_" + site.replace("-", "_")
+        await js.add_stream(StreamConfig(name=stream, subjects=[subject], num_replicas=replicas,
+                                         storage=StorageType.FILE, max_age=3600.0))
+        return await js.pull_subscribe(subject, durable="backend", stream=stream,
+                                       config=ConsumerConfig(ack_policy=AckPolicy.ALL,
+                                                             max_ack_pending=-1))
+
+    async def _consume(self, sub: Any) -> None:
+        while not self._closing:
+            try:
+                msgs = await sub.fetch(1000, timeout=0.5)
+            except TimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - a member re-electing or the link moving
+                await asyncio.sleep(0.2)
+                continue
+            now = time.time()
+            for m in msgs:
+                self.tally.add(m.subject, m.data, now)
+            with contextlib.suppress(Exception):
+                await msgs[-1].ack()
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._task.result(3)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+async def _quiet(exc: Exception) -> None:
+    """A member going down is part of the run: the client reconnects by itself."""
