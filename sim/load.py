@@ -221,6 +221,12 @@ def run_one(broker: str, spec: LoadSpec, log: Any = print) -> LoadResult:
 
         if spec.storm:
             _storm(res, spec, swarm, backend.tally, cluster, mosq, ports, log)
+            if isinstance(backend, MqttBackend) and not all(backend.connects[1:]):
+                res.notes.append("the broker came back without the back end's session: "
+                                 "what arrived before it subscribed again went to nobody")
+            if isinstance(backend, MqttBackend) and backend.kicks:
+                res.notes.append(f"the back end's network loop was restarted {backend.kicks} "
+                                 "time(s) after staying disconnected")
         res.quake.repeats = backend.tally.repeats
         res.member_rss_mb = [round(r, 1) for r in meter.rss]
     finally:

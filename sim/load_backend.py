@@ -19,6 +19,8 @@ import paho.mqtt.client as mqtt
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
+KICK_S = 15.0
+
 
 class Tally:
     """First arrival of each alarm by event_id, and message counts."""
@@ -61,8 +63,11 @@ class MqttBackend:
                                   clean_session=False)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 1)
-        topic = f"safecity/v1/{site}/#"
-        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.topic = f"safecity/v1/{site}/#"
+        self.connects: list[bool] = []
+        """session_present of every connection: False after the first means the broker
+        lost the back end's session (and what it queued for it)."""
+        self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = lambda c, u, m: self.tally.add(m.topic, bytes(m.payload),
                                                                 time.time())
@@ -70,8 +75,37 @@ class MqttBackend:
         self.client.loop_start()
         if not self._ready.wait(10):
             raise RuntimeError(f"load back end could not subscribe at {host}:{port}")
+        self.kicks = 0
+        """Times the watchdog restarted paho's network loop (see _watch)."""
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """A back end that has not reconnected KICK_S after losing the broker gets a fresh
+        network loop: under a reconnect storm of thousands of clients, paho's loop thread
+        was seen to stay disconnected after the broker was back (cause not found yet)."""
+        down_since: float | None = None
+        while not self._stop.wait(1.0):
+            if self.client.is_connected():
+                down_since = None
+                continue
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since >= KICK_S:
+                self.kicks += 1
+                down_since = None
+                with contextlib.suppress(Exception):
+                    self.client.loop_stop()
+                    self.client.loop_start()
+
+    def _on_connect(self, c: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    props: Any = None) -> None:
+        self.connects.append(bool(flags.session_present))
+        c.subscribe(self.topic, qos=1)
 
     def close(self) -> None:
+        self._stop.set()
+        self._watchdog.join(2)
         self.client.loop_stop()
         with contextlib.suppress(Exception):
             self.client.disconnect()

@@ -76,7 +76,7 @@ class Member:
     """One nats-server process with its config and JetStream store in its own folder."""
 
     def __init__(self, exe: str, name: str, ports: MemberPorts, folder: Path,
-                 config: str) -> None:
+                 config: str, env: dict[str, str] | None = None) -> None:
         self.exe = exe
         self.name = name
         self.ports = ports
@@ -84,6 +84,8 @@ class Member:
         self.config_path = folder / "nats.conf"
         self.log_path = folder / "nats.log"
         self.config_path.write_text(config)
+        self.env = env
+        """Added to the environment (a config's `$VARIABLES`, as systemd's EnvironmentFile)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -93,8 +95,9 @@ class Member:
 
     def launch(self) -> None:
         log = self.log_path.open("ab")
+        env = {**os.environ, **self.env} if self.env else None
         self.proc = subprocess.Popen([self.exe, "-c", str(self.config_path)],
-                                     stdout=log, stderr=log)
+                                     stdout=log, stderr=log, env=env)
         self.paused = False
 
     def healthy(self) -> bool:
@@ -102,7 +105,7 @@ class Member:
         if self.proc is None or self.proc.poll() is not None or self.paused:
             return False
         try:
-            with urllib.request.urlopen(
+            with urllib.request.urlopen(  # noqa: S310 - our own loopback monitor
                     f"http://127.0.0.1:{self.ports.http}/healthz", timeout=1) as r:
                 return bool(json.load(r).get("status") == "ok")
         except (OSError, ValueError, urllib.error.URLError):
