@@ -33,7 +33,13 @@ def _fleet(shared: Path, var: Path) -> list[Figure]:
     return fleet.run(shared, var)
 
 
-GROUPS = {"agent": _agent, "firmware": _firmware, "fleet": _fleet}
+def _load(shared: Path, var: Path) -> list[Figure]:
+    from bench import load
+
+    return load.run(shared, var)
+
+
+GROUPS = {"agent": _agent, "firmware": _firmware, "fleet": _fleet, "load": _load}
 
 
 def main(argv: list[str] | None = None) -> int:
