@@ -92,6 +92,21 @@ class CamNode:
 Node = BoardNode | CamNode
 
 
+def first_members(scenario: Scenario, members: int) -> dict[str, int]:
+    """Each node's first-choice member (0-based): its `member` when it names one, else the
+    members in turn, in the scenario's order (one broker: 0 for all)."""
+    out: dict[str, int] = {}
+    turn = 0
+    for spec in scenario.nodes:
+        for node_id in spec.ids():
+            if spec.member is not None and members > 1:
+                out[node_id] = spec.member - 1
+            else:
+                out[node_id] = turn % members
+                turn += 1
+    return out
+
+
 @dataclass(frozen=True)
 class Where:
     """Where a run finds things: the scenario's folder (for camera templates), the work
@@ -121,14 +136,10 @@ class Fleet:
         self._ports = ports
         self._defaults = defaults
         self._build: Path | None = None
-        turn = 0
+        self.members = first_members(scenario, len(ports))
         for spec in scenario.nodes:
             for node_id in spec.ids():
-                member = (spec.member - 1 if spec.member is not None and len(ports) > 1
-                          else turn % len(ports))
-                turn += 1
-                self.members[node_id] = member
-                self._port = ports[member]
+                self._port = ports[self.members[node_id]]
                 link = FaultyLink(self._port) if spec.link == "proxy" else None
                 if link is not None:
                     self.links.append(link)

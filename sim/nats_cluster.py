@@ -16,8 +16,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sim.broker import free_port
 
@@ -111,13 +115,32 @@ class Member:
         except (OSError, ValueError, urllib.error.URLError):
             return False
 
+    def mqtt_ready(self, timeout: float = 2.0) -> bool:
+        """An MQTT session can be opened here now. /healthz says ok before the streams that
+        hold MQTT sessions have their leaders back after a member's loss; this asks MQTT."""
+        answer: list[bool] = []
+        c = mqtt.Client(CallbackAPIVersion.VERSION2,
+                        client_id=f"ready-{self.name}-{uuid.uuid4().hex[:8]}")
+        c.on_connect = lambda cl, u, f, reason, p=None: answer.append(not reason.is_failure)
+        try:
+            c.connect("127.0.0.1", self.ports.mqtt, keepalive=5)
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            c.loop(0.1)
+        c.disconnect()  # paho closes the socket once DISCONNECT is written
+        c.loop(0.1)
+        return bool(answer and answer[0])
+
     def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        """Healthy by /healthz, then ready for MQTT sessions."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server {self.name} exited: "
                                    f"{self.log_path.read_text()[-2000:]}")
-            if self.healthy():
+            if self.healthy() and self.mqtt_ready():
                 return
             time.sleep(0.2)
         raise RuntimeError(f"nats-server {self.name} not healthy within {timeout:g}s: "

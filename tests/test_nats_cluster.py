@@ -6,6 +6,7 @@ backlog on another member, retained status, wills, the subject mapping)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -24,6 +25,13 @@ pytestmark = pytest.mark.skipif(find_nats_server() is None,
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[NatsCluster]:
+    with NatsCluster() as c:
+        yield c
+
+
+@pytest.fixture
+def fresh() -> Iterator[NatsCluster]:
+    """A cluster of its own, for a test that takes members down."""
     with NatsCluster() as c:
         yield c
 
@@ -115,20 +123,94 @@ def test_mqtt_topics_map_to_subjects(cluster: NatsCluster) -> None:
     assert asyncio.run(main()) == ["safecity.v1.ms.n1.event.gas", "safecity.v1.ms.n//2.event.gas"]
 
 
-def test_member_kill_pause_restart(cluster: NatsCluster) -> None:
-    m = cluster.member(2)
+def _crosses(cluster: NatsCluster, sub_port: int, pub_port: int, tag: str) -> None:
+    """A QoS 1 message from one member reaches a subscriber on another."""
+    sub = Recorder("127.0.0.1", sub_port, f"safecity/v1/{tag}/#", client_id=f"{tag}-sub")
+    pub = _Pub(pub_port, f"{tag}-pub")
+    try:
+        pub.client.publish(f"safecity/v1/{tag}/n1/event/gas", b"1", qos=1).wait_for_publish(5)
+        assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 10)
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_member_killed_then_restarted(fresh: NatsCluster) -> None:
+    m = fresh.member(2)
+    m.kill()
+    assert m.pid is None and not m.healthy()
+    fresh.wait_live_healthy()
+    _crosses(fresh, fresh.mqtt_ports[0], fresh.mqtt_ports[1], "ks")  # the survivors
+    fresh.restart_member(2)
+    assert all(x.healthy() and x.mqtt_ready() for x in fresh.members)
+
+
+def test_member_paused_then_resumed(fresh: NatsCluster) -> None:
+    m = fresh.member(2)
     m.pause()
     assert m.pid is not None and not m.healthy()
     m.resume()
     m.wait_healthy()
-    m.kill()
-    assert m.pid is None and not m.healthy()
-    cluster.wait_live_healthy()
-    sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/ks/#", client_id="ks-sub")
-    pub = _Pub(cluster.mqtt_ports[1], "ks-pub")  # the two survivors still carry QoS 1
-    pub.client.publish("safecity/v1/ks/n1/event/gas", b"1", qos=1).wait_for_publish(5)
-    assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 5)
-    cluster.restart_member(2)
-    assert all(x.healthy() for x in cluster.members)
-    pub.close()
-    sub.close()
+    _crosses(fresh, fresh.mqtt_ports[2], fresh.mqtt_ports[0], "ps")
+
+
+def _node_with_will(port: int, node: str) -> subprocess.Popen[bytes]:
+    code = ("import time, paho.mqtt.client as m\n"
+            f"c = m.Client(m.CallbackAPIVersion.VERSION2, client_id='wd-{node}')\n"
+            f"c.will_set('safecity/v1/wd/{node}/status', b'offline', qos=1, retain=True)\n"
+            f"c.connect('127.0.0.1', {port}, keepalive=30)\n"
+            "c.loop_start(); print('up', flush=True); time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline().strip() == b"up"
+    return p
+
+
+def test_a_killed_member_takes_its_clients_wills_with_it(fresh: NatsCluster) -> None:
+    """What docs/contract.md tells back ends: no offline for a node whose member died, while
+    a node that vanishes from a live member gets its will."""
+    cluster = fresh
+    sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/wd/#", client_id="wd-sub")
+    killed = _node_with_will(cluster.mqtt_ports[1], "n-killed")
+    vanished = _node_with_will(cluster.mqtt_ports[2], "n-vanished")
+    try:
+        time.sleep(0.5)
+        cluster.member_down(1, "kill")
+        cluster.wait_live_healthy()
+        vanished.kill()
+        assert sub.wait_for(_any(lambda m: "/n-vanished/" in m.topic), 10)
+        time.sleep(2)
+        assert not any("/n-killed/" in m.topic for m in sub.messages)
+    finally:
+        for p in (killed, vanished):
+            p.kill()
+            p.wait()
+        sub.close()
+
+
+def test_the_back_end_records_a_repeated_event_once(cluster: NatsCluster) -> None:
+    from sim.clock import ScenarioClock
+    from sim.js_recorder import JetStreamRecorder
+
+    rec = JetStreamRecorder(cluster.nats_urls, "127.0.0.1", cluster.mqtt_ports[0], "dd",
+                            ScenarioClock.starting_in(0.0, 1.0))
+    pub = _Pub(cluster.mqtt_ports[1], "dd-pub")
+    doc = {"v": 1, "site": "dd", "node": "n1", "ts": None, "event_id": "n1-1-1",
+           "boot": 1, "seq": 1, "type": "gas", "phase": "start", "severity": "critical",
+           "details": {}}
+    try:
+        for _ in range(2):  # at least once: the same message twice
+            pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc),
+                               qos=1).wait_for_publish(5)
+        doc["phase"] = "end"
+        pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc),
+                           qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while len(rec.snapshot()) + rec.duplicates < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = [(a.topic, a.doc["phase"] if a.doc else None) for a in rec.snapshot()]
+        assert got == [("safecity/v1/dd/n1/event/gas", "start"),
+                       ("safecity/v1/dd/n1/event/gas", "end")]
+        assert rec.duplicates == 1
+    finally:
+        pub.close()
+        rec.close()

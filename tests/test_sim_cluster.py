@@ -60,3 +60,17 @@ def test_how_only_with_member(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                    '[[faults]]\ntype = "broker_down"\nat_s = 1\nhow = "pause"\n')
     assert cli.main(["check", str(bad)]) == 2
     assert "faults[0].how: only with member" in capsys.readouterr().err
+
+
+def test_nodes_are_spread_over_the_members_unless_placed() -> None:
+    from sim.fleet import first_members
+    from sim.scenario import Scenario
+
+    s = Scenario.model_validate({
+        "name": "x", "duration_s": 10,
+        "nodes": [{"id": "g", "kind": "gas", "count": 4},
+                  {"id": "f", "kind": "flood", "member": 3},
+                  {"id": "v", "kind": "vibration"}]})
+    assert first_members(s, 3) == {"g-001": 0, "g-002": 1, "g-003": 2, "g-004": 0,
+                                   "f": 2, "v": 1}
+    assert set(first_members(s, 1).values()) == {0}
