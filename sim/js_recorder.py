@@ -24,9 +24,18 @@ FETCH_BATCH = 256
 FETCH_WAIT_S = 0.5
 
 
+MQTT_STREAM = "$MQTT_msgs"
+MQTT_PREFIX = "$MQTT.msgs."
+"""NATS keeps every QoS 1 MQTT publish in this stream before it acknowledges it: a consumer
+here sees every event, status and snapshot a node got a PUBACK for. (A stream of our own
+over the plain subjects takes them in without acknowledging the publisher, and lost a
+node's PUBACKed events while a member died: so only telemetry, QoS 0 and best effort by
+the contract, comes from one.)"""
+
+
 def subject_to_topic(subject: str) -> str:
     """The MQTT topic of a NATS subject: `.` is `/` (the contract has no `.` in a level)."""
-    return subject.replace(".", "/")
+    return subject.removeprefix(MQTT_PREFIX).replace(".", "/")
 
 
 def event_key(a: Arrival) -> tuple[Any, ...] | None:
@@ -37,9 +46,10 @@ def event_key(a: Arrival) -> tuple[Any, ...] | None:
 
 
 class JetStreamRecorder:
-    """A stream over `safecity.v1.<site>.>` replicated on three members and one durable pull
-    consumer with explicit acks: a member that dies loses the consumer nothing, and the
-    client moves to another member by itself. At-least-once delivery repeats messages; an
+    """Two durable pull consumers with explicit acks: one on NATS's own MQTT stream for the
+    site's QoS 1 messages, one on a stream of the site's telemetry replicated on three
+    members; a member that dies loses the consumers nothing, and the client moves to another
+    member by itself. At-least-once delivery repeats messages; an
     event already seen (same event_id, phase and seq) is counted in `duplicates` and not
     recorded again, as a back end de-duplicates."""
 
@@ -60,12 +70,13 @@ class JetStreamRecorder:
                                         daemon=True)
         self._thread.start()
         try:
-            sub = asyncio.run_coroutine_threadsafe(
+            subs = asyncio.run_coroutine_threadsafe(
                 self._setup(servers, replicas), self._loop).result(30)
         except Exception as exc:
             self._stop_loop()
             raise RuntimeError(f"recorder could not consume from {servers}: {exc}") from exc
-        self._task = asyncio.run_coroutine_threadsafe(self._consume(sub), self._loop)
+        self._tasks = [asyncio.run_coroutine_threadsafe(self._consume(sub), self._loop)
+                       for sub in subs]
         # Commands go over MQTT at QoS 1, so a node's persistent session queues them.
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"sim-backend-{uuid.uuid4().hex[:8]}")
@@ -78,11 +89,14 @@ class JetStreamRecorder:
                                       reconnect_time_wait=0.5, name="sim-backend",
                                       error_cb=_quiet)
         js = self._nc.jetstream()
-        subjects = f"safecity.v1.{self.site}.>"
-        stream = "CITY_" + self.site.replace("-", "_")
-        await js.add_stream(StreamConfig(name=stream, subjects=[subjects],
+        name = self.site.replace("-", "_")
+        telemetry = f"safecity.v1.{self.site}.*.telemetry"
+        stream = "TELEMETRY_" + name
+        await js.add_stream(StreamConfig(name=stream, subjects=[telemetry],
                                          num_replicas=replicas, storage=StorageType.FILE))
-        return await js.pull_subscribe(subjects, durable="backend", stream=stream)
+        return [await js.pull_subscribe(f"{MQTT_PREFIX}safecity.v1.{self.site}.>",
+                                        durable="backend-" + name, stream=MQTT_STREAM),
+                await js.pull_subscribe(telemetry, durable="backend", stream=stream)]
 
     async def _consume(self, sub: Any) -> None:
         while not self._closing:
@@ -131,8 +145,9 @@ class JetStreamRecorder:
         self.client.loop_stop()
         with contextlib.suppress(Exception):
             self.client.disconnect()
-        with contextlib.suppress(Exception):
-            self._task.result(FETCH_WAIT_S * 4)
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                task.result(FETCH_WAIT_S * 4)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(5)

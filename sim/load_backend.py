@@ -19,6 +19,8 @@ import paho.mqtt.client as mqtt
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sim.js_recorder import MQTT_PREFIX, MQTT_STREAM
+
 KICK_S = 15.0
 
 
@@ -112,8 +114,10 @@ class MqttBackend:
 
 
 class JetStreamBackend:
-    """A stream over the site's subjects, replicated on every member, and a durable pull
-    consumer acknowledging in batches (ack all): what a back end service on the cluster runs."""
+    """Durable pull consumers acknowledging in batches (ack all), as a back end service on
+    the cluster runs them: the site's QoS 1 messages from NATS's own MQTT stream (stored
+    before the publisher's PUBACK), its telemetry from a stream of its own (sim/js_recorder.py
+    says why)."""
 
     def __init__(self, servers: list[str], site: str, replicas: int = 3) -> None:
         self.tally = Tally()
@@ -123,22 +127,28 @@ class JetStreamBackend:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="load-backend")
         self._thread.start()
-        sub = asyncio.run_coroutine_threadsafe(self._setup(servers, site, replicas),
-                                               self._loop).result(30)
-        self._task = asyncio.run_coroutine_threadsafe(self._consume(sub), self._loop)
+        subs = asyncio.run_coroutine_threadsafe(self._setup(servers, site, replicas),
+                                                self._loop).result(30)
+        self._tasks = [asyncio.run_coroutine_threadsafe(self._consume(sub), self._loop)
+                       for sub in subs]
 
     async def _setup(self, servers: list[str], site: str, replicas: int) -> Any:
         self._nc = await nats.connect(servers=servers, max_reconnect_attempts=-1,
                                       reconnect_time_wait=0.5, name="load-backend",
                                       error_cb=_quiet)
         js = self._nc.jetstream()
-        subject = f"safecity.v1.{site}.>"
-        stream = "LOAD_" + site.replace("-", "_")
-        await js.add_stream(StreamConfig(name=stream, subjects=[subject], num_replicas=replicas,
-                                         storage=StorageType.FILE, max_age=3600.0))
-        return await js.pull_subscribe(subject, durable="backend", stream=stream,
-                                       config=ConsumerConfig(ack_policy=AckPolicy.ALL,
-                                                             max_ack_pending=-1))
+        name = site.replace("-", "_")
+        telemetry = f"safecity.v1.{site}.*.telemetry"
+        stream = "LOAD_" + name
+        await js.add_stream(StreamConfig(name=stream, subjects=[telemetry],
+                                         num_replicas=replicas, storage=StorageType.FILE,
+                                         max_age=3600.0))
+        config = ConsumerConfig(ack_policy=AckPolicy.ALL, max_ack_pending=-1)
+        return [await js.pull_subscribe(f"{MQTT_PREFIX}safecity.v1.{site}.>",
+                                        durable="load-" + name, stream=MQTT_STREAM,
+                                        config=config),
+                await js.pull_subscribe(telemetry, durable="backend", stream=stream,
+                                        config=config)]
 
     async def _consume(self, sub: Any) -> None:
         while not self._closing:
@@ -157,8 +167,9 @@ class JetStreamBackend:
 
     def close(self) -> None:
         self._closing = True
-        with contextlib.suppress(Exception):
-            self._task.result(3)
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                task.result(3)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(5)

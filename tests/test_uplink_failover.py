@@ -54,7 +54,7 @@ def test_member_dies_node_moves_keeps_session_and_comes_back(cluster: NatsCluste
                      failover_jitter_s=JITTER_S, failback_s=4)
     commands: list[bytes] = []
 
-    def on_command(payload: bytes) -> dict[str, Any]:
+    def on_command(payload: bytes, button: str | None = None) -> dict[str, Any]:
         commands.append(payload)
         doc = json.loads(payload)
         return messages.ack(ident, time.time(), doc["id"], doc["cmd"], True, result={})
