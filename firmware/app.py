@@ -11,6 +11,7 @@ import time
 
 import machine
 
+import slots
 import store
 
 TYPE_CHECKING = False
@@ -78,12 +79,15 @@ class Board:
     wdt_next: Any  # ticks_ms
     net_next: Any  # ticks_ms
     heap_min: int
+    ota: Any  # the OTA transfer under way (ota.Transfer), or None
+
     def __init__(self, root="."):
         import setup
 
         setup.setup(self, root)
         del setup
         drop("setup")  # boot-only code leaves the heap
+        slots.attach(self)  # self.ota: an OTA transfer a reset interrupted goes on
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth())
 
@@ -154,6 +158,7 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
+            slots.status(m)  # what the last OTA did, or the one on trial
         if extra:
             m.update(extra)  # e.g. a battery board's `sleeping`: sleep_s, wake_by
         return json.dumps(m).encode()
@@ -278,6 +283,9 @@ class Board:
         self.outbox.push(store.ACK, self.topic("cmd/ack"), json.dumps(m).encode())
 
     def _on_message(self, topic, payload):
+        if self.ota is not None and topic is not None and topic.startswith(b"safecity/v1/_ota/"):
+            self.ota.chunk_in(self, topic, payload)
+            return
         spec = "spec_" + self.kind
         gc.collect()
         try:
@@ -286,10 +294,8 @@ class Board:
             todo = commands.handle(self, topic, payload)
             del commands
             drop("commands")
-            if todo:
-                import config
-
-                config.command(self, *todo)
+            if todo:  # set_config, calibrate (config.py) or ota (ota.py), loaded alone
+                __import__("ota" if todo[1] == "ota" else "config").command(self, *todo)
         except MemoryError:
             drop("commands", "config", spec)
             try:
@@ -298,6 +304,8 @@ class Board:
                 log("cmd", "dropped: out of memory")
         finally:
             drop("commands", "config", spec)
+            if self.ota is None:
+                drop("ota")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -313,6 +321,8 @@ class Board:
         if time.ticks_diff(now, self.net_next) >= 0:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
+            if self.ota is not None or slots.trial is not None:
+                slots.tick(self, now)  # OTA transfer, trial of a new version
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free

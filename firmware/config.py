@@ -15,7 +15,8 @@ COMMON = (
     "broker_host s 1 64 127.0.0.1;broker_port i 1 65535 1883;mqtt_user s 0 64 ;"
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
-    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600"
+    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600;"
+    "ota_trial_s i 5 3600 120"
 )
 
 

@@ -2,6 +2,9 @@
 
 Holds no logic; everything lives in app.py so it can be compiled to .mpy."""
 
+import slots
+
+slots.boot()  # the slot to import from (OTA), before anything of it is imported
 import app
 
 app.main()

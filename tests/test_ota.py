@@ -1,0 +1,202 @@
+"""Signed OTA of the sensor-board firmware, end to end: the real firmware on the 64K heap
+fetches a bundle from a real Mosquitto, verifies it, boots it on trial and rolls back by
+itself; `flash.sh ota`'s rollout (rollout/publish.py) drives it, canaries first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.publish as publish
+import pytest
+
+from rollout import publish as rollout
+from rollout.bundle import FIRMWARE, SIG_BYTES, Bundle, build, modulus
+from sim.board import SimBoard
+from sim.broker import MosquittoBroker
+from tests.firmware_helpers import board, online, wait_doc
+from tests.mqtt_helpers import Recorder
+
+OLD = "0.3.0"
+NEW = "0.3.1-test"
+TRIAL = {"ota_trial_s": 5}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("fleet", "other"):
+        out[name] = d / f"{name}.pem"
+        subprocess.run(["openssl", "genrsa", "-out", str(out[name]), "2048"], check=True,
+                       capture_output=True)
+    return out
+
+
+def firmware_copy(dest: Path, version: str, crash: bool = False) -> Path:
+    """The firmware with another VERSION (and, with crash, an app.py that raises on import)."""
+    shutil.copytree(FIRMWARE, dest)
+    app = dest / "app.py"
+    text = app.read_text().replace(f'VERSION = "{OLD}"', f'VERSION = "{version}"')
+    if crash:
+        text = text.replace("import store\n", "import store\n\nraise RuntimeError('boom')\n", 1)
+    app.write_text(text)
+    return dest
+
+
+def with_key(key: Path) -> Callable[[SimBoard], None]:
+    n = modulus(key)
+
+    def setup(b: SimBoard) -> None:
+        b.flash.mkdir(parents=True, exist_ok=True)
+        (b.flash / "ota_key").write_text(n + "\n")
+    return setup
+
+
+def _ack_of(cid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda d: bool(d["id"] == cid)
+
+
+def statuses(rec: Recorder, node: str) -> list[dict[str, Any]]:
+    return [m.json() for m in rec.matching(f"/{node}/status")]
+
+
+def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    src = firmware_copy(tmp_path / "fw", NEW)
+    with ExitStack() as st:
+        boards = [st.enter_context(board(broker, tmp_path, "gas", node=n, config=TRIAL,
+                                         setup=with_key(keys["fleet"])))
+                  for n in ("b1", "b2", "b3")]
+        rec = boards[0][1]
+        for n in ("b1", "b2", "b3"):
+            wait_doc(rec, f"/{n}/status", lambda d: d["state"] == "online")
+        rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
+                           "--device-id", "b1,b2", "--device-id", "b3", "--canary", "1",
+                           "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "90"])
+        assert rc == 0
+        for n in ("b1", "b2", "b3"):
+            last = statuses(rec, n)[-1]
+            assert last["version"] == NEW
+            assert last["ota"] == {"state": "confirmed", "version": NEW,
+                                   "previous_version": OLD}
+        # The canary passed its trial before anyone else was offered the bundle.
+        got = [(m.topic, m.json()) for m in rec.messages]
+        ok_at = next(i for i, (t, d) in enumerate(got) if t.endswith("/b1/status")
+                     and d.get("ota", {}).get("state") == "confirmed")
+        offers = [i for i, (t, d) in enumerate(got) if t.endswith("/cmd") and d["cmd"] == "ota"]
+        assert [got[i][0].split("/")[3] for i in offers] == ["b1", "b2", "b3"]
+        assert offers[0] < ok_at < offers[1]
+        b1 = boards[0][0]
+        assert (b1.flash / "ota_good").read_text().split()[:2] == ["s1", NEW]
+        assert not (b1.flash / "ota.bin").exists() and not (b1.flash / "ota_trial").exists()
+
+
+def test_a_tampered_bundle_is_refused_and_nothing_changes(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    good = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
+    evil = bytearray(good.data)
+    evil[len(evil) // 2] ^= 0x01  # one bit in the middle of a module
+    foreign = build(tmp_path / "fw", keys["other"])  # intact, signed by another key
+    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+        birth = online(rec)
+        r = rollout.Rollout(broker.host, broker.port, "test")
+        try:
+            for data, why in ((bytes(evil), "signature does not match the bundle"),
+                              (foreign.data, "signature does not match the bundle")):
+                bundle = Bundle(data, NEW, good.files)
+                r.publish_chunks(bundle, rollout.CHUNK)
+                v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
+                assert not v.ok and v.why == "refused: " + why
+            # bad offers are answered with the argument named, and change nothing either
+            for args, msg in (({"id": "XYZ"}, "args.id"),
+                              ({"id": "0" * 16, "version": NEW, "size": 1000, "chunks": 2,
+                                "chunk": 384}, "args.chunks"),
+                              ({"id": "0" * 16, "version": NEW, "size": 1000, "chunks": 1,
+                                "chunk": 4000}, "args.chunk")):
+                publish.single("safecity/v1/test/b1/cmd", json.dumps(
+                    {"id": "bad-" + msg, "cmd": "ota", "args": args}), qos=1,
+                    hostname=broker.host, port=broker.port)
+                ack = wait_doc(rec, "/cmd/ack", _ack_of("bad-" + msg))
+                assert ack["error"]["code"] == "bad_args" and msg in ack["error"]["message"]
+        finally:
+            r.close()
+        last = statuses(rec, "b1")[-1]
+        assert last["version"] == OLD and last["boot"] == birth["boot"]
+        assert last["ota"]["state"] == "refused"
+        assert b.exits == [] and b.alive()
+        left = {p.name for p in b.flash.iterdir()}
+        assert not left & {"s1", "s2", "ota.bin", "ota_offer", "ota_trial", "ota_good"}
+
+
+def test_a_canary_that_crashes_at_boot_rolls_back_and_stops_the_rollout(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    src = firmware_copy(tmp_path / "fw", NEW, crash=True)
+    with board(broker, tmp_path, "gas", node="b1", config=TRIAL,
+               setup=with_key(keys["fleet"])) as (b1, rec), \
+            board(broker, tmp_path, "gas", node="b2", config=TRIAL,
+                  setup=with_key(keys["fleet"])) as (b2, _):
+        for n in ("b1", "b2"):
+            wait_doc(rec, f"/{n}/status", lambda d: d["state"] == "online")
+        rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
+                           "--device-id", "b1,b2", "--canary", "1",
+                           "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "60"])
+        assert rc == 1
+        back = statuses(rec, "b1")[-1]
+        assert back["state"] == "online" and back["version"] == OLD
+        assert back["ota"]["state"] == "rolled_back" and back["ota"]["version"] == NEW
+        assert back["ota"]["reason"].startswith("boot_failed")
+        assert "RuntimeError: boom" in b1.log_text()  # it did boot the new code
+        assert not (b1.flash / "ota_trial").exists()
+        assert not [m for m in rec.matching("/b2/cmd") if b'"ota"' in m.payload]
+        assert statuses(rec, "b2")[-1]["version"] == OLD
+
+
+def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    bundle = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
+    chunks = -(-len(bundle.data) // rollout.CHUNK)
+    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+        online(rec)
+        r = rollout.Rollout(broker.host, broker.port, "test")
+        try:
+            r.publish_chunks(bundle, rollout.CHUNK)
+            stage = b.flash / "ota.bin"
+            result: list[rollout.Verdict] = []
+            t = threading.Thread(target=lambda: result.extend(
+                r.wave(["b1"], bundle, rollout.CHUNK, 90)))
+            t.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                    not stage.exists() or stage.stat().st_size < len(bundle.data) // 3):
+                time.sleep(0.005)
+            b.kill()  # the power goes, a third of the way in
+            cut = stage.stat().st_size
+            assert 0 < cut < len(bundle.data) - SIG_BYTES
+            time.sleep(1)
+            b.restart()
+            t.join()
+        finally:
+            r.close()
+        assert result and result[0].ok, result
+        log = b.log_text()
+        resumed = int(log.split("fw ota resume " + NEW + " chunk ")[1].split()[0])
+        assert resumed == cut // rollout.CHUNK and 0 < resumed < chunks
+        assert statuses(rec, "b1")[-1]["version"] == NEW
+
+
+def test_flash_sh_ota_dry_run_needs_no_broker(tmp_path: Path, keys: dict[str, Path]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([str(root / "flash.sh"), "ota", "--key", str(keys["fleet"]),
+                        "--site", "test", "--device-id", "b1,b2,b3", "--canary", "1",
+                        "--dry-run"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "would publish" in p.stdout and "would offer it to (canary): b1" in p.stdout
+    assert "would offer it to (wave): b2 b3" in p.stdout and "nothing published" in p.stdout
