@@ -191,6 +191,12 @@ class Transfer:
         self.asked = now
 
     def tick(self, b, now):
+        try:
+            self._tick(b, now)
+        except Exception as e:  # a full flash, no memory: the transfer ends, the loop goes on
+            self.fail(b, "failed", "internal: " + repr(e)[:100])
+
+    def _tick(self, b, now):
         if self.phase == 1:
             self._hash(b)
         elif self.phase == 2:
@@ -203,6 +209,12 @@ class Transfer:
 
     def chunk_in(self, b, topic, payload):
         """A chunk arrived (payload: a view into the MQTT receive buffer)."""
+        try:
+            self._chunk_in(b, topic, payload)
+        except Exception as e:
+            self.fail(b, "failed", "internal: " + repr(e)[:100])
+
+    def _chunk_in(self, b, topic, payload):
         if topic != self.sub or self.phase:
             return  # a late retained copy of a chunk already stored
         want = min(self.chunk, self.size - self.got * self.chunk)
@@ -324,7 +336,10 @@ class Transfer:
     def fail(self, b, state, why):
         """Give the transfer up: nothing installed, nothing switched; the status says why."""
         log(state, self.version, why)
-        self.close()
+        try:
+            self.close()
+        except OSError:
+            pass
         slots.remove(OFFER)
         slots.remove(STAGE)
         slots.note(state, self.version, why)

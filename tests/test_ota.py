@@ -19,9 +19,9 @@ import pytest
 
 from rollout import publish as rollout
 from rollout.bundle import FIRMWARE, SIG_BYTES, Bundle, build, modulus
-from sim.board import SimBoard
+from sim.board import SimBoard, run_upy
 from sim.broker import MosquittoBroker
-from tests.firmware_helpers import board, online, wait_doc
+from tests.firmware_helpers import board, docs, online, wait_doc
 from tests.mqtt_helpers import Recorder
 
 OLD = "0.3.0"
@@ -40,13 +40,19 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def firmware_copy(dest: Path, version: str, crash: bool = False) -> Path:
-    """The firmware with another VERSION (and, with crash, an app.py that raises on import)."""
+def firmware_copy(dest: Path, version: str, crash: bool = False,
+                  offline: bool = False) -> Path:
+    """The firmware with another VERSION; with crash, an app.py that raises on import; with
+    offline, one that runs but never connects to the broker."""
     shutil.copytree(FIRMWARE, dest)
     app = dest / "app.py"
     text = app.read_text().replace(f'VERSION = "{OLD}"', f'VERSION = "{version}"')
+    assert version in text
     if crash:
         text = text.replace("import store\n", "import store\n\nraise RuntimeError('boom')\n", 1)
+    if offline:
+        assert text.count("                    cl.connect()\n") == 1
+        text = text.replace("                    cl.connect()\n", "                    pass\n")
     app.write_text(text)
     return dest
 
@@ -65,7 +71,8 @@ def _ack_of(cid: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def statuses(rec: Recorder, node: str) -> list[dict[str, Any]]:
-    return [m.json() for m in rec.matching(f"/{node}/status")]
+    """The node's status messages so far, each checked against the contract."""
+    return docs(rec, f"/{node}/status")
 
 
 def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
@@ -115,6 +122,12 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
                 r.publish_chunks(bundle, rollout.CHUNK)
                 v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
                 assert not v.ok and v.why == "refused: " + why
+            # a chunk cut short on the broker: the transfer stops there
+            r.publish_chunks(good, rollout.CHUNK)
+            publish.single(f"safecity/v1/_ota/test/{good.id}/3", b"x" * 10, qos=1, retain=True,
+                           hostname=broker.host, port=broker.port)
+            v = r.wave(["b1"], good, rollout.CHUNK, 60)[0]
+            assert not v.ok and v.why == "failed: chunk 3 has 10 bytes, expected 384"
             # bad offers are answered with the argument named, and change nothing either
             for args, msg in (({"id": "XYZ"}, "args.id"),
                               ({"id": "0" * 16, "version": NEW, "size": 1000, "chunks": 2,
@@ -130,7 +143,7 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
             r.close()
         last = statuses(rec, "b1")[-1]
         assert last["version"] == OLD and last["boot"] == birth["boot"]
-        assert last["ota"]["state"] == "refused"
+        assert last["ota"]["state"] == "failed"  # the last offer: the cut chunk
         assert b.exits == [] and b.alive()
         left = {p.name for p in b.flash.iterdir()}
         assert not left & {"s1", "s2", "ota.bin", "ota_offer", "ota_trial", "ota_good"}
@@ -157,6 +170,24 @@ def test_a_canary_that_crashes_at_boot_rolls_back_and_stops_the_rollout(
         assert not (b1.flash / "ota_trial").exists()
         assert not [m for m in rec.matching("/b2/cmd") if b'"ota"' in m.payload]
         assert statuses(rec, "b2")[-1]["version"] == OLD
+
+
+def test_a_version_that_never_comes_online_is_rolled_back_when_its_trial_time_is_up(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    src = firmware_copy(tmp_path / "fw", NEW, offline=True)
+    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+        online(rec)
+        rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
+                           "--device-id", "b1", "--broker", f"{broker.host}:{broker.port}",
+                           "--timeout-s", "60"])
+        assert rc == 1
+        back = statuses(rec, "b1")[-1]
+        assert back["version"] == OLD and back["ota"]["state"] == "rolled_back"
+        assert back["ota"]["reason"] == ("trial_timeout: not online and healthy for 5 s "
+                                         "within 10 s of its start")
+        log = b.log_text()
+        assert log.index("fw slot s1 trial 1") < log.index("fw ota rolled_back trial_timeout") \
+            < log.rindex("fw slot factory trial 0")
 
 
 def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk(
@@ -200,3 +231,64 @@ def test_flash_sh_ota_dry_run_needs_no_broker(tmp_path: Path, keys: dict[str, Pa
     assert p.returncode == 0, p.stderr
     assert "would publish" in p.stdout and "would offer it to (canary): b1" in p.stdout
     assert "would offer it to (wave): b2 b3" in p.stdout and "nothing published" in p.stdout
+
+
+_SLOTS = """
+import os, sys, slots
+def put(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+def clear():
+    for p in ("ota_good", "ota_trial", "ota_last"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    slots.trial = slots.last = None
+    while sys.path[0] in ("s1", "s2"):
+        sys.path.pop(0)
+def case(name, good=None, trial=None):
+    clear()
+    if good is not None:
+        put("ota_good", good)
+    if trial is not None:
+        put("ota_trial", trial)
+    slot = slots.boot()
+    first = sys.path[0] if sys.path[0] in ("s1", "s2", "s3") else "root"
+    print(name, slot or "factory", first, slots.last and slots.last["state"],
+          slots.last and slots.last.get("reason", "").split(":")[0].replace(" ", "_"),
+          "trial" if slots.trial else "-", open("ota_trial").read() if slots.trial else "")
+os.mkdir("s1")
+put("s1/app.mpy", "x")
+os.mkdir("s2")
+put("s2/app.mpy", "x")
+os.mkdir("s3")
+case("none")
+case("good", good="s1 0.4 0.3")
+case("good_without_app", good="s3 0.4 0.3")
+case("good_garbage", good="\xff\x00 zz")
+case("trial", good="s1 0.4 0.3", trial="s2 0 5 0.5 0.4")
+case("trial_again", good="s1 0.4 0.3", trial="s2 1 5 0.5 0.4")
+case("trial_spent", good="s1 0.4 0.3", trial="s2 2 5 0.5 0.4")
+case("trial_torn", good="s1 0.4 0.3", trial="s2 1")
+case("trial_garbage", trial="\x00\x01")
+case("trial_without_app", good="s1 0.4 0.3", trial="s3 0 5 0.5 0.4")
+"""
+
+
+def test_the_slot_comes_from_the_last_good_state_whatever_the_files_say(tmp_path: Path) -> None:
+    """Missing, torn or garbage state files and slots without modules boot the last good
+    copy; a spent trial is rolled back, and says why."""
+    out = run_upy(_SLOTS, tmp_path).split("\n")
+    got = {ln.split()[0]: ln.split()[1:] for ln in out if ln and not ln.startswith("fw ")}
+    assert got["none"] == ["factory", "root", "None", "None", "-"]
+    assert got["good"] == ["s1", "s1", "None", "None", "-"]
+    assert got["good_without_app"] == ["factory", "root", "None", "None", "-"]
+    assert got["good_garbage"] == ["factory", "root", "None", "None", "-"]
+    assert got["trial"] == ["s2", "s2", "None", "None", "trial", "s2", "1", "5", "0.5", "0.4"]
+    assert got["trial_again"][:2] == ["s2", "s2"] and got["trial_again"][6] == "2"
+    assert got["trial_spent"] == ["s1", "s1", "rolled_back", "boot_failed", "-"]
+    assert got["trial_torn"] == ["s1", "s1", "rolled_back", "trial_state_unreadable", "-"]
+    assert got["trial_garbage"] == ["factory", "root", "rolled_back", "trial_state_unreadable",
+                                    "-"]
+    assert got["trial_without_app"][:4] == ["s1", "s1", "rolled_back", "boot_failed"]
