@@ -11,7 +11,7 @@ import time
 
 import machine
 
-import slots
+import otastate
 import store
 
 TYPE_CHECKING = False
@@ -87,7 +87,7 @@ class Board:
         setup.setup(self, root)
         del setup
         drop("setup")  # boot-only code leaves the heap
-        slots.attach(self)  # self.ota: an OTA transfer a reset interrupted goes on
+        otastate.attach(self)  # self.ota: an OTA transfer a reset interrupted goes on
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth())
 
@@ -158,7 +158,7 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
-            slots.status(m)  # what the last OTA did, or the one on trial
+            otastate.status(m)  # what the last OTA did, or the one on trial
         if extra:
             m.update(extra)  # e.g. a battery board's `sleeping`: sleep_s, wake_by
         return json.dumps(m).encode()
@@ -305,7 +305,7 @@ class Board:
         finally:
             drop("commands", "config", spec)
             if self.ota is None:
-                drop("ota")
+                drop("ota", "slots")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -321,8 +321,8 @@ class Board:
         if time.ticks_diff(now, self.net_next) >= 0:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
-            if self.ota is not None or slots.trial is not None:
-                slots.tick(self, now)  # OTA transfer, trial of a new version
+            if self.ota is not None or otastate.trial is not None:
+                otastate.tick(self, now)  # OTA transfer, trial of a new version
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free

@@ -2,9 +2,7 @@
 
 Holds no logic; everything lives in app.py so it can be compiled to .mpy."""
 
-import slots
-
-slots.boot()  # the slot to import from (OTA), before anything of it is imported
+__import__("slots").boot()  # the slot to import from (OTA), before any of it is imported
 import app
 
 app.main()

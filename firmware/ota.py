@@ -1,7 +1,8 @@
 """Signed OTA of the firmware modules: takes the `ota` command's offer, fetches the bundle
 one retained chunk at a time from the broker into a staging file (a power cut resumes at
 the last whole chunk), verifies it against the RSA key written at flash time, unpacks it
-into the free slot and restarts on trial (slots.py decides what boots and rolls back).
+into the free slot and restarts on trial (slots.py picks what boots, otastate.py runs
+the trial and rolls back).
 
 Loaded on an offer and while a transfer runs, dropped after. Holds one chunk at a time;
 never installs a bundle whose signature does not verify."""
@@ -11,6 +12,7 @@ import json
 import os
 import time
 
+import otastate
 import slots
 
 TYPE_CHECKING = False
@@ -21,13 +23,19 @@ OFFER = "ota_offer"  # "<id> <size> <chunks> <chunk> <version>": the transfer un
 STAGE = "ota.bin"  # the bundle as it arrives: header line, modules, 256-byte signature
 KEY = "ota_key"  # the RSA public modulus in hex (flash.sh esp32 --ota-key writes it)
 PREFIX = "safecity/v1/_ota/"
+KEEP = ("slots.mpy", "otastate.mpy")  # only a flash can replace these (rollout/bundle.py)
 MAX_SIZE = 262144
 SIG = 256  # RSA-2048
 # DER DigestInfo prefix of SHA-256 (RFC 8017, section 9.2, note 1)
 DIGEST_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
+WINDOW = 4  # chunks subscribed to at once: the broker sends the next while one is stored
 ASK_MS = 10000  # a chunk not here by then is asked for again ...
 TRIES = 6  # ... this many times before the transfer fails
 STEP = 4096  # bytes hashed or unpacked per pass of the loop (a pass stays short)
+SYNC = 4096
+# Sync the staging file about once per 4 KB block: littlefs writes the first append after
+# a sync into a block that holds data to a new block (an erase, tens of ms: sim/upy/_flash.py),
+# and keeps only what was synced over a power cut, so a resume repeats at most one block.
 
 
 def log(*parts):
@@ -77,8 +85,8 @@ def command(b, cid, cmd, args):
         b.ack(cid, cmd, False, code="bad_args", message=err)
         return
     why = None
-    if slots.trial is not None:
-        why = "version %s is on trial: wait for it to pass" % slots.trial[3]
+    if otastate.trial is not None:
+        why = "version %s is on trial: wait for it to pass" % otastate.trial[3]
     elif args["version"] == app.VERSION:
         why = "version %s is already running" % app.VERSION
     else:
@@ -107,7 +115,7 @@ def command(b, cid, cmd, args):
 
 def resume(b):
     """At boot: carry on with a transfer a reset or power cut interrupted."""
-    o = slots._read(OFFER)
+    o = slots.read(OFFER)
     try:
         b.ota = Transfer(b, o[0], int(o[1]), int(o[2]), int(o[3]), o[4])
         log("resume", o[4], "chunk", b.ota.got, "of", o[2])
@@ -120,7 +128,6 @@ def resume(b):
 class Transfer:
     f: Any  # the staging file while it is written or read, else None
     h: Any  # hashlib.sha256 while the bundle is hashed
-    sub: Any  # the chunk topic subscribed to (bytes), or None
     files: Any  # [name, size] of each module, from the verified header
     slot: Any  # the slot directory the bundle is unpacked into
 
@@ -138,9 +145,9 @@ class Transfer:
         self.got = min(have // chunk, chunks) if have < size else chunks
         self.f = open(STAGE, "r+b" if have else "wb")
         self.f.seek(self.got * chunk)
-        self.sub = None  # the chunk topic subscribed to (bytes), or None
-        self.conn = -1  # b.mqtt_reconnects when it was subscribed: a new link asks again
-        self.asked = 0
+        self.next = self.got  # chunks got..next-1 are subscribed to
+        self.conn = -1  # b.mqtt_reconnects when they were: a new link asks again
+        self.asked = time.ticks_ms()
         self.tries = 0
         self.phase = 0  # 0 fetch, 1 hash, 2 unpack
         self.h = None
@@ -156,12 +163,12 @@ class Transfer:
             self.f = None
 
     def report(self, b, state, reason=None):
-        slots.last = {"state": state, "version": self.version}
+        otastate.last = {"state": state, "version": self.version}
         if reason:
-            slots.last["reason"] = reason
+            otastate.last["reason"] = reason
         if state == "downloading":
-            slots.last["chunk"] = self.got
-            slots.last["chunks"] = self.chunks
+            otastate.last["chunk"] = self.got
+            otastate.last["chunks"] = self.chunks
         if b.online():
             b.client.publish(b.topic("status"), b.status("online"), 0, True)
 
@@ -172,23 +179,39 @@ class Transfer:
         if used > self.peak:
             self.peak = used
 
-    def _ask(self, b, now):
+    def _topic(self, i):
+        return (self.base + str(i)).encode()
+
+    def _fill(self, b, now):
+        """Subscribe to the chunks of the window not yet asked for (as the TX buffer allows)."""
         cl = b.client
-        if self.sub is not None and self.conn == b.mqtt_reconnects:
-            if not cl.room(len(self.sub) + 8):
+        end = min(self.got + WINDOW, self.chunks)
+        while self.next < end:
+            t = self._topic(self.next)
+            if not cl.room(len(t) + 8):
                 return
-            cl.unsubscribe(self.sub)
+            cl.subscribe(t, 0)
+            self.next += 1
+
+    def _ask(self, b, now):
+        """Ask again from the first missing chunk: on a new connection (a clean session: the
+        subscriptions are gone) or after ASK_MS without a chunk (then the old ones go)."""
+        cl = b.client
+        if self.conn == b.mqtt_reconnects:
+            while self.next > self.got:
+                t = self._topic(self.next - 1)
+                if not cl.room(len(t) + 8):
+                    return
+                cl.unsubscribe(t)
+                self.next -= 1
+        self.next = self.got
         self.tries += 1
         if self.tries > TRIES:
             self.fail(b, "failed", "chunk %d of %d is not on the broker" % (self.got, self.chunks))
             return
-        t = (self.base + str(self.got)).encode()
-        if not cl.room(len(t) + 8):
-            return
-        cl.subscribe(t, 0)
-        self.sub = t
         self.conn = b.mqtt_reconnects
         self.asked = now
+        self._fill(b, now)
 
     def tick(self, b, now):
         try:
@@ -203,9 +226,11 @@ class Transfer:
             self._unpack(b)
         elif self.got >= self.chunks:
             self._verify_start(b)
-        elif b.online() and (self.sub is None or self.conn != b.mqtt_reconnects or
-                             time.ticks_diff(now, self.asked) > ASK_MS):
-            self._ask(b, now)
+        elif b.online():
+            if self.conn != b.mqtt_reconnects or time.ticks_diff(now, self.asked) > ASK_MS:
+                self._ask(b, now)
+            else:
+                self._fill(b, now)
 
     def chunk_in(self, b, topic, payload):
         """A chunk arrived (payload: a view into the MQTT receive buffer)."""
@@ -215,8 +240,8 @@ class Transfer:
             self.fail(b, "failed", "internal: " + repr(e)[:100])
 
     def _chunk_in(self, b, topic, payload):
-        if topic != self.sub or self.phase:
-            return  # a late retained copy of a chunk already stored
+        if self.phase or topic != self._topic(self.got):
+            return  # a late copy of a chunk already stored, or one out of order (asked again)
         want = min(self.chunk, self.size - self.got * self.chunk)
         gc.collect()
         if len(payload) != want:
@@ -224,16 +249,15 @@ class Transfer:
                       % (self.got, len(payload), want))
             return
         self.f.write(payload)
-        self.f.flush()  # on flash now: a power cut resumes after this chunk
         self.got += 1
+        if self.got * self.chunk // SYNC != (self.got - 1) * self.chunk // SYNC:
+            self.f.flush()  # on flash now: a power cut resumes after this chunk
         self.tries = 0
+        self.asked = time.ticks_ms()
+        if b.client.room(len(topic) + 8):
+            b.client.unsubscribe(topic)
         self._heap()
-        if self.got >= self.chunks:
-            if b.client.room(len(self.sub) + 8):
-                b.client.unsubscribe(self.sub)
-            self.sub = None
-            return
-        self._ask(b, time.ticks_ms())
+        self._fill(b, self.asked)
 
     # -- verify and install ---------------------------------------------------------------
 
@@ -281,7 +305,7 @@ class Transfer:
             files = head["files"]
             total = 0
             for name, n in files:
-                if not name.endswith(".mpy") or "/" in name or name == "slots.mpy":
+                if not name.endswith(".mpy") or "/" in name or name in KEEP:
                     raise ValueError("file name " + name)
                 total += n
             if head["version"] != self.version or len(line) + total + SIG != self.size:
@@ -289,7 +313,7 @@ class Transfer:
         except (ValueError, KeyError, TypeError) as e:
             self.fail(b, "refused", "bundle header: %s" % e)
             return
-        self.slot = "s2" if slots.active == "s1" else "s1"
+        self.slot = "s2" if otastate.active == "s1" else "s1"
         try:
             os.mkdir(self.slot)
         except OSError:

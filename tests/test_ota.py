@@ -234,7 +234,7 @@ def test_flash_sh_ota_dry_run_needs_no_broker(tmp_path: Path, keys: dict[str, Pa
 
 
 _SLOTS = """
-import os, sys, slots
+import os, sys, slots, otastate
 def put(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -244,7 +244,7 @@ def clear():
             os.remove(p)
         except OSError:
             pass
-    slots.trial = slots.last = None
+    otastate.trial = otastate.last = None
     while sys.path[0] in ("s1", "s2"):
         sys.path.pop(0)
 def case(name, good=None, trial=None):
@@ -255,9 +255,10 @@ def case(name, good=None, trial=None):
         put("ota_trial", trial)
     slot = slots.boot()
     first = sys.path[0] if sys.path[0] in ("s1", "s2", "s3") else "root"
-    print(name, slot or "factory", first, slots.last and slots.last["state"],
-          slots.last and slots.last.get("reason", "").split(":")[0].replace(" ", "_"),
-          "trial" if slots.trial else "-", open("ota_trial").read() if slots.trial else "")
+    last = otastate.last
+    print(name, slot or "factory", first, last and last["state"],
+          last and last.get("reason", "").split(":")[0].replace(" ", "_"),
+          "trial" if otastate.trial else "-", open("ota_trial").read() if otastate.trial else "")
 os.mkdir("s1")
 put("s1/app.mpy", "x")
 os.mkdir("s2")
