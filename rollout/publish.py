@@ -102,9 +102,20 @@ class Rollout:
         if ca_file:
             c.tls_set(ca_certs=str(ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_message = self.watch.on_message
+        answer: list[Any] = []
+        got = threading.Event()
+
+        def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+            answer.append(rc)
+            got.set()
+
+        c.on_connect = on_connect
         c.connect(host, port, keepalive=30)
         c.loop_start()
         self.client = c
+        if not got.wait(15) or answer[0].is_failure:
+            self.close()
+            raise OSError("no answer" if not answer else f"refused: {answer[0]}")
         for t in (f"safecity/v1/{site}/+/status", f"safecity/v1/{site}/+/cmd/ack"):
             c.subscribe(t, 1)
         time.sleep(0.5)  # the retained status messages arrive right after the subscription

@@ -21,9 +21,12 @@ from rollout import publish as rollout
 from rollout.bundle import FIRMWARE, SIG_BYTES, Bundle, build, modulus
 from sim.board import SimBoard, run_upy
 from sim.broker import MosquittoBroker
+from tests import test_broker_acl as acl
 from tests.firmware_helpers import board, docs, online, wait_doc
 from tests.mqtt_helpers import Recorder
+from tests.test_broker_acl import USERS, SecureBroker
 
+secure_broker = acl.secure_broker  # the fixture: hw/mosquitto's config, ACL and TLS listener
 OLD = "0.3.0"
 NEW = "0.3.1-test"
 TRIAL = {"ota_trial_s": 5}
@@ -79,16 +82,29 @@ def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     src = firmware_copy(tmp_path / "fw", NEW)
     with ExitStack() as st:
-        boards = [st.enter_context(board(broker, tmp_path, "gas", node=n, config=TRIAL,
+        boards = [st.enter_context(board(broker, tmp_path, kind, node=n, config=TRIAL,
                                          setup=with_key(keys["fleet"])))
-                  for n in ("b1", "b2", "b3")]
+                  for n, kind in (("b1", "gas"), ("b2", "flood"), ("b3", "vibration"))]
         rec = boards[0][1]
         for n in ("b1", "b2", "b3"):
             wait_doc(rec, f"/{n}/status", lambda d: d["state"] == "online")
-        rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
-                           "--device-id", "b1,b2", "--device-id", "b3", "--canary", "1",
-                           "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "90"])
-        assert rc == 0
+        rcs: list[int] = []
+        t = threading.Thread(target=lambda: rcs.append(rollout.main(
+            ["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
+             "--device-id", "b1,b2", "--device-id", "b3", "--canary", "1",
+             "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "90"])))
+        t.start()
+        # while the canary is on trial, it takes no other update
+        wait_doc(rec, "/b1/status", lambda d: d.get("ota", {}).get("state") == "trial", 60)
+        publish.single("safecity/v1/test/b1/cmd", json.dumps(
+            {"id": "during-trial", "cmd": "ota", "args": {
+                "id": "f" * 16, "version": "9.9.9", "size": 1000, "chunks": 3, "chunk": 384}}),
+            qos=1, hostname=broker.host, port=broker.port)
+        busy = wait_doc(rec, "/b1/cmd/ack", lambda d: d["id"] == "during-trial")
+        assert busy["error"] == {"code": "rejected",
+                                 "message": f"version {NEW} is on trial: wait for it to pass"}
+        t.join()
+        assert rcs == [0]
         for n in ("b1", "b2", "b3"):
             last = statuses(rec, n)[-1]
             assert last["version"] == NEW
@@ -98,11 +114,23 @@ def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
         got = [(m.topic, m.json()) for m in rec.messages]
         ok_at = next(i for i, (t, d) in enumerate(got) if t.endswith("/b1/status")
                      and d.get("ota", {}).get("state") == "confirmed")
-        offers = [i for i, (t, d) in enumerate(got) if t.endswith("/cmd") and d["cmd"] == "ota"]
+        offers = [i for i, (t, d) in enumerate(got) if t.endswith("/cmd") and d["cmd"] == "ota"
+                  and d["id"].startswith("ota-")]
         assert [got[i][0].split("/")[3] for i in offers] == ["b1", "b2", "b3"]
         assert offers[0] < ok_at < offers[1]
+        # it restarted gracefully: its offline status came before the new version's birth
+        b1_status = [(d["state"], d.get("reason"), d.get("version")) for d in statuses(rec, "b1")]
+        assert b1_status.index(("offline", "reboot", None)) < b1_status.index(
+            ("online", None, NEW))
         b1 = boards[0][0]
         assert (b1.flash / "ota_good").read_text().split()[:2] == ["s1", NEW]
+        # offered again, a board that already runs the version counts as done
+        assert rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
+                             "--device-id", "b1", "--broker", f"{broker.host}:{broker.port}",
+                             "--timeout-s", "30"]) == 0
+        again = wait_doc(rec, "/b1/cmd/ack", lambda d: d["id"].startswith("ota-") and not d["ok"])
+        assert again["error"] == {"code": "rejected",
+                                  "message": f"version {NEW} is already running"}
         assert not (b1.flash / "ota.bin").exists() and not (b1.flash / "ota_trial").exists()
 
 
@@ -197,30 +225,56 @@ def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk
     with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
         online(rec)
         r = rollout.Rollout(broker.host, broker.port, "test")
-        try:
-            r.publish_chunks(bundle, rollout.CHUNK)
-            stage = b.flash / "ota.bin"
-            result: list[rollout.Verdict] = []
-            t = threading.Thread(target=lambda: result.extend(
-                r.wave(["b1"], bundle, rollout.CHUNK, 90)))
-            t.start()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (
-                    not stage.exists() or stage.stat().st_size < len(bundle.data) // 3):
-                time.sleep(0.005)
-            b.kill()  # the power goes, a third of the way in
-            cut = stage.stat().st_size
-            assert 0 < cut < len(bundle.data) - SIG_BYTES
-            time.sleep(1)
-            b.restart()
-            t.join()
-        finally:
-            r.close()
-        assert result and result[0].ok, result
+        r.publish_chunks(bundle, rollout.CHUNK)
+        r.offer("b1", bundle, rollout.CHUNK)
+        r.close()  # the publisher need not stay: the chunks wait on the broker
+        stage = b.flash / "ota.bin"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+                not stage.exists() or stage.stat().st_size < len(bundle.data) // 3):
+            time.sleep(0.002)
+        b.kill()  # the power goes, a third of the way in
+        cut = stage.stat().st_size
+        assert 0 < cut < len(bundle.data) - SIG_BYTES
+        time.sleep(1)
+        b.restart()
+        wait_doc(rec, "/b1/status", lambda d: d.get("ota", {}).get("state") == "confirmed", 60)
         log = b.log_text()
         resumed = int(log.split("fw ota resume " + NEW + " chunk ")[1].split()[0])
         assert resumed == cut // rollout.CHUNK and 0 < resumed < chunks
         assert statuses(rec, "b1")[-1]["version"] == NEW
+
+
+def test_a_board_flashed_without_a_key_refuses_every_update(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    with board(broker, tmp_path, "gas", config=TRIAL) as (b, rec):
+        online(rec)
+        publish.single("safecity/v1/test/b1/cmd", json.dumps(
+            {"id": "no-key", "cmd": "ota", "args": {
+                "id": "f" * 16, "version": NEW, "size": 1000, "chunks": 3, "chunk": 384}}),
+            qos=1, hostname=broker.host, port=broker.port)
+        ack = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "no-key")
+        assert ack["error"]["code"] == "rejected" and "no OTA key" in ack["error"]["message"]
+        assert not (b.flash / "ota_offer").exists()
+
+
+def test_a_chunk_missing_from_the_broker_is_asked_for_again_then_the_transfer_fails(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    bundle = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
+    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"]),
+               time_scale=10) as (b, rec):  # 10 s asks in 1 s
+        online(rec)
+        r = rollout.Rollout(broker.host, broker.port, "test")
+        try:
+            r.publish_chunks(bundle, rollout.CHUNK)
+            publish.single(f"safecity/v1/_ota/test/{bundle.id}/5", b"", qos=1, retain=True,
+                           hostname=broker.host, port=broker.port)  # an empty one clears it
+            v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
+        finally:
+            r.close()
+        assert not v.ok and v.why.startswith("failed: chunk 5 of ")
+        assert statuses(rec, "b1")[-1]["version"] == OLD
+        assert not (b.flash / "ota.bin").exists() and not (b.flash / "ota_offer").exists()
 
 
 def test_flash_sh_ota_dry_run_needs_no_broker(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -293,3 +347,21 @@ def test_the_slot_comes_from_the_last_good_state_whatever_the_files_say(tmp_path
     assert got["trial_garbage"] == ["factory", "root", "rolled_back", "trial_state_unreadable",
                                     "-"]
     assert got["trial_without_app"][:4] == ["s1", "s1", "rolled_back", "boot_failed"]
+
+
+def test_the_rollout_logs_in_over_tls_and_names_what_stops_it(
+        secure_broker: SecureBroker, tmp_path: Path, keys: dict[str, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator account over TLS (hw/mosquitto's config and ACL): a site without boards,
+    then a wrong password, each a failure that says why."""
+    pw = tmp_path / "operator.pw"
+    pw.write_text(USERS["operator"] + "\n")
+    args = ["--key", str(keys["fleet"]), "--site", "gangnam", "--all",
+            "--broker", f"127.0.0.1:{secure_broker.tls_port}",
+            "--ca-file", str(secure_broker.ca), "--user", "operator", "--pass-file", str(pw)]
+    assert rollout.main(args) == 1
+    assert "no sensor board has a retained status under safecity/v1/gangnam/+/status" \
+        in capsys.readouterr().err
+    pw.write_text("wrong\n")
+    assert rollout.main(args) == 1
+    assert "refused: Not authorized" in capsys.readouterr().err
