@@ -353,8 +353,32 @@ def cmd_esp32_config(out, *pairs):
     cfg = {"site": kv["site"], "node": kv["node"], "broker_host": kv["broker_host"],
            "broker_port": int(kv["broker_port"]), "mqtt_user": kv["node"],
            "mqtt_password": first_line(kv["mqtt_password_file"]),
-           "wifi_ssid": kv["wifi_ssid"], "wifi_key": first_line(kv["wifi_pass_file"])}
+           "wifi_ssid": kv["wifi_ssid"], "wifi_key": first_line(kv["wifi_pass_file"]),
+           # A new instance at every flash: the erase resets the boot counter, and event
+           # ids ({node}-{instance}-{boot}-{seq}) must never repeat for a device id.
+           "instance": os.urandom(4).hex()}
     write_atomic(out, (json.dumps(cfg, sort_keys=True) + "\n").encode(), 0o600)
+
+def cmd_outbox_alarms(log, out):
+    """The alarms still queued in a board's outbox.log (firmware/store.py's records: magic
+    0xA5, state 0xFF while pending, u16 length, u16 checksum, then kind, topic length,
+    topic, payload), saved as JSON lines before an erase loses them. Prints their number."""
+    import struct
+    data = open(log, "rb").read()
+    off, alarms = 0, []
+    while off + 6 <= len(data):
+        magic, state, n, _ck = struct.unpack_from("<BBHH", data, off)
+        body = data[off + 6: off + 6 + n]
+        if magic != 0xA5 or n < 2 or len(body) != n:
+            break  # torn at a reset: nothing after it was stored
+        if state == 0xFF and body[0] == 1:
+            tl = body[1]
+            alarms.append({"topic": body[2:2 + tl].decode(errors="replace"),
+                           "payload": body[2 + tl:].decode(errors="replace")})
+        off += 6 + n
+    if alarms:
+        write_atomic(out, "".join(json.dumps(a) + "\n" for a in alarms).encode(), 0o600)
+    print(len(alarms))
 
 def toml_str(s):
     return json.dumps(s)  # a JSON string is a valid TOML basic string
@@ -933,6 +957,27 @@ reset_and_wait_birth() {
   fail "no birth message from $SITE/$ID within $WAIT_S s: is its password line (above) on the broker and the broker reloaded? is WiFi '$WIFI_SSID' in range? (mpremote connect $PORT repl shows the board's log)"
 }
 
+save_outbox() { # alarms the board still holds are read out before the erase loses them
+  section "read the board's outbox before erasing it"
+  local log=${WORK:-$TMP_TEMPLATE}/outbox.log saved n
+  show "$MPREMOTE" connect "$PORT" fs cp :outbox.log "$log"
+  if [[ $DRY_RUN == 1 ]]; then
+    say "would save any undelivered alarms it holds in $NODE_STATE/undelivered-TIME.jsonl"
+    return 0
+  fi
+  saved=$NODE_STATE/undelivered-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+  if ! "$MPREMOTE" connect "$PORT" fs cp :outbox.log "$log" >/dev/null 2>&1; then
+    say "warning: could not read the board's outbox (no MicroPython answering, or no outbox yet): anything it still queued is lost with the erase"
+    return 0
+  fi
+  n=$(helper outbox-alarms "$log" "$saved")
+  if [[ $n == 0 ]]; then
+    say "outbox: no undelivered alarms"
+  else
+    say "warning: the board held $n undelivered alarm(s); saved in $saved before the erase (send them to the platform by hand)"
+  fi
+}
+
 run_esp32() {
   check_esp32
   [[ $DRY_RUN == 1 ]] && say "dry run: printing the commands, running none"
@@ -948,6 +993,7 @@ run_esp32() {
     return 0
   fi
   fetch_firmware
+  save_outbox
   section "erase and write the firmware (board on $PORT)"
   step "$ESPTOOL" --chip "$FW_CHIP" --port "$PORT" "$ERASE"
   step "$ESPTOOL" --chip "$FW_CHIP" --port "$PORT" "$WRITE" -z "$FW_OFFSET" "$FW_PATH"
@@ -969,7 +1015,7 @@ build_wheel() { # -> AGENT_WHEEL
   if [[ -n $WHEEL ]]; then AGENT_WHEEL=$WHEEL; return 0; fi
   section "agent wheel from this checkout"
   local src=${WORK:-$TMP_TEMPLATE}/src out=${WORK:-$TMP_TEMPLATE}/wheel
-  step helper copy-source "$REPO" "$src" pyproject.toml README.md edge_agent sim models
+  step helper copy-source "$REPO" "$src" pyproject.toml README.md edge_agent models schemas
   # a fixed SOURCE_DATE_EPOCH makes the wheel byte-identical from run to run
   step env SOURCE_DATE_EPOCH=315532800 PYTHONWARNINGS=ignore "$PY" -m pip wheel --quiet --no-deps -w "$out" "$src"
   if [[ $DRY_RUN == 1 ]]; then AGENT_WHEEL=$out/safecity_edge-VERSION-py3-none-any.whl; return 0; fi

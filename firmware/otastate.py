@@ -22,12 +22,12 @@ def attach(b):
     """At boot: a transfer that a reset or power cut interrupted goes on."""
     b.ota = None
     try:
-        open("ota_offer").close()
+        open("ota_offer").close()  # slots.OFFER
     except OSError:
         return
-    import ota
+    import otafetch
 
-    ota.resume(b)
+    otafetch.resume(b)
 
 
 def status(m):
@@ -62,5 +62,5 @@ def tick(b, now):
     if b.ota is not None:
         b.ota.tick(b, now)
         if b.ota is None:  # done or given up: its code leaves the heap
-            sys.modules.pop("ota", None)
+            sys.modules.pop("otafetch", None)
             sys.modules.pop("slots", None)

@@ -16,6 +16,8 @@ GOOD = "ota_good"  # "<slot> <version> <previous version>": the slot that passed
 TRIAL = "ota_trial"  # "<slot> <boots> <trial_s> <version> <previous version>"
 LAST = "ota_last"  # JSON: what the last update did (the status message's `ota`)
 MAX_TRIAL_BOOTS = 2  # a new version that starts this often without passing is rolled back
+OFFER = "ota_offer"  # "<id> <size> <chunks> <chunk> <version> <running version> <trial_s>"
+STAGE = "ota.bin"  # the bundle as it arrives: header line, modules, 256-byte signature
 
 
 def read(path):
@@ -65,10 +67,43 @@ def note(state, version, reason=None, previous=None):
         pass
 
 
-def boot():
-    """Pick the slot for this boot and put it first on sys.path; returns it. A version on
-    trial gets MAX_TRIAL_BOOTS starts; the next start rolls it back (why: in `ota_last`).
-    Leaves sys.modules: the caller's reference is the last one."""
+def report(b, state, version, chunk=None, chunks=None):
+    """Say what an update is doing now in a fresh status (kept in RAM only)."""
+    last = {"state": state, "version": version}
+    if chunks is not None:
+        last["chunk"] = chunk
+        last["chunks"] = chunks
+    otastate.last = last
+    if b.online():
+        b.client.publish(b.topic("status"), b.status("online"), 0, True)
+
+
+def stop(b, state, version, why):
+    """An update given up: its files go, nothing is switched, the status says why."""
+    print("fw ota", state, version, why)
+    remove(OFFER)
+    remove(STAGE)
+    note(state, version, why)
+    b.ota = None
+    if b.online():
+        b.client.publish(b.topic("status"), b.status("online"), 0, True)
+
+
+def boot(fails=0):
+    """Pick the slot for this boot and put it first on sys.path. A version on trial gets
+    MAX_TRIAL_BOOTS starts; the next start rolls it back (why: in `ota_last`). Returns the
+    failed-boot count main.py keeps (`bootfails`): a new version's first start, and the start
+    after a rollback, count from 1 again (the failures were the other version's), so a
+    crashing update never sends the board into safe mode. Never raises; leaves sys.modules."""
+    try:
+        fails = _boot(fails)
+    except Exception as e:  # nothing here may stop the board from starting
+        sys.print_exception(e)
+    sys.modules.pop("slots", None)
+    return fails
+
+
+def _boot(fails):
     st = otastate
     st.boot_at = time.ticks_ms()
     try:
@@ -80,6 +115,17 @@ def boot():
         st.last = None
     good = read(GOOD)
     slot = good[0] if good and usable(good[0]) else ""
+    o = read(OFFER)
+    if o is not None and len(o) == 7:
+        try:
+            done = os.stat(STAGE)[6] == int(o[1])
+        except (OSError, ValueError):
+            done = False
+        if done:  # a complete bundle: verified and installed now, while the heap is whole
+            import otainstall
+
+            otainstall.install(o, slot)
+            sys.modules.pop("otainstall", None)
     t = read(TRIAL)
     if t is not None:
         try:
@@ -94,7 +140,10 @@ def boot():
             write(TRIAL, " ".join(t))
             st.trial = t
             slot = t[0]
+            if n == 1:
+                fails = 0  # counted again below
         else:
+            fails = 0
             remove(TRIAL)
             why = "boot_failed: started %d times without passing its trial" % (n - 1) \
                 if n else "trial state unreadable"
@@ -103,9 +152,11 @@ def boot():
     st.active = slot
     if slot:
         sys.path.insert(0, slot)
+    if not fails:  # this start is the first of its version
+        fails = 1
+        write("bootfails", "1")
     print("fw slot", slot or "factory", "trial", st.trial[1] if st.trial else 0)
-    sys.modules.pop("slots", None)
-    return slot
+    return fails
 
 
 def passed(b):

@@ -149,7 +149,7 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
                 bundle = Bundle(data, NEW, good.files)
                 r.publish_chunks(bundle, rollout.CHUNK)
                 v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
-                assert not v.ok and v.why == "refused: " + why
+                assert not v.ok and v.why.startswith("refused: " + why), v.why
             # a chunk cut short on the broker: the transfer stops there
             r.publish_chunks(good, rollout.CHUNK)
             publish.single(f"safecity/v1/_ota/test/{good.id}/3", b"x" * 10, qos=1, retain=True,
@@ -170,11 +170,14 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
         finally:
             r.close()
         last = statuses(rec, "b1")[-1]
-        assert last["version"] == OLD and last["boot"] == birth["boot"]
+        # each whole bundle took a restart to be checked (at boot, on a whole heap); the cut
+        # one was given up while it arrived, without one
+        assert last["version"] == OLD and last["boot"] == birth["boot"] + 2
         assert last["ota"]["state"] == "failed"  # the last offer: the cut chunk
-        assert b.exits == [] and b.alive()
+        assert b.alive() and "fw slot factory" in b.log_text().split("--- start")[-1]
         left = {p.name for p in b.flash.iterdir()}
-        assert not left & {"s1", "s2", "ota.bin", "ota_offer", "ota_trial", "ota_good"}
+        assert not left & {"s1", "s2", "ota.bin", "ota_offer", "ota_trial", "ota_good",
+                           "ota_installing"}
 
 
 def test_a_canary_that_crashes_at_boot_rolls_back_and_stops_the_rollout(
@@ -307,10 +310,11 @@ def case(name, good=None, trial=None):
         put("ota_good", good)
     if trial is not None:
         put("ota_trial", trial)
-    slot = slots.boot()
+    fails = slots.boot(5)
+    slot = otastate.active
     first = sys.path[0] if sys.path[0] in ("s1", "s2", "s3") else "root"
     last = otastate.last
-    print(name, slot or "factory", first, last and last["state"],
+    print(name, fails, slot or "factory", first, last and last["state"],
           last and last.get("reason", "").split(":")[0].replace(" ", "_"),
           "trial" if otastate.trial else "-", open("ota_trial").read() if otastate.trial else "")
 os.mkdir("s1")
@@ -335,7 +339,12 @@ def test_the_slot_comes_from_the_last_good_state_whatever_the_files_say(tmp_path
     """Missing, torn or garbage state files and slots without modules boot the last good
     copy; a spent trial is rolled back, and says why."""
     out = run_upy(_SLOTS, tmp_path).split("\n")
-    got = {ln.split()[0]: ln.split()[1:] for ln in out if ln and not ln.startswith("fw ")}
+    got = {ln.split()[0]: ln.split()[2:] for ln in out if ln and not ln.startswith("fw ")}
+    # the failed-boot count (main.py's, 5 before each case) starts again with a version
+    fails = {ln.split()[0]: int(ln.split()[1]) for ln in out if ln and not ln.startswith("fw ")}
+    assert fails == {"none": 5, "good": 5, "good_without_app": 5, "good_garbage": 5,
+                     "trial": 1, "trial_again": 5, "trial_spent": 1, "trial_torn": 1,
+                     "trial_garbage": 1, "trial_without_app": 1}
     assert got["none"] == ["factory", "root", "None", "None", "-"]
     assert got["good"] == ["s1", "s1", "None", "None", "-"]
     assert got["good_without_app"] == ["factory", "root", "None", "None", "-"]
