@@ -1169,8 +1169,8 @@ signature, publishes it as retained chunks on safecity/v1/_ota/SITE/<bundle id>/
 sends each board an 'ota' command. Boards fetch the chunks through the broker they
 already use (no inbound connection), resume after a power cut, verify the whole bundle
 against the key written at flash time ('$PROG esp32 --ota-key'), and start the new
-version on trial: it must come online and stay healthy for the board's ota_trial_s
-(default 120 s), else the board goes back to its previous version by itself.
+version on trial: it must come online and stay healthy for --trial-s seconds (within
+twice that), else the board goes back to its previous version by itself.
 The first N boards (--canary) go first; when one of them fails, no other board is
 offered the update. Exit status: 0 when every board passed its trial, 1 when one failed.
 
@@ -1188,6 +1188,8 @@ Options:
                          to send commands (hw/mosquitto/acl: operator)
   --pass-file FILE       its password (first line)
   --ca-file FILE         the broker's CA certificate, for TLS
+  --trial-s S            how long the new version must stay online and healthy before a
+                         board keeps it (5-3600, default 120)
   --timeout-s S          how long a wave may take to pass its trials (default 900)
   --dry-run              build and sign the bundle, print what would be published and
                          offered to whom; needs no broker, publishes nothing
@@ -1205,7 +1207,8 @@ run_ota() {
       -h|--help) usage_ota; exit 0 ;;
       --dry-run) dry=1; a+=("$opt"); shift; continue ;;
       --all) targets=1; a+=("$opt"); shift; continue ;;
-      --bundle|--key|--site|--device-id|--canary|--broker|--user|--pass-file|--ca-file|--timeout-s) ;;
+      --bundle|--key|--site|--device-id|--canary|--broker|--user|--pass-file|--ca-file) ;;
+      --timeout-s|--trial-s) ;;
       *) die "unknown option '$opt' for mode ota (see ./$PROG ota --help)" ;;
     esac
     need_value "$@"
@@ -1213,7 +1216,7 @@ run_ota() {
       --key) key=$2 ;;
       --site) site=$2 ;;
       --device-id) targets=1 ;;
-      --canary|--timeout-s) [[ $2 =~ ^[0-9]+$ ]] || die "$opt '$2' is not a whole number" ;;
+      --canary|--timeout-s|--trial-s) [[ $2 =~ ^[0-9]+$ ]] || die "$opt '$2' is not a whole number" ;;
       --bundle|--pass-file|--ca-file) [[ -e $2 ]] || die "$opt $2: no such file or folder" ;;
     esac
     a+=("$opt" "$2")

@@ -102,7 +102,9 @@ class Board:
         setup.setup(self, root, fails)
         del setup
         drop("setup")  # boot-only code leaves the heap
-        otastate.attach(self)  # self.ota: an OTA transfer a reset interrupted goes on
+        self.ota = None
+        if otastate.pending:  # an OTA transfer a reset interrupted goes on
+            __import__("otafetch").resume(self)
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth(), "failed_boots", fails,
             "safe_mode", self.safe["reason"] if self.safe else "no")
@@ -178,7 +180,8 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
-            otastate.status(m)  # what the last OTA did, or the one on trial
+            if otastate.last:  # what the last OTA did, or the version on trial
+                m["ota"] = otastate.last
         if self.safe:
             m["safe_mode"] = self.safe
         if self.config_errors and not reason:
@@ -384,7 +387,7 @@ class Board:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
             if self.ota is not None or otastate.trial is not None:
-                otastate.tick(self, now)  # OTA transfer, trial of a new version
+                __import__("trial").tick(self, now)  # OTA transfer, trial of a new version
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free

@@ -20,7 +20,7 @@ COMMON = (
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
     "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600;"
-    "net_trial_s i 30 3600 180;ota_trial_s i 5 3600 120"
+    "net_trial_s i 30 3600 180"
 )
 # Set at flash time (flash.sh esp32) and never by set_config: the broker's ACL is per user
 # and topic, so a remote rename would have the broker acknowledge and drop every alarm.

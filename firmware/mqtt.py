@@ -1,6 +1,5 @@
 """A small non-blocking MQTT 3.1.1 client: CONNECT with Last Will and credentials,
-keepalive with dead-link detection, QoS 1 publish retransmitted until PUBACK, SUBSCRIBE and
-UNSUBSCRIBE.
+keepalive with dead-link detection, QoS 1 publish retransmitted until PUBACK, SUBSCRIBE.
 
 poll() never blocks and allocates nothing while idle; it never sleeps or retries on its own
 schedule beyond what poll() is asked to do (the caller owns backoff and the sampling loop)."""
@@ -198,12 +197,6 @@ class MQTTClient:
         self._u16(self.pid)
         self._str(topic)
         self._byte(qos)
-
-    def unsubscribe(self, topic):
-        self.pid = self.pid % 65535 + 1
-        self._head(0xA2, 2 + 2 + len(topic))
-        self._u16(self.pid)
-        self._str(topic)
 
     # -- the pump -------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ def check(b, args):
         or _int(args, "chunks", 1, 4096)
     if err:
         return err
+    err = _int(args, "trial_s", 5, 3600)
+    if err:
+        return err
     if args["chunks"] != (args["size"] + args["chunk"] - 1) // args["chunk"]:
         return "args.chunks: %d chunks of %d bytes do not make %d bytes" % (
             args["chunks"], args["chunk"], args["size"])
@@ -86,7 +89,7 @@ def command(b, cid, cmd, args):
         slots.remove(slots.STAGE)
         slots.write(slots.OFFER, "%s %d %d %d %s %s %d" % (
             args["id"], args["size"], args["chunks"], args["chunk"], args["version"],
-            app.VERSION, b.cfg["ota_trial_s"]))
+            app.VERSION, args["trial_s"]))
         t = b.ota = otafetch.Transfer(b, args["id"], args["size"], args["chunks"],
                                       args["chunk"], args["version"])
     b.ack(cid, cmd, True, {"accepted": True, "version": t.version, "from_chunk": t.got,

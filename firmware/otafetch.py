@@ -77,6 +77,14 @@ class Transfer:
         if used > self.peak:
             self.peak = used
 
+    def _unsub(self, cl, t):
+        """UNSUBSCRIBE (MQTT 3.1.1, 3.10) with the client's own framing: rare enough to
+        live here rather than in the resident mqtt.py."""
+        cl.pid = cl.pid % 65535 + 1
+        cl._head(0xA2, 2 + 2 + len(t))
+        cl._u16(cl.pid)
+        cl._str(t)
+
     def _topic(self, i):
         return (self.base + str(i)).encode()
 
@@ -98,7 +106,7 @@ class Transfer:
             t = self._topic(self.next - 1)
             if not cl.room(len(t) + 8):
                 return False
-            cl.unsubscribe(t)
+            self._unsub(cl, t)
             self.next -= 1
         return True
 
@@ -152,7 +160,7 @@ class Transfer:
         self.tries = 0
         self.asked = time.ticks_ms()
         if b.client.room(len(topic) + 8):
-            b.client.unsubscribe(topic)
+            self._unsub(b.client, topic)
         self._heap()
         self._fill(b)
 

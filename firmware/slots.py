@@ -8,7 +8,6 @@ app.mpy, means the last good copy."""
 
 import os
 import sys
-import time
 
 import otastate
 
@@ -105,7 +104,6 @@ def boot(fails=0):
 
 def _boot(fails):
     st = otastate
-    st.boot_at = time.ticks_ms()
     try:
         import json
 
@@ -126,6 +124,7 @@ def _boot(fails):
 
             otainstall.install(o, slot)
             sys.modules.pop("otainstall", None)
+    st.pending = read(OFFER) is not None
     t = read(TRIAL)
     if t is not None:
         try:
@@ -139,6 +138,7 @@ def _boot(fails):
             t[1] = str(n)
             write(TRIAL, " ".join(t))
             st.trial = t
+            st.last = {"state": "trial", "version": t[3], "previous_version": t[4]}
             slot = t[0]
             if n == 1:
                 fails = 0  # counted again below
@@ -149,7 +149,6 @@ def _boot(fails):
                 if n else "trial state unreadable"
             note("rolled_back", t[3] if len(t) > 3 else "unknown", why,
                  t[4] if len(t) > 4 else None)
-    st.active = slot
     if slot:
         sys.path.insert(0, slot)
     if not fails:  # this start is the first of its version

@@ -25,6 +25,8 @@ SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK = 384
 """Bytes per chunk: with its topic (at most 105 bytes for a 64-character site) and MQTT
 framing, a chunk fits the board's 512-byte receive buffer (firmware/mqtt.py _RX_SIZE)."""
+TRIAL_S = 120
+"""Seconds a board must stay online and healthy on the new version before it keeps it."""
 SENSOR_KINDS = ("gas", "flood", "vibration")
 FAILED = ("refused", "failed", "rolled_back")
 
@@ -139,20 +141,21 @@ class Rollout:
             info.wait_for_publish(30)
         return len(infos)
 
-    def offer(self, node: str, bundle: Bundle, chunk: int) -> str:
+    def offer(self, node: str, bundle: Bundle, chunk: int, trial_s: int = TRIAL_S) -> str:
         cid = f"ota-{bundle.id[:8]}-{node}"[:64]
         args = {"id": bundle.id, "version": bundle.version, "size": len(bundle.data),
-                "chunks": math.ceil(len(bundle.data) / chunk), "chunk": chunk}
+                "chunks": math.ceil(len(bundle.data) / chunk), "chunk": chunk,
+                "trial_s": trial_s}
         self.client.publish(f"safecity/v1/{self.site}/{node}/cmd",
                             json.dumps({"id": cid, "cmd": "ota", "args": args}), qos=1)
         return cid
 
-    def wave(self, nodes: list[str], bundle: Bundle, chunk: int,
-             timeout_s: float) -> list[Verdict]:
+    def wave(self, nodes: list[str], bundle: Bundle, chunk: int, timeout_s: float,
+             trial_s: int = TRIAL_S) -> list[Verdict]:
         """Offer to every node of the wave and wait for each one's verdict."""
         with self.watch.cond:
             start = len(self.watch.live)
-        cids = {n: self.offer(n, bundle, chunk) for n in nodes}
+        cids = {n: self.offer(n, bundle, chunk, trial_s) for n in nodes}
         deadline = time.monotonic() + timeout_s
         done: dict[str, Verdict] = {}
         with self.watch.cond:
@@ -195,6 +198,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ca-file", type=Path)
     ap.add_argument("--chunk", type=int, default=CHUNK)
     ap.add_argument("--timeout-s", type=float, default=900.0)
+    ap.add_argument("--trial-s", type=int, default=TRIAL_S)
     ap.add_argument("--dry-run", action="store_true")
     return ap.parse_args(argv)
 
@@ -212,6 +216,8 @@ def check(a: argparse.Namespace) -> tuple[list[str], str, int]:
         raise BundleError("give --device-id ID (repeat it, or ID,ID,...) or --all, not both")
     if a.canary < 0:
         raise BundleError("--canary must be 0 or more")
+    if not 5 <= a.trial_s <= 3600:
+        raise BundleError("--trial-s must be 5-3600 (seconds)")
     if not 64 <= a.chunk <= chunk_limit(a.site):
         raise BundleError(f"--chunk must be 64..{chunk_limit(a.site)} for site '{a.site}'")
     host, port = "", 0
@@ -253,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, w in enumerate(plan):
             what = "canary" if i == 0 and len(plan) > 1 else "wave"
             print(f"would offer it to ({what}): {' '.join(w)}, then wait up to "
-                  f"{a.timeout_s:g} s for each board's trial")
+                  f"{a.timeout_s:g} s for each board's {a.trial_s} s trial")
         print("dry run: nothing published")
         return 0
     try:
@@ -278,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, w in enumerate(plan):
             what = "canary" if i == 0 and len(plan) > 1 else "wave"
             print(f"offering {bundle.version} to ({what}): {' '.join(w)}", flush=True)
-            bad = [v for v in r.wave(w, bundle, a.chunk, a.timeout_s) if not v.ok]
+            bad = [v for v in r.wave(w, bundle, a.chunk, a.timeout_s, a.trial_s) if not v.ok]
             if bad:
                 rest = [t for later in plan[i + 1:] for t in later]
                 print(f"flash.sh: FAILED: {len(bad)} of {len(w)} boards failed"

@@ -29,7 +29,7 @@ from tests.test_broker_acl import USERS, SecureBroker
 secure_broker = acl.secure_broker  # the fixture: hw/mosquitto's config, ACL and TLS listener
 OLD = "0.3.0"
 NEW = "0.3.1-test"
-TRIAL = {"ota_trial_s": 5}
+TRIAL = ["--trial-s", "5"]  # the new version must stay online and healthy this long
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     src = firmware_copy(tmp_path / "fw", NEW)
     with ExitStack() as st:
-        boards = [st.enter_context(board(broker, tmp_path, kind, node=n, config=TRIAL,
+        boards = [st.enter_context(board(broker, tmp_path, kind, node=n,
                                          setup=with_key(keys["fleet"])))
                   for n, kind in (("b1", "gas"), ("b2", "flood"), ("b3", "vibration"))]
         rec = boards[0][1]
@@ -92,13 +92,14 @@ def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
         t = threading.Thread(target=lambda: rcs.append(rollout.main(
             ["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
              "--device-id", "b1,b2", "--device-id", "b3", "--canary", "1",
-             "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "90"])))
+             "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "90", *TRIAL])))
         t.start()
         # while the canary is on trial, it takes no other update
         wait_doc(rec, "/b1/status", lambda d: d.get("ota", {}).get("state") == "trial", 60)
         publish.single("safecity/v1/test/b1/cmd", json.dumps(
             {"id": "during-trial", "cmd": "ota", "args": {
-                "id": "f" * 16, "version": "9.9.9", "size": 1000, "chunks": 3, "chunk": 384}}),
+                "id": "f" * 16, "version": "9.9.9", "size": 1000, "chunks": 3, "chunk": 384,
+                "trial_s": 5}}),
             qos=1, hostname=broker.host, port=broker.port)
         busy = wait_doc(rec, "/b1/cmd/ack", lambda d: d["id"] == "during-trial")
         assert busy["error"] == {"code": "rejected",
@@ -127,7 +128,7 @@ def test_a_fleet_updates_canary_first_and_each_board_passes_its_trial(
         # offered again, a board that already runs the version counts as done
         assert rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
                              "--device-id", "b1", "--broker", f"{broker.host}:{broker.port}",
-                             "--timeout-s", "30"]) == 0
+                             "--timeout-s", "30", *TRIAL]) == 0
         again = wait_doc(rec, "/b1/cmd/ack", lambda d: d["id"].startswith("ota-") and not d["ok"])
         assert again["error"] == {"code": "rejected",
                                   "message": f"version {NEW} is already running"}
@@ -140,7 +141,7 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
     evil = bytearray(good.data)
     evil[len(evil) // 2] ^= 0x01  # one bit in the middle of a module
     foreign = build(tmp_path / "fw", keys["other"])  # intact, signed by another key
-    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+    with board(broker, tmp_path, "gas", setup=with_key(keys["fleet"])) as (b, rec):
         birth = online(rec)
         r = rollout.Rollout(broker.host, broker.port, "test")
         try:
@@ -148,20 +149,20 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
                               (foreign.data, "signature does not match the bundle")):
                 bundle = Bundle(data, NEW, good.files)
                 r.publish_chunks(bundle, rollout.CHUNK)
-                v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
+                v = r.wave(["b1"], bundle, rollout.CHUNK, 60, 5)[0]
                 assert not v.ok and v.why.startswith("refused: " + why), v.why
             # a chunk cut short on the broker: the transfer stops there
             r.publish_chunks(good, rollout.CHUNK)
             publish.single(f"safecity/v1/_ota/test/{good.id}/3", b"x" * 10, qos=1, retain=True,
                            hostname=broker.host, port=broker.port)
-            v = r.wave(["b1"], good, rollout.CHUNK, 60)[0]
+            v = r.wave(["b1"], good, rollout.CHUNK, 60, 5)[0]
             assert not v.ok and v.why == "failed: chunk 3 has 10 bytes, expected 384"
             # bad offers are answered with the argument named, and change nothing either
             for args, msg in (({"id": "XYZ"}, "args.id"),
                               ({"id": "0" * 16, "version": NEW, "size": 1000, "chunks": 2,
-                                "chunk": 384}, "args.chunks"),
+                                "chunk": 384, "trial_s": 5}, "args.chunks"),
                               ({"id": "0" * 16, "version": NEW, "size": 1000, "chunks": 1,
-                                "chunk": 4000}, "args.chunk")):
+                                "chunk": 4000, "trial_s": 5}, "args.chunk")):
                 publish.single("safecity/v1/test/b1/cmd", json.dumps(
                     {"id": "bad-" + msg, "cmd": "ota", "args": args}), qos=1,
                     hostname=broker.host, port=broker.port)
@@ -183,20 +184,22 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
 def test_a_canary_that_crashes_at_boot_rolls_back_and_stops_the_rollout(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     src = firmware_copy(tmp_path / "fw", NEW, crash=True)
-    with board(broker, tmp_path, "gas", node="b1", config=TRIAL,
+    with board(broker, tmp_path, "gas", node="b1",
                setup=with_key(keys["fleet"])) as (b1, rec), \
-            board(broker, tmp_path, "gas", node="b2", config=TRIAL,
+            board(broker, tmp_path, "gas", node="b2",
                   setup=with_key(keys["fleet"])) as (b2, _):
         for n in ("b1", "b2"):
             wait_doc(rec, f"/{n}/status", lambda d: d["state"] == "online")
         rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
                            "--device-id", "b1,b2", "--canary", "1",
-                           "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "60"])
+                           "--broker", f"{broker.host}:{broker.port}", "--timeout-s", "60",
+                           *TRIAL])
         assert rc == 1
         back = statuses(rec, "b1")[-1]
         assert back["state"] == "online" and back["version"] == OLD
         assert back["ota"]["state"] == "rolled_back" and back["ota"]["version"] == NEW
         assert back["ota"]["reason"].startswith("boot_failed")
+        assert "safe_mode" not in back  # the failed boots were the update's, not its own
         assert "RuntimeError: boom" in b1.log_text()  # it did boot the new code
         assert not (b1.flash / "ota_trial").exists()
         assert not [m for m in rec.matching("/b2/cmd") if b'"ota"' in m.payload]
@@ -206,11 +209,11 @@ def test_a_canary_that_crashes_at_boot_rolls_back_and_stops_the_rollout(
 def test_a_version_that_never_comes_online_is_rolled_back_when_its_trial_time_is_up(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     src = firmware_copy(tmp_path / "fw", NEW, offline=True)
-    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+    with board(broker, tmp_path, "gas", setup=with_key(keys["fleet"])) as (b, rec):
         online(rec)
         rc = rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site", "test",
                            "--device-id", "b1", "--broker", f"{broker.host}:{broker.port}",
-                           "--timeout-s", "60"])
+                           "--timeout-s", "60", *TRIAL])
         assert rc == 1
         back = statuses(rec, "b1")[-1]
         assert back["version"] == OLD and back["ota"]["state"] == "rolled_back"
@@ -225,11 +228,11 @@ def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     bundle = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
     chunks = -(-len(bundle.data) // rollout.CHUNK)
-    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"])) as (b, rec):
+    with board(broker, tmp_path, "gas", setup=with_key(keys["fleet"])) as (b, rec):
         online(rec)
         r = rollout.Rollout(broker.host, broker.port, "test")
         r.publish_chunks(bundle, rollout.CHUNK)
-        r.offer("b1", bundle, rollout.CHUNK)
+        r.offer("b1", bundle, rollout.CHUNK, 5)
         r.close()  # the publisher need not stay: the chunks wait on the broker
         stage = b.flash / "ota.bin"
         deadline = time.monotonic() + 30
@@ -248,13 +251,34 @@ def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk
         assert statuses(rec, "b1")[-1]["version"] == NEW
 
 
+def test_a_board_in_safe_mode_takes_an_update_and_the_new_version_starts_afresh(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    src = firmware_copy(tmp_path / "fw", NEW)
+    key = with_key(keys["fleet"])
+
+    def failing(b: SimBoard) -> None:
+        key(b)
+        (b.flash / "bootfails").write_text("9")  # boot after boot failed before this one
+
+    with board(broker, tmp_path, "gas", setup=failing) as (b, rec):
+        safe = wait_doc(rec, "/status", lambda d: d["state"] == "safe_mode", 30)
+        assert safe["safe_mode"]["reason"] == "boot_loop"
+        assert rollout.main(["--bundle", str(src), "--key", str(keys["fleet"]), "--site",
+                             "test", "--device-id", "b1", "--broker",
+                             f"{broker.host}:{broker.port}", "--timeout-s", "60",
+                             *TRIAL]) == 0
+        now = statuses(rec, "b1")[-1]
+        assert now["state"] == "online" and now["version"] == NEW and "safe_mode" not in now
+
+
 def test_a_board_flashed_without_a_key_refuses_every_update(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
-    with board(broker, tmp_path, "gas", config=TRIAL) as (b, rec):
+    with board(broker, tmp_path, "gas") as (b, rec):
         online(rec)
         publish.single("safecity/v1/test/b1/cmd", json.dumps(
             {"id": "no-key", "cmd": "ota", "args": {
-                "id": "f" * 16, "version": NEW, "size": 1000, "chunks": 3, "chunk": 384}}),
+                "id": "f" * 16, "version": NEW, "size": 1000, "chunks": 3, "chunk": 384,
+                "trial_s": 5}}),
             qos=1, hostname=broker.host, port=broker.port)
         ack = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "no-key")
         assert ack["error"]["code"] == "rejected" and "no OTA key" in ack["error"]["message"]
@@ -264,7 +288,7 @@ def test_a_board_flashed_without_a_key_refuses_every_update(
 def test_a_chunk_missing_from_the_broker_is_asked_for_again_then_the_transfer_fails(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     bundle = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
-    with board(broker, tmp_path, "gas", config=TRIAL, setup=with_key(keys["fleet"]),
+    with board(broker, tmp_path, "gas", setup=with_key(keys["fleet"]),
                time_scale=10) as (b, rec):  # 10 s asks in 1 s
         online(rec)
         r = rollout.Rollout(broker.host, broker.port, "test")
@@ -272,7 +296,7 @@ def test_a_chunk_missing_from_the_broker_is_asked_for_again_then_the_transfer_fa
             r.publish_chunks(bundle, rollout.CHUNK)
             publish.single(f"safecity/v1/_ota/test/{bundle.id}/5", b"", qos=1, retain=True,
                            hostname=broker.host, port=broker.port)  # an empty one clears it
-            v = r.wave(["b1"], bundle, rollout.CHUNK, 60)[0]
+            v = r.wave(["b1"], bundle, rollout.CHUNK, 60, 5)[0]
         finally:
             r.close()
         assert not v.ok and v.why.startswith("failed: chunk 5 of ")
@@ -311,11 +335,10 @@ def case(name, good=None, trial=None):
     if trial is not None:
         put("ota_trial", trial)
     fails = slots.boot(5)
-    slot = otastate.active
     first = sys.path[0] if sys.path[0] in ("s1", "s2", "s3") else "root"
     last = otastate.last
-    print(name, fails, slot or "factory", first, last and last["state"],
-          last and last.get("reason", "").split(":")[0].replace(" ", "_"),
+    print(name, fails, first if first != "root" else "factory", first, last and last["state"],
+          last and (last.get("reason") or "-").split(":")[0].replace(" ", "_"),
           "trial" if otastate.trial else "-", open("ota_trial").read() if otastate.trial else "")
 os.mkdir("s1")
 put("s1/app.mpy", "x")
@@ -349,7 +372,7 @@ def test_the_slot_comes_from_the_last_good_state_whatever_the_files_say(tmp_path
     assert got["good"] == ["s1", "s1", "None", "None", "-"]
     assert got["good_without_app"] == ["factory", "root", "None", "None", "-"]
     assert got["good_garbage"] == ["factory", "root", "None", "None", "-"]
-    assert got["trial"] == ["s2", "s2", "None", "None", "trial", "s2", "1", "5", "0.5", "0.4"]
+    assert got["trial"] == ["s2", "s2", "trial", "-", "trial", "s2", "1", "5", "0.5", "0.4"]
     assert got["trial_again"][:2] == ["s2", "s2"] and got["trial_again"][6] == "2"
     assert got["trial_spent"] == ["s1", "s1", "rolled_back", "boot_failed", "-"]
     assert got["trial_torn"] == ["s1", "s1", "rolled_back", "trial_state_unreadable", "-"]
