@@ -67,6 +67,8 @@ def command(b, cid, cmd, args):
     why = None
     if otastate.trial is not None:
         why = "version %s is on trial: wait for it to pass" % otastate.trial[3]
+    elif b.kind == "flood" and b.cfg["flood"].get("deep_sleep"):
+        why = "a battery board sleeps between wakes of seconds: it cannot hold a trial"
     elif args["version"] == app.VERSION:
         why = "version %s is already running" % app.VERSION
     else:

@@ -125,6 +125,7 @@ def _boot(fails):
             otainstall.install(o, slot)
             sys.modules.pop("otainstall", None)
     st.pending = read(OFFER) is not None
+    fresh = False  # this start is the first of its version
     t = read(TRIAL)
     if t is not None:
         try:
@@ -140,10 +141,9 @@ def _boot(fails):
             st.trial = t
             st.last = {"state": "trial", "version": t[3], "previous_version": t[4]}
             slot = t[0]
-            if n == 1:
-                fails = 0  # counted again below
+            fresh = n == 1
         else:
-            fails = 0
+            fresh = True
             remove(TRIAL)
             why = "boot_failed: started %d times without passing its trial" % (n - 1) \
                 if n else "trial state unreadable"
@@ -151,7 +151,7 @@ def _boot(fails):
                  t[4] if len(t) > 4 else None)
     if slot:
         sys.path.insert(0, slot)
-    if not fails:  # this start is the first of its version
+    if fresh:
         fails = 1
         write("bootfails", "1")
     print("fw slot", slot or "factory", "trial", st.trial[1] if st.trial else 0)

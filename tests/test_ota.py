@@ -285,6 +285,23 @@ def test_a_board_flashed_without_a_key_refuses_every_update(
         assert not (b.flash / "ota_offer").exists()
 
 
+def test_a_battery_board_refuses_an_update_it_could_not_hold_on_trial(
+        broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
+    battery = {"flood": {"deep_sleep": True, "sleep_s": 10, "alarm_sleep_s": 10, "awake_max_s": 3}}
+    with board(broker, tmp_path, "flood", config=battery,
+               setup=with_key(keys["fleet"])) as (b, rec):
+        online(rec)
+        publish.single("safecity/v1/test/b1/cmd", json.dumps(
+            {"id": "bat", "cmd": "ota", "args": {
+                "id": "f" * 16, "version": NEW, "size": 1000, "chunks": 3, "chunk": 384,
+                "trial_s": 5}}),
+            qos=1, hostname=broker.host, port=broker.port)  # now, or when it wakes next
+        ack = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "bat", 30)
+        assert ack["error"] == {"code": "rejected", "message": "a battery board sleeps "
+                                "between wakes of seconds: it cannot hold a trial"}
+        assert not (b.flash / "ota_offer").exists()
+
+
 def test_a_chunk_missing_from_the_broker_is_asked_for_again_then_the_transfer_fails(
         broker: MosquittoBroker, tmp_path: Path, keys: dict[str, Path]) -> None:
     bundle = build(firmware_copy(tmp_path / "fw", NEW), keys["fleet"])
