@@ -1068,6 +1068,12 @@ stage_tree() { # DIR: everything but the venv, laid out as on the Pi
     "MODEL_PATH=s:/var/lib/safecity-edge/models/$MODEL_RUN" "LABELS=raw:$labels_value"
 }
 
+# Run by the node's own python (not the venv's): pins the venv's numpy to the OS's.
+# Raspberry Pi OS's picamera2 and its compiled helpers (simplejpeg) are built against the
+# OS's numpy; a newer numpy in the venv breaks them ("numpy.dtype size changed",
+# picamera2 issues #1088 and #1211). pip then picks the agent's other packages to match.
+NUMPY_PIN_PY='import importlib.util as u, sys; v = u.find_spec("numpy") and __import__("numpy").__version__; open(sys.argv[1], "w").write("numpy==%s\n" % v if v else ""); print("venv numpy:", v or "any (none in the OS)")'
+
 venv_root() { # the agent in DIR/opt/safecity-edge/venv
   local venv=$ROOT/opt/safecity-edge/venv
   section "agent venv $venv"
@@ -1086,9 +1092,10 @@ venv_root() { # the agent in DIR/opt/safecity-edge/venv
     if [[ $DRY_RUN == 1 || ! -x $venv/bin/python ]]; then
       step "$NODE_PYTHON" -m venv --system-site-packages "$venv"
     fi
-    local idx=()
+    local idx=() pins=$ROOT/opt/safecity-edge/constraints.txt
     [[ -z $WHEELHOUSE ]] || idx=(--no-index --find-links "$ROOT/opt/safecity-edge/wheels")
-    step "$venv/bin/pip" install --quiet "${idx[@]}" "$WHEEL_DEST"
+    step "$NODE_PYTHON" -c "$NUMPY_PIN_PY" "$pins"
+    step "$venv/bin/pip" install --quiet --constraint "$pins" "${idx[@]}" "$WHEEL_DEST"
     step "$venv/bin/pip" install --quiet --no-deps --force-reinstall "${idx[@]}" "$WHEEL_DEST"
   fi
   section "check: the installed agent accepts the generated config"
@@ -1128,7 +1135,8 @@ run_pi_host() {
   local idx=() wheel
   wheel=$opt/wheels/$(basename "$AGENT_WHEEL")
   [[ -z $WHEELHOUSE ]] || idx=(--no-index --find-links "$opt/wheels")
-  remote "$venv/bin/pip" install --quiet "${idx[@]}" "$wheel"
+  remote "$NODE_PYTHON" -c "$NUMPY_PIN_PY" "$opt/constraints.txt"
+  remote "$venv/bin/pip" install --quiet --constraint "$opt/constraints.txt" "${idx[@]}" "$wheel"
   remote "$venv/bin/pip" install --quiet --no-deps --force-reinstall "${idx[@]}" "$wheel"
   remote "$venv/bin/edge-agent" check-config /etc/safecity-edge/node.toml
   remote systemctl daemon-reload

@@ -14,7 +14,7 @@ import time
 SIG = 256  # RSA-2048
 # DER DigestInfo prefix of SHA-256 (RFC 8017, section 9.2, note 1)
 DIGEST_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
-KEEP = ("slots.mpy", "otastate.mpy", "trial.mpy")  # only a flash replaces these (rollout/bundle.py)
+KEEP = ("guard.mpy", "slots.mpy", "otastate.mpy", "trial.mpy")  # only a flash replaces these (rollout/bundle.py)
 MARK = "ota_installing"  # there while an install runs
 peak = 0  # the most heap in use after a step of the install (make bench reports it)
 

@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 SIG_BYTES = 256
-KEEP_OUT = ("main.py", "boot.py", "slots.py", "otastate.py", "trial.py")  # otainstall KEEP
-"""Stay in the flash root as flashed: main.py and boot.py are source the chip runs first,
+KEEP_OUT = ("main.py", "boot.py", "guard.py", "slots.py", "otastate.py", "trial.py")
+"""Stay in the flash root as flashed (firmware/otainstall.py KEEP refuses them in a bundle):
+main.py and boot.py are source the chip runs first, guard.py counts failed boots,
 slots.py picks the slot and trial.py runs the trial (an update that could replace them
 could break every rollback)."""
 _VERSION = re.compile(r'^VERSION = "([^"\s]{1,32})"$', re.M)
