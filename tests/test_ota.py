@@ -248,6 +248,9 @@ def test_a_power_cut_in_the_middle_of_a_transfer_resumes_at_the_last_whole_chunk
         log = b.log_text()
         resumed = int(log.split("fw ota resume " + NEW + " chunk ")[1].split()[0])
         assert resumed == cut // rollout.CHUNK and 0 < resumed < chunks
+        seen = [d.get("ota", {}) for d in statuses(rec, "b1")]
+        assert {"state": "downloading", "version": NEW, "chunk": 0, "chunks": chunks} in seen
+        assert {"state": "verifying", "version": NEW} in seen
         assert statuses(rec, "b1")[-1]["version"] == NEW
 
 
@@ -414,3 +417,26 @@ def test_the_rollout_logs_in_over_tls_and_names_what_stops_it(
     pw.write_text("wrong\n")
     assert rollout.main(args) == 1
     assert "refused: Not authorized" in capsys.readouterr().err
+
+
+_CUT = """
+import os, otastate, slots
+with open("ota_offer", "w") as f:
+    f.write("0123456789abcdef 1000 3 384 0.3.1 0.3.0 5")
+with open("ota.bin", "wb") as f:
+    f.write(b"x" * 1000)
+with open("ota_installing", "w") as f:
+    f.write("0.3.1")
+print("fails", slots.boot(2))
+print("last", otastate.last["state"], otastate.last["reason"])
+print("left", sorted(n for n in os.listdir() if n.startswith("ota")))
+"""
+
+
+def test_an_install_cut_short_by_a_reset_is_given_up_not_retried(tmp_path: Path) -> None:
+    """Its marker file is still there at the next boot: the bundle goes, the old version
+    boots, and the status will say why (no bundle can hold a board in a reset loop)."""
+    out = run_upy(_CUT, tmp_path)
+    assert "fails 2\n" in out
+    assert "last failed install: cut short by a reset\n" in out
+    assert "left ['ota_last']\n" in out
