@@ -16,6 +16,7 @@ COMMON = (
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
     "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600"
+    ";tls b 0 0 0"
 )
 
 
@@ -120,6 +121,9 @@ def command(self, cid, cmd, args):
     new, err = merge(self.cfg, self.kind, spec.SPEC, args, spec.cross)
     if new is None:
         self.ack(cid, cmd, False, code="bad_args", message=err)
+        return
+    if new["tls"] != self.cfg["tls"]:  # no command may send the password in clear
+        self.ack(cid, cmd, False, code="rejected", message="tls: set only by flashing")
         return
     save(self.root + "/config.json", new)
     net = False

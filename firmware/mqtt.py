@@ -24,12 +24,29 @@ _RX_SIZE = const(512)
 _RERESOLVE_AFTER = const(3)  # failed connection attempts in a row before a new DNS look-up
 
 
+def _cause(e):
+    """Why a connection failed, as one log line: a socket's errno is positive; mbedtls's
+    errors are negative, and its verify text (a ValueError) has a line per reason."""
+    a = e.args
+    if a and a[0] == -0x7280:  # MBEDTLS_ERR_SSL_CONN_EOF: TCP closed under the TLS layer
+        return "closed by broker"
+    if isinstance(e, OSError) and not (a and isinstance(a[0], int) and a[0] < 0):
+        return "socket error"
+    m = a[-1] if a and isinstance(a[-1], str) else str(e)
+    return "tls: " + m.strip().replace("\n", "; ")
+
+
 class MQTTClient:
     """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
-    on_puback(pid), on_connect(), on_disconnect(reason: str)."""
+    on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
+    on_fail(reason: str) when an attempt ends without one.
+
+    `tls`: an SSLContext (tlsctx.py) to wrap every connection in, verifying the broker's
+    certificate for `host`; a str says why TLS is wanted but unusable, and then connect()
+    raises with it rather than send anything in clear."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
-                 keepalive=30, will_topic=None, will_msg=None):
+                 keepalive=30, will_topic=None, will_msg=None, tls=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -42,6 +59,8 @@ class MQTTClient:
         self.on_puback = None
         self.on_connect = None
         self.on_disconnect = None
+        self.on_fail = None
+        self.tls = tls
         self.state = DOWN
         self.sock = None
         self.addr = None  # the broker's resolved address, kept across reconnects
@@ -82,6 +101,8 @@ class MQTTClient:
         """Start connecting; completion is reported by on_connect from poll(). Uses the
         cached address, resolving first when there is none (which may block)."""
         self.close("reconnect")
+        if isinstance(self.tls, str):
+            raise OSError(self.tls)
         addr = self.addr
         if addr is None:
             addr = self.resolve()
@@ -97,6 +118,15 @@ class MQTTClient:
             if e.args[0] not in _PENDING:
                 s.close()
                 raise
+        if self.tls is not None:
+            # The handshake runs in poll() as the socket becomes ready (reads and writes
+            # return None meanwhile), so the loop keeps sampling through it.
+            try:
+                s = self.tls.wrap_socket(s, server_hostname=self.host,
+                                         do_handshake_on_connect=False)
+            except Exception as e:  # MemoryError, OSError, ValueError
+                s.close()
+                raise OSError("tls: %s" % e)
         self.sock = s
         self.poller.register(s, select.POLLIN | select.POLLOUT)
         self.state = CONNECTING
@@ -146,6 +176,8 @@ class MQTTClient:
         self.txlen = 0
         if was == UP and self.on_disconnect:
             self.on_disconnect(reason)
+        elif was != DOWN and self.on_fail:
+            self.on_fail(reason)
 
     def disconnect(self):
         """Graceful: DISCONNECT (the broker then discards the Last Will)."""
@@ -212,8 +244,8 @@ class MQTTClient:
                 self._flush(0)
             else:
                 self.poller.modify(self.sock, select.POLLIN)
-        except OSError:
-            self.close("socket error")
+        except (OSError, ValueError) as e:  # ValueError: TLS refused the broker's certificate
+            self.close(_cause(e))
             return
         if self.state != UP:
             if time.ticks_diff(now, self.since) > _CONNECT_TIMEOUT_MS:

@@ -96,10 +96,21 @@ def make_client(self):
     """A new MQTT client (Last Will included), keeping an unacknowledged alarm in flight."""
     c = self.cfg
     old = self.client
+    tls = None
+    if c["tls"]:  # the CA on flash changes only with a reflash: a built context is kept
+        tls = getattr(old, "tls", None)
+        if tls is None or isinstance(tls, str):
+            import tlsctx
+
+            tls, err = tlsctx.context(self.root)
+            app.drop("tlsctx")
+            if err:
+                app.log("config_error", err)
+                tls = err
     cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
                          c["broker_port"], c["mqtt_user"].encode() or None,
                          c["mqtt_password"].encode() or None, c["keepalive_s"],
-                         self.topic("status"), self.status("offline", "connection_lost"))
+                         self.topic("status"), self.status("offline", "connection_lost"), tls)
     if old is not None:
         old.close("reconfigured")
         if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
@@ -108,6 +119,7 @@ def make_client(self):
             cl.inflight_pid = old.inflight_pid
     cl.on_connect = self._on_connect
     cl.on_disconnect = self._on_disconnect
+    cl.on_fail = self._on_fail
     cl.on_puback = self._on_puback
     cl.reload = self._reload
     cl.on_message = self._on_message

@@ -43,8 +43,10 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
           config: dict[str, Any] | None = None,
           setup: Callable[[SimBoard], None] | None = None,
           time_scale: float = 1.0,
-          heapsize: str = FIRMWARE_HEAP) -> Iterator[tuple[SimBoard, Recorder]]:
-    """A running board and a recorder subscribed to everything from its site."""
+          heapsize: str = FIRMWARE_HEAP, port: int | None = None,
+          ca_der: bytes | None = None) -> Iterator[tuple[SimBoard, Recorder]]:
+    """A running board and a recorder subscribed to everything from its site. The board
+    connects to `port` (default: the broker's plain one; a TLS listener with `ca_der`)."""
     cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FAST.items()}
     for k, v in (config or {}).items():
         if isinstance(v, dict):
@@ -52,8 +54,8 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
         else:
             cfg[k] = v
     rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
-    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg,
-                 time_scale=time_scale, heapsize=heapsize)
+    b = SimBoard(kind, node, broker.host, port or broker.port, tmp / node, config=cfg,
+                 time_scale=time_scale, heapsize=heapsize, ca_der=ca_der)
     if kind == "gas":
         b.set_gas_ppm(0)
     elif kind == "flood":

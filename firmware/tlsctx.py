@@ -1,0 +1,26 @@
+"""The TLS context the MQTT client wraps its connections in: the broker's CA certificate
+from flash (ca.der, written by flash.sh), the broker's certificate required.
+
+Loaded when a client is made and dropped again; never returns a context that skips
+verification (an unusable CA is an error the client refuses to connect with)."""
+
+import tls
+
+CA = "ca.der"
+
+
+def context(root):
+    """(SSLContext, None), or (None, why) naming the file and what is wrong with it."""
+    path = root + "/" + CA
+    try:
+        with open(path, "rb") as f:
+            ca = f.read()
+    except OSError as e:
+        return None, "tls: %s unreadable (%s)" % (path, e)
+    try:
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(ca)  # DER: no PEM text to hold on the heap
+    except (OSError, ValueError) as e:
+        return None, "tls: %s is not a usable CA certificate (%s)" % (path, e)
+    return ctx, None

@@ -1,0 +1,151 @@
+"""Sensor boards over TLS: the real firmware (unix port, 64K heap) verifies a real
+Mosquitto TLS listener's certificate against the CA on its flash (ca.der), refuses a
+broker whose certificate another CA signed or that names another host while it keeps
+sampling and retrying, and survives broker restarts and dead links over TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.publish as publish
+
+from sim.board import firmware_setting_problems
+from tests.firmware_helpers import board, docs, online, wait_doc
+from tests.mqtt_helpers import Recorder
+from tests.tls_helpers import TlsBroker, der, make_ca, tls_broker
+
+TLS = {"tls": True}
+
+
+def _cmd(tb: TlsBroker, node: str, doc: dict[str, Any] | bytes) -> None:
+    payload = doc if isinstance(doc, bytes) else json.dumps(doc)
+    publish.single(f"safecity/v1/test/{node}/cmd", payload, qos=1, hostname=tb.broker.host,
+                   port=tb.broker.port)
+
+
+def _eventually(pred: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _logged(b: Any, text: str, times: int, timeout: float) -> None:
+    _eventually(lambda: b.log_text().count(text) >= times, timeout)
+
+
+def test_a_board_connects_over_tls_and_delivers_alarms_and_commands(tmp_path: Path) -> None:
+    with tls_broker() as tb, board(tb.broker, tmp_path, "gas", config=TLS, port=tb.tls_port,
+                                   ca_der=der(tb.ca)) as (b, rec):
+        online(rec)
+        b.set_gas_ppm(3000)
+        assert wait_doc(rec, "/event/gas", lambda d: d["phase"] == "start")["boot"] == 1
+        # A command larger than the board's receive buffer arrives in several TLS records
+        # and is skipped as too large; the next one is read from the right place.
+        _cmd(tb, "b1", b'{"id": "big", "cmd": "ping", "pad": "' + b"x" * 3000 + b'"}')
+        assert wait_doc(rec, "/cmd/ack", lambda d: d["id"] is None)["error"]["code"] == \
+            "too_large"
+        _cmd(tb, "b1", {"id": "p1", "cmd": "ping"})
+        assert wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "p1")["ok"] is True
+        # No command turns TLS off (which would send the password in clear).
+        _cmd(tb, "b1", {"id": "s1", "cmd": "set_config", "args": {"tls": False}})
+        err = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "s1")["error"]
+        assert err["code"] == "rejected" and err["message"].startswith("tls:")
+        _cmd(tb, "b1", {"id": "g1", "cmd": "get_config"})
+        assert wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "g1")["result"]["tls"] is True
+        assert "connect_failed" not in b.log_text() and b.exits == []
+
+
+def _refused(b: Any, rec: Recorder, why: str) -> None:
+    """The board logs the broker's refusal with its cause, retries, never comes online,
+    and keeps sampling: an alarm raised meanwhile is decided and queued."""
+    fails = re.compile(r"^fw mqtt connect_failed tls: .*" + why, re.M)
+    _eventually(lambda: len(fails.findall(b.log_text())) >= 2, 20)
+    b.set_gas_ppm(3000)
+    _eventually(lambda: "fw event gas start" in b.log_text(), 10)
+    assert [d for d in docs(rec, "/status") if d["state"] == "online"] == []
+    assert b.alive() and b.exits == []
+
+
+def test_a_broker_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
+    other = der(make_ca(tmp_path / "other"))
+    with tls_broker() as tb, board(tb.broker, tmp_path, "gas", config=TLS, port=tb.tls_port,
+                                   ca_der=other) as (b, rec):
+        _refused(b, rec, "not correctly signed by the trusted CA")
+
+
+def test_the_certificate_must_name_the_host_the_board_was_given(tmp_path: Path) -> None:
+    name = "broker.city.example"
+    with tls_broker(san=f"DNS:{name}") as tb:
+        ca = der(tb.ca)
+
+        def named(b: Any) -> None:
+            b.dns(hosts={name: "127.0.0.1"})
+
+        with board(tb.broker, tmp_path, "gas", node="named", port=tb.tls_port, ca_der=ca,
+                   config={**TLS, "broker_host": name}, setup=named) as (b, rec):
+            assert online(rec)["node"] == "named"
+        with board(tb.broker, tmp_path, "gas", node="by-ip", config=TLS, port=tb.tls_port,
+                   ca_der=ca) as (b, rec):  # the same broker, by its address
+            _refused(b, rec, "CN")
+
+
+def test_tls_without_a_usable_ca_never_falls_back_to_plain_mqtt(tmp_path: Path,
+                                                                 broker: Any) -> None:
+    for node, ca in (("no-ca", None), ("bad-ca", b"not a certificate")):
+        with board(broker, tmp_path, "gas", node=node, config=TLS, ca_der=ca) as (b, rec):
+            want = "fw config_error tls: ./ca.der " + (
+                "unreadable" if ca is None else "is not a usable CA certificate")
+            _logged(b, want, 1, 10)
+            _logged(b, "fw mqtt connect_failed tls: ", 2, 15)
+            time.sleep(1)
+            assert [d for d in docs(rec, "/status") if d["state"] == "online"] == []
+            assert b.alive() and b.exits == []
+
+
+def test_a_broker_restart_over_tls_loses_no_alarm(tmp_path: Path) -> None:
+    with tls_broker() as tb, board(tb.broker, tmp_path, "gas", config=TLS, port=tb.tls_port,
+                                   ca_der=der(tb.ca)) as (b, rec):
+        online(rec)
+        rec.close()
+        tb.broker.stop()
+        b.set_gas_ppm(3000)
+        _eventually(lambda: "fw event gas start" in b.log_text(), 10)
+        tb.broker.start()
+        after = Recorder(tb.broker.host, tb.broker.port, "safecity/v1/test/#")
+        try:
+            ev = wait_doc(after, "/event/gas", lambda d: d["phase"] == "start", 40)
+            assert ev["historical"] is True and ev["seq"] == 1
+            assert wait_doc(after, "/status", lambda d: d["state"] == "online")["boot"] == 1
+        finally:
+            after.close()
+        assert "fw mqtt down" in b.log_text() and b.exits == []
+
+
+def test_keepalive_over_tls_holds_a_quiet_link_and_detects_a_dead_one(tmp_path: Path) -> None:
+    cfg = {**TLS, "keepalive_s": 5, "telemetry_interval_s": 600}
+    with tls_broker() as tb, board(tb.broker, tmp_path, "gas", config=cfg, port=tb.tls_port,
+                                   ca_der=der(tb.ca)) as (b, rec):
+        online(rec)
+        time.sleep(12)  # over two keepalive periods with nothing but pings on the link
+        assert "fw mqtt down" not in b.log_text()
+        pid = tb.broker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the broker still holds the TCP link, answers nothing
+        try:
+            _eventually(lambda: "fw mqtt down keepalive timeout" in b.log_text(), 15)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _eventually(lambda: len([d for d in docs(rec, "/status") if d["state"] == "online"])
+                    >= 2, 40)
+
+
+def test_the_tls_setting_is_checked_like_every_other() -> None:
+    assert firmware_setting_problems([("boards[0].settings", "gas", {"tls": "yes"})]) == [
+        "boards[0].settings.tls: must be true or false"]
