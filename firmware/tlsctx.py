@@ -18,8 +18,9 @@ def context(root):
     except OSError as e:
         return None, "tls: %s unreadable (%s)" % (path, e)
     try:
+        # A client context requires the peer's certificate from the start
+        # (extmod/modtls_mbedtls.c ssl_context_make_new: MBEDTLS_SSL_VERIFY_REQUIRED).
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = tls.CERT_REQUIRED
         ctx.load_verify_locations(ca)  # DER: no PEM text to hold on the heap
     except (OSError, ValueError) as e:
         return None, "tls: %s is not a usable CA certificate (%s)" % (path, e)
