@@ -77,6 +77,11 @@ Options:
                          is the manifest's release and the manifest has its sha256)
   --bundle-only DIR      build what would be copied to the board into DIR and stop
                          (no port, no esptool, no mpremote needed)
+  --ca-file FILE         the broker's CA certificate (PEM or DER, one certificate):
+                         written to the board as ca.der; the board then speaks to the
+                         broker over TLS only (its TLS listener, 8883 by default) and
+                         refuses a certificate that this CA did not sign or that does not
+                         name the --broker host
   --wait-s N             how long to wait for the birth message (default 90; 0: no wait)
   --watch-user USER      broker account for watching the birth message (e.g. operator)
   --watch-pass-file F    its password (first line)
@@ -349,7 +354,43 @@ def cmd_esp32_config(out, *pairs):
            "broker_port": int(kv["broker_port"]), "mqtt_user": kv["node"],
            "mqtt_password": first_line(kv["mqtt_password_file"]),
            "wifi_ssid": kv["wifi_ssid"], "wifi_key": first_line(kv["wifi_pass_file"])}
+    if kv.get("tls") == "1":
+        cfg["tls"] = True
     write_atomic(out, (json.dumps(cfg, sort_keys=True) + "\n").encode(), 0o600)
+
+def ca_der(path):
+    """The one certificate in a PEM or DER file, as DER; dies naming what is wrong."""
+    import ssl
+    with open(path, "rb") as f:
+        data = f.read(65537)
+    if b"-----BEGIN" in data:
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----", data)
+        if len(blocks) != 1:
+            die("--ca-file %s: expected one PEM certificate, found %d: give only the CA that "
+                "signed the broker's certificate" % (path, len(blocks)))
+        try:
+            data = ssl.PEM_cert_to_DER_cert(blocks[0].decode())
+        except ValueError as e:
+            die("--ca-file %s: not a PEM certificate (%s)" % (path, e))
+    # DER: one ASN.1 SEQUENCE whose length is the whole file
+    n = len(data)
+    ok = n > 4 and data[0] == 0x30 and data[1] in (0x81, 0x82) and \
+        n == 2 + (data[1] & 0x7F) + int.from_bytes(data[2:2 + (data[1] & 0x7F)], "big")
+    if not ok:
+        die("--ca-file %s: not a certificate (PEM or DER, at most 64 KB)" % path)
+    try:
+        ssl.create_default_context(cadata=data)
+    except ssl.SSLError as e:
+        die("--ca-file %s: not a usable certificate (%s)" % (path, e.reason or e))
+    return data
+
+def cmd_ca_cert(path, out="", form="der"):
+    """Check the CA file; with OUT, write its certificate there as DER or PEM."""
+    import ssl
+    der = ca_der(path)
+    if out:
+        data = der if form == "der" else ssl.DER_cert_to_PEM_cert(der).encode()
+        write_atomic(out, data, 0o644)
 
 def toml_str(s):
     return json.dumps(s)  # a JSON string is a valid TOML basic string
@@ -420,9 +461,10 @@ def cmd_reachable(host, port):
     except OSError:
         sys.exit(1)
 
-def cmd_wait_birth(host, port, topic, timeout, user="", passfile=""):
+def cmd_wait_birth(host, port, topic, timeout, user="", passfile="", cafile=""):
     """Subscribe, say 'subscribed', then wait for a live (not retained: that one may be
-    from an earlier boot) online status on topic."""
+    from an earlier boot) online status on topic; over TLS with cafile, verified as the
+    board verifies it."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
@@ -431,6 +473,9 @@ def cmd_wait_birth(host, port, topic, timeout, user="", passfile=""):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flash-sh-%d" % os.getpid())
     if user:
         c.username_pw_set(user, first_line(passfile) if passfile else None)
+    if cafile:
+        import ssl
+        c.tls_set_context(ssl.create_default_context(cadata=ca_der(cafile)))
     c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(topic, 1) if not rc.is_failure \
         else got.append(("refused", str(rc)))
     c.on_subscribe = lambda *a: subscribed.append(1)
@@ -512,6 +557,7 @@ parse_args() {
       *:--broker) BROKER=$val ;;
       *:--state-dir) STATE_ROOT=$val ;;
       *:--passwd-file) PASSWD_FILE=$val ;;
+      *:--ca-file) CA_FILE=$val ;;
       esp32:--port) PORT=$val ;;
       esp32:--board) BOARD=$val ;;
       esp32:--wifi-ssid) WIFI_SSID=$val ;;
@@ -525,7 +571,6 @@ parse_args() {
       pi:--root) ROOT=$val ;;
       pi:--host) HOST=$val ;;
       pi:--models-from) MODELS_FROM=$val ;;
-      pi:--ca-file) CA_FILE=$val ;;
       pi:--config-template) TEMPLATE=$val ;;
       pi:--wheel) WHEEL=$val ;;
       pi:--wheelhouse) WHEELHOUSE=$val ;;
@@ -556,6 +601,15 @@ check_broker() {
   BROKER_HOST=${BASH_REMATCH[1]}
   BROKER_PORT=$((10#${BASH_REMATCH[3]}))
   [[ $BROKER_PORT -ge 1 && $BROKER_PORT -le 65535 ]] || die "--broker '$BROKER': port must be 1-65535"
+}
+
+check_ca() { # the broker's CA for TLS: needed on 8883 (read only)
+  if [[ -n $CA_FILE && ! -f $CA_FILE ]]; then die "--ca-file $CA_FILE does not exist"; fi
+  if [[ $BROKER_PORT == 8883 && -z $CA_FILE ]]; then
+    die "--broker port 8883 is the broker's TLS listener (hw/mosquitto): give its CA certificate with --ca-file"
+  fi
+  # a board parses one DER certificate; a camera node's OpenSSL takes any PEM bundle
+  if [[ -n $CA_FILE && $MODE == esp32 ]]; then helper ca-cert "$CA_FILE"; fi
 }
 
 absolute() { # make path options absolute, so printed commands work from anywhere
@@ -603,6 +657,7 @@ check_esp32() {
   [[ $WIFI_SSID != *[[:cntrl:]]* ]] || die "--wifi-ssid contains control characters"
   [[ -n $WIFI_PASS_FILE ]] || die "missing --wifi-pass-file FILE"
   [[ $WAIT_S =~ ^[0-9]{1,4}$ ]] || die "--wait-s '$WAIT_S' is not a number of seconds"
+  check_ca
   if [[ -n $WATCH_PASS_FILE && -z $WATCH_USER ]]; then die "--watch-pass-file needs --watch-user"; fi
   if [[ -z $BUNDLE_ONLY ]]; then
     [[ -n $PORT ]] || die "missing --port PORT (or --bundle-only DIR)"
@@ -614,7 +669,7 @@ check_esp32() {
       local f
       for f in "$BUNDLE_ONLY"/* "$BUNDLE_ONLY"/.[!.]*; do
         [[ -e $f ]] || continue
-        [[ $f == *.mpy || $f == *.py || $f == *.json ]] ||
+        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der ]] ||
           die "--bundle-only $BUNDLE_ONLY holds other files ($(basename "$f")): give an empty or new folder"
       done
     fi
@@ -718,10 +773,7 @@ check_pi() {
   fi
   TEMPLATE=${TEMPLATE:-$REPO/hw/camera-node/node.toml.in}
   [[ -f $TEMPLATE ]] || die "--config-template $TEMPLATE does not exist"
-  if [[ -n $CA_FILE && ! -f $CA_FILE ]]; then die "--ca-file $CA_FILE does not exist"; fi
-  if [[ $BROKER_PORT == 8883 && -z $CA_FILE ]]; then
-    die "--broker port 8883 is the broker's TLS listener (hw/mosquitto): give its CA certificate with --ca-file"
-  fi
+  check_ca
   if [[ -n $WHEEL && ! -f $WHEEL ]]; then die "--wheel $WHEEL does not exist"; fi
   if [[ -n $WHEELHOUSE && ! -d $WHEELHOUSE ]]; then die "--wheelhouse $WHEELHOUSE is not a directory"; fi
   if [[ -n $DEPS_FROM ]]; then
@@ -802,18 +854,24 @@ build_bundle() { # DIR: exactly what goes onto the board's flash
     esac
   done
   step helper install-file "$BOARD_JSON" "$b/board.json" 0644
+  local tls=0
+  if [[ -n $CA_FILE ]]; then # DER: the board parses it without a PEM copy on its heap
+    step helper ca-cert "$CA_FILE" "$b/ca.der" der
+    tls=1
+  fi
   step helper esp32-config "$b/config.json" "node=$ID" "site=$SITE" "broker_host=$BROKER_HOST" \
     "broker_port=$BROKER_PORT" "mqtt_password_file=$NODE_STATE/mqtt_password" \
-    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE"
+    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE" "tls=$tls"
 }
 
-bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, then json
+bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, ca.der, json
   local b=$1 src name
   printf '%s\n' "$b/boot.py" "$b/main.py"
   for src in "$REPO"/firmware/*.py; do
     name=$(basename "$src" .py)
     [[ $name == boot || $name == main ]] || printf '%s\n' "$b/$name.mpy"
   done
+  if [[ -n $CA_FILE ]]; then printf '%s\n' "$b/ca.der"; fi
   printf '%s\n' "$b/board.json" "$b/config.json"
 }
 
@@ -883,7 +941,7 @@ reset_and_wait_birth() {
   fi
   local args=("$BROKER_HOST" "$BROKER_PORT" "$topic" "$WAIT_S")
   if [[ $waiter == python ]]; then
-    [[ -z $WATCH_USER ]] || args+=("$WATCH_USER" "$WATCH_PASS_FILE")
+    if [[ -n $WATCH_USER || -n $CA_FILE ]]; then args+=("$WATCH_USER" "$WATCH_PASS_FILE" "$CA_FILE"); fi
     show helper wait-birth "${args[@]}" "&"
     if [[ $DRY_RUN == 1 ]]; then reset_board; say "   (then waits at most $WAIT_S s)"; return 0; fi
     local fifo=$WORK/birth out ready="" rc=0 pid
@@ -900,6 +958,10 @@ reset_and_wait_birth() {
     if [[ $rc == 0 ]]; then say "$out"; return 0; fi
   else
     local sub=(mosquitto_sub -h "$BROKER_HOST" -p "$BROKER_PORT" -t "$topic" -q 1 -R -W "$WAIT_S")
+    if [[ -n $CA_FILE ]]; then # mosquitto_sub reads PEM only
+      sub+=(--cafile "${WORK:-$TMP_TEMPLATE}/ca.pem")
+      step helper ca-cert "$CA_FILE" "${WORK:-$TMP_TEMPLATE}/ca.pem" pem
+    fi
     show "${sub[@]}" "&"
     if [[ $DRY_RUN == 1 ]]; then reset_board; say "   (then waits at most $WAIT_S s)"; return 0; fi
     local log=$WORK/birth.log pid deadline
