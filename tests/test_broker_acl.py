@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -277,14 +278,26 @@ def test_a_sensor_board_comes_online_on_the_tls_listener_as_itself(
                      site=SITE, ca_der=der(secure_broker.ca),
                      config={"tls": True, "mqtt_user": "cam-02",
                              "mqtt_password": USERS["cam-02"]})
-    board.set_gas_ppm(0)
+    wrong = SimBoard("gas", "cam-01", "127.0.0.1", secure_broker.tls_port, tmp_path / "w",
+                     site=SITE, ca_der=der(secure_broker.ca),
+                     config={"tls": True, "mqtt_user": "cam-01", "mqtt_password": "wrong"})
+    for x in (board, wrong):
+        x.set_gas_ppm(0)
     try:
         board.start()
+        wrong.start()
         watcher.wait(lambda: any(t == topic("cam-02", "status") and b'"online"' in p
                                  for t, p in watcher.received), 30)
         assert "connect_failed" not in board.log_text()
+        # a wrong password: the broker's refusal is logged with its CONNACK code
+        deadline = time.monotonic() + 20
+        while "fw mqtt connect_failed refused 5" not in wrong.log_text():
+            assert time.monotonic() < deadline, wrong.log_text()
+            time.sleep(0.2)
+        assert topic("cam-01", "status") not in [t for t, _ in watcher.received]
     finally:
         board.stop()
+        wrong.stop()
         watcher.close()
         print(board.log_text()[-3000:])
 
