@@ -109,20 +109,29 @@ def test_tls_without_a_usable_ca_never_falls_back_to_plain_mqtt(tmp_path: Path,
             assert b.alive() and b.exits == []
 
 
-def test_a_broker_restart_over_tls_loses_no_alarm(tmp_path: Path) -> None:
+def test_a_broker_restart_and_a_wifi_drop_over_tls_lose_no_alarm(tmp_path: Path) -> None:
     with tls_broker() as tb, board(tb.broker, tmp_path, "gas", config=TLS, port=tb.tls_port,
                                    ca_der=der(tb.ca)) as (b, rec):
         online(rec)
         rec.close()
         tb.broker.stop()
         b.set_gas_ppm(3000)
-        _eventually(lambda: "fw event gas start" in b.log_text(), 10)
+        _logged(b, "fw event gas start", 1, 10)
         tb.broker.start()
         after = Recorder(tb.broker.host, tb.broker.port, "safecity/v1/test/#")
         try:
             ev = wait_doc(after, "/event/gas", lambda d: d["phase"] == "start", 40)
             assert ev["historical"] is True and ev["seq"] == 1
             assert wait_doc(after, "/status", lambda d: d["state"] == "online")["boot"] == 1
+            # WiFi drops under the TLS session (the sockets close): the end of the alarm
+            # raised meanwhile arrives over a new handshake
+            b.wifi(False)
+            _logged(b, "fw wifi down", 1, 10)
+            b.set_gas_ppm(0)
+            _logged(b, "fw event gas end", 1, 20)
+            b.wifi(True)
+            end = wait_doc(after, "/event/gas", lambda d: d["phase"] == "end", 40)
+            assert end["historical"] is True and end["event_id"] == ev["event_id"]
         finally:
             after.close()
         assert "fw mqtt down" in b.log_text() and b.exits == []
