@@ -122,8 +122,12 @@ def command(self, cid, cmd, args):
     if new is None:
         self.ack(cid, cmd, False, code="bad_args", message=err)
         return
-    if new["tls"] != self.cfg["tls"]:  # no command may send the password in clear
-        self.ack(cid, cmd, False, code="rejected", message="tls: set only by flashing")
+    if new["tls"] != self.cfg["tls"]:  # off would send the password in clear
+        err = "tls: set only by flashing"
+    elif new["tls"] and self.cfg["ntp"] and not new["ntp"]:  # an ESP32's clock starts in 2000
+        err = "ntp: stays on with tls (the broker's certificate is checked against the clock)"
+    if err:
+        self.ack(cid, cmd, False, code="rejected", message=err)
         return
     save(self.root + "/config.json", new)
     net = False

@@ -103,6 +103,11 @@ class MQTTClient:
         self.close("reconnect")
         if isinstance(self.tls, str):
             raise OSError(self.tls)
+        if self.tls is not None and time.gmtime()[0] < 2024:
+            # mbedtls checks the certificate's dates against this clock, which an ESP32
+            # starts at 2000-01-01 (ports/esp32 main.c platform_mbedtls_time): a handshake
+            # now would fail after seconds of CPU; NTP sets the clock.
+            raise OSError("tls: the clock is not set (NTP): certificate dates unknown")
         addr = self.addr
         if addr is None:
             addr = self.resolve()

@@ -25,3 +25,4 @@ def context(root):
     except (OSError, ValueError) as e:
         return None, "tls: %s is not a usable CA certificate (%s)" % (path, e)
     return ctx, None
+

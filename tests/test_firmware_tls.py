@@ -15,7 +15,8 @@ from typing import Any
 
 import paho.mqtt.publish as publish
 
-from sim.board import firmware_setting_problems
+from sim.board import firmware_setting_problems, run_upy
+from sim.broker import free_port
 from tests.firmware_helpers import board, docs, online, wait_doc
 from tests.mqtt_helpers import Recorder
 from tests.tls_helpers import TlsBroker, der, make_ca, tls_broker
@@ -153,6 +154,47 @@ def test_keepalive_over_tls_holds_a_quiet_link_and_detects_a_dead_one(tmp_path: 
             os.kill(pid, signal.SIGCONT)
         _eventually(lambda: len([d for d in docs(rec, "/status") if d["state"] == "online"])
                     >= 2, 40)
+
+
+_CLOCK = """
+import mqtt, tlsctx
+ctx, err = tlsctx.context(".")
+c = mqtt.MQTTClient(b"c", "127.0.0.1", PORT, tls=ctx)
+try:
+    c.connect()
+    print("connecting", c.state == mqtt.CONNECTING)
+except OSError as e:
+    print("refused", e)
+"""
+
+
+def test_no_handshake_before_the_clock_is_set(tmp_path: Path) -> None:
+    """An ESP32's clock reads 2000-01-01 until NTP sets it, and mbedtls checks the
+    certificate's dates against it: the client says so instead of a doomed handshake."""
+    make_ca(tmp_path)
+    (tmp_path / "ca.der").write_bytes(der(tmp_path / "ca.crt"))
+    code = _CLOCK.replace("PORT", str(free_port()))
+    unset = run_upy(code, tmp_path, env={"SIM_EPOCH_S": "946684800"})  # 2000-01-01
+    assert unset.strip() == ("refused tls: the clock is not set (NTP): certificate dates "
+                             "unknown")
+    assert run_upy(code, tmp_path, env={"SIM_EPOCH_S": str(int(time.time()))}).strip() == \
+        "connecting True"
+
+
+def test_ntp_stays_on_while_tls_is(tmp_path: Path) -> None:
+    def ntp(b: Any) -> None:
+        b.dns(hosts={"pool.ntp.org": "10.0.0.1"})
+        b.ntp(rtt_ms=20)
+
+    with tls_broker() as tb, board(tb.broker, tmp_path, "gas", port=tb.tls_port,
+                                   config={**TLS, "ntp": 3600}, setup=ntp,
+                                   ca_der=der(tb.ca)) as (b, rec):
+        online(rec)
+        _cmd(tb, "b1", {"id": "n1", "cmd": "set_config", "args": {"ntp": 0}})
+        err = wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "n1")["error"]
+        assert err["code"] == "rejected" and err["message"].startswith("ntp: stays on")
+        _cmd(tb, "b1", {"id": "n2", "cmd": "set_config", "args": {"ntp": 7200}})
+        assert wait_doc(rec, "/cmd/ack", lambda d: d["id"] == "n2")["ok"] is True
 
 
 def test_the_tls_setting_is_checked_like_every_other() -> None:
