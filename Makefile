@@ -23,10 +23,12 @@ help:
 	@echo "Afterwards the tools are in $(VENV)/bin: $(VENV)/bin/edge-agent --help,"
 	@echo "$(VENV)/bin/edge-sim --help (or '. $(VENV)/bin/activate' first)."
 
-$(STAMP): pyproject.toml
+# Two projects, both editable: the agent (what a node's wheel holds) and the simulator
+# (sim/pyproject.toml: edge-sim, which runs this checkout's firmware).
+$(STAMP): pyproject.toml sim/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1020,7 +1020,7 @@ build_wheel() { # -> AGENT_WHEEL
   if [[ -n $WHEEL ]]; then AGENT_WHEEL=$WHEEL; return 0; fi
   section "agent wheel from this checkout"
   local src=${WORK:-$TMP_TEMPLATE}/src out=${WORK:-$TMP_TEMPLATE}/wheel
-  step helper copy-source "$REPO" "$src" pyproject.toml README.md edge_agent sim models
+  step helper copy-source "$REPO" "$src" pyproject.toml README.md edge_agent models schemas
   # a fixed SOURCE_DATE_EPOCH makes the wheel byte-identical from run to run
   step env SOURCE_DATE_EPOCH=315532800 PYTHONWARNINGS=ignore "$PY" -m pip wheel --quiet --no-deps -w "$out" "$src"
   if [[ $DRY_RUN == 1 ]]; then AGENT_WHEEL=$out/safecity_edge-VERSION-py3-none-any.whl; return 0; fi

@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # annotations for mypy only; MicroPython never evaluates them
 
 VERSION = "0.3.0"
 board: Any = None  # the running Board (main() sets it): app.board at the REPL after Ctrl-C
+SAFE_AFTER = 3  # failed boots in a row, beyond which the board starts in safe mode
+BOOT_OK_S = 60  # seconds a boot must run its loop to count as good (clears `bootfails`)
+ERRORS_BEFORE_RESET = 5  # loop exceptions within ERROR_WINDOW_MS that end in a reset
+ERROR_WINDOW_MS = 60000
 
 
 def log(*parts):
@@ -78,14 +82,27 @@ class Board:
     wdt_next: Any  # ticks_ms
     net_next: Any  # ticks_ms
     heap_min: int
-    def __init__(self, root="."):
+    fails: int  # failed boots in a row before this one (main.py counts them on flash)
+    safe: Any  # None, or why the board runs in safe mode: {"reason", "failed_boots", "error"}
+    config_errors: Any  # what config.json had wrong at boot (named keys, ignored)
+    trial_until: Any  # ticks_ms by which a network change on trial must reach a broker
+    renew_at: Any  # ticks_ms by which to renew even with records still queued
+    renew: int  # set_config asked for a new client (1), and a new WiFi association (2)
+    sub_retry: Any  # ticks_ms of the next try after a refused subscription, or None
+    seen: Any  # the last command ids run: a redelivered command is not run twice
+    loop_errors: int
+    err_burst: int
+    err_at: Any  # ticks_ms of the first loop error of the current burst
+
+    def __init__(self, root=".", fails=0):
         import setup
 
-        setup.setup(self, root)
+        setup.setup(self, root, fails)
         del setup
         drop("setup")  # boot-only code leaves the heap
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
-            "queued", self.outbox.depth())
+            "queued", self.outbox.depth(), "failed_boots", fails,
+            "safe_mode", self.safe["reason"] if self.safe else "no")
 
     def _make_sensor(self):
         m = self.mod
@@ -126,8 +143,10 @@ class Board:
     def event(self, etype, phase, severity, details, event_id=None, duration_s=None):
         """Number, persist and queue one event message; returns its event_id."""
         self.seq += 1
-        if event_id is None:
-            event_id = "%s-%d-%d" % (self.cfg["node"], self.boot, self.seq)
+        if event_id is None:  # the flash's instance keeps ids unique across re-flashes
+            inst = self.cfg["instance"]
+            event_id = ("%s-%s-%d-%d" % (self.cfg["node"], inst, self.boot, self.seq) if inst
+                        else "%s-%d-%d" % (self.cfg["node"], self.boot, self.seq))
         m = self._base()
         m["event_id"] = event_id
         m["boot"] = self.boot
@@ -147,6 +166,8 @@ class Board:
     def status(self, state, reason=None, extra=None):
         m = {"v": 1, "site": self.cfg["site"], "node": self.cfg["node"], "ts": None,
              "state": state, "kind": self.kind, "boot": self.boot}
+        if self.cfg["instance"]:
+            m["instance"] = self.cfg["instance"]
         if reason:
             m["reason"] = reason
         else:
@@ -154,6 +175,10 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
+        if self.safe:
+            m["safe_mode"] = self.safe
+        if self.config_errors and not reason:
+            m["config_errors"] = self.config_errors
         if extra:
             m.update(extra)  # e.g. a battery board's `sleeping`: sleep_s, wake_by
         return json.dumps(m).encode()
@@ -168,10 +193,27 @@ class Board:
         log("mqtt", "up")
         self.mqtt_backoff = 1000
         self.stage = 0
-        cl.publish(self.topic("status"), self.status("online"), 0, True)
+        cl.publish(self.topic("status"), self.status("safe_mode" if self.safe else "online"),
+                   1, True)
         cl.subscribe(self.topic("cmd"), 1)
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
+        if self.trial_until is not None:
+            import config  # a network change on trial reached a broker: keep it
+
+            config.commit(self)
+            drop("config")
+
+    def _on_suback(self, granted):
+        """A refused subscription (the broker's ACL, most often) is a fault: the board
+        would never hear a command. Reported, and tried again every 30 s."""
+        if granted:
+            self.sub_retry = None
+            return
+        log("mqtt", "subscribe_refused")
+        self.sub_retry = time.ticks_add(time.ticks_ms(), 30000)
+        self.event("fault", "instant", "warning",
+                   {"where": "subscribe", "error": "broker refused the cmd subscription"})
 
     def _on_disconnect(self, reason):
         log("mqtt", "down", reason)
@@ -210,6 +252,17 @@ class Board:
 
     def _net(self, now):
         """WiFi and MQTT state machines with backoff, and staged recovery."""
+        if self.renew and (not self.online() or not self.outbox.depth() or
+                           time.ticks_diff(now, self.renew_at) >= 0):
+            # New broker settings (set_config): here, with the command code gone from the
+            # heap, and once the ack went out on the old link (or 3 s passed)
+            import setup
+
+            setup.make_client(self)
+            drop("setup")
+            if self.renew == 2:
+                self.wlan.disconnect()  # associate again with the config's SSID and key
+            self.renew = 0
         c = self.cfg
         up = self.wlan.isconnected()
         if not up:
@@ -255,6 +308,12 @@ class Board:
         if self.online():
             self.offline_at = self.up_s
             return
+        if self.trial_until is not None and time.ticks_diff(now, self.trial_until) >= 0:
+            import config
+
+            config.revert(self)
+            drop("config")
+            return
         off = self.offline_s()
         if self.stage == 0 and off >= c["wifi_reset_after_s"]:
             log("recovery", "wifi_reset")
@@ -278,7 +337,12 @@ class Board:
             m["result"] = result
         else:
             m["error"] = {"code": code, "message": message}
-        self.outbox.push(store.ACK, self.topic("cmd/ack"), json.dumps(m).encode())
+        try:
+            self.outbox.push(store.ACK, self.topic("cmd/ack"), json.dumps(m).encode())
+        except ValueError as e:  # a result too large to send: say so instead
+            if not ok:
+                raise
+            self.ack(cid, cmd, False, code="too_large", message=str(e))
 
     def _on_message(self, topic, payload):
         spec = "spec_" + self.kind
@@ -324,6 +388,9 @@ class Board:
         if cl.state == self.mqtt.UP:
             self._drain()
             cl.poll()
+            if self.sub_retry is not None and time.ticks_diff(now, self.sub_retry) >= 0:
+                self.sub_retry = time.ticks_add(now, 30000)
+                cl.subscribe(self.topic("cmd"), 1)
         if time.ticks_diff(now, self.telemetry_next) >= 0:
             self.telemetry_next = time.ticks_add(now, self.cfg["telemetry_interval_s"] * 1000)
             import telemetry
@@ -347,6 +414,39 @@ class Board:
             return s.due_us(time.ticks_us()) // 1000
         return min(s.due_ms(time.ticks_ms()), 20)
 
+    def boot_ok(self):
+        """This boot held (its loop ran BOOT_OK_S, or it went to sleep on purpose): clear
+        the failed-boot count. Not in safe mode, which only an operator's reboot leaves."""
+        if self.fails and not self.safe:
+            store.write_atomic(self.root + "/bootfails", "0")
+            self.fails = 0
+
+    def _crashed(self, e):
+        """The crash barrier: an exception in a pass of the loop is logged, counted and
+        reported (telemetry `loop_errors`, a `fault` event); ERRORS_BEFORE_RESET of them
+        within ERROR_WINDOW_MS reset the board, which counts as a failed boot."""
+        sys.print_exception(e)
+        self.loop_errors += 1
+        now = time.ticks_ms()
+        if not self.err_burst or time.ticks_diff(now, self.err_at) > ERROR_WINDOW_MS:
+            self.err_burst = 0
+            self.err_at = now
+        self.err_burst += 1
+        text = repr(e)[:120]
+        if self.err_burst >= ERRORS_BEFORE_RESET:
+            log("crash", "reset after", self.err_burst, "errors")
+            try:
+                store.write_atomic(self.root + "/lasterror", text)
+            except OSError:
+                pass
+            machine.reset()
+        try:
+            self.event("fault", "instant", "warning",
+                       {"where": "loop", "error": text, "count": self.loop_errors})
+        except Exception as e2:  # the report itself failed (a full heap): counted anyway
+            sys.print_exception(e2)
+        return 100
+
     def healthy(self, now):
         """Sampling keeps up and the network is up or still within its recovery budget."""
         return self.offline_s() < self.cfg["reset_after_s"] + 30
@@ -357,14 +457,49 @@ class Board:
         t = lookup.wdt_ms(self.cfg)  # a DNS look-up must fit in it
         drop("lookup")
         log("wdt", t)
-        self.wdt = machine.WDT(timeout=t)
+        self.wdt = machine.WDT(timeout=t)  # the configured timeout, after main.py's boot one
+        ok_at = time.ticks_add(time.ticks_ms(), BOOT_OK_S * 1000)
         while True:
-            d = self.step()
+            try:
+                d = self.step()
+                if self.fails and time.ticks_diff(time.ticks_ms(), ok_at) >= 0:
+                    self.boot_ok()
+            except Exception as e:
+                d = self._crashed(e)
             if d > 0:
                 time.sleep_ms(d)
 
 
-def main():
+class Idle:
+    """The sensor of a board in safe mode: nothing is read, so nothing here can fail."""
+
+    def tick(self, now):
+        pass
+
+    def due_ms(self, now):
+        return 100
+
+    def due_us(self, now):
+        return 100000
+
+    def metrics(self, m):
+        m["safe_mode"] = True
+
+    def self_test(self):
+        return {"sensor": "safe_mode"}, False
+
+    def configure(self, cfg):
+        pass
+
+    def calibrate(self):
+        return None, "safe mode: no sensor"
+
+    def maybe_sleep(self, board, now):
+        pass
+
+
+def main(wdt=None, fails=0):
     global board
-    board = Board()
+    board = Board(".", fails)
+    board.wdt = wdt
     board.run()

@@ -36,6 +36,12 @@ def handle(self, topic, payload):
             return
         cid = msg["id"]
         cmd = msg["cmd"]
+        if cid in self.seen:  # a QoS 1 redelivery: it ran, and its ack is queued
+            log("cmd", "duplicate", cid)
+            return None
+        self.seen.append(cid)
+        if len(self.seen) > 8:
+            self.seen.pop(0)
         args = msg.get("args", {})
         if not isinstance(args, dict):
             self.ack(cid, cmd, False, code="bad_args", message="args: must be an object")
@@ -85,7 +91,9 @@ def command(self, cid, cmd, args):
         checks["wifi"] = self.wifi_up
         self.ack(cid, cmd, True, {"passed": ok, "checks": checks})
     elif cmd == "reboot":
-        self.ack(cid, cmd, True, {"rebooting": True})
+        # An operator's reboot is a fresh try: it leaves safe mode (main.py counts anew)
+        store.write_atomic(self.root + "/bootfails", "0")
+        self.ack(cid, cmd, True, {"rebooting": True, "safe_mode": bool(self.safe)})
         self.reboot_at = time.ticks_add(time.ticks_ms(), 2000)
     else:
         self.ack(cid, cmd, False, code="unknown_command", message="unknown command: " + cmd)

@@ -4,20 +4,32 @@ A rejected change leaves the stored and running config untouched; never raises o
 input from the network (returns an error message naming the key instead)."""
 
 import json
+import time
+
 import store
 
 
-# "key type min max default;..." -- type i(nt), f(loat), b(ool), s(tring: length bounds).
+# "key type min max default;..." -- type i(nt), f(loat), b(ool), s(tring: length bounds),
+# n(ame: a topic segment, [A-Za-z0-9][A-Za-z0-9_-]*), x (hex id: empty or exactly max digits).
 # Kept as one string (parsed on demand) because a dict of tuples of boxed floats costs
 # several KB of heap on the board. Each sensor has its own table in spec_<kind>.py.
 COMMON = (
-    "site s 1 64 site;node s 1 64 board;wifi_ssid s 0 32 safecity;wifi_key s 0 64 ;"
+    "site n 1 64 site;node n 1 64 board;instance x 0 8 ;"
+    "wifi_ssid s 0 32 safecity;wifi_key s 0 64 ;"
     "broker_host s 1 64 127.0.0.1;broker_port i 1 65535 1883;mqtt_user s 0 64 ;"
     "mqtt_password s 0 64 ;keepalive_s i 5 600 30;telemetry_interval_s i 1 86400 60;"
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
-    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600"
+    "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600;"
+    "net_trial_s i 30 3600 180"
     ";tls b 0 0 0"
 )
+# Set at flash time (flash.sh esp32) and never by set_config: the broker's ACL is per user
+# and topic, so a remote rename would have the broker acknowledge and drop every alarm.
+# tls too: turned off, the board would send its password in clear.
+IDENTITY = ("site", "node", "instance", "mqtt_user", "mqtt_password", "tls")
+# Keys a remote change of which is a trial: kept only once a broker is reached with them.
+NETWORK = ("wifi_ssid", "wifi_key", "broker_host", "broker_port")
+GOOD = "/config.good.json"  # the last config a board ran with (or was told) that worked
 
 
 def entries(table):
@@ -53,11 +65,46 @@ def _check(e, v):
         if not isinstance(v, str):
             return "must be a string"
         return None if lo <= len(v) <= hi else "length must be %d..%d" % (lo, hi)
+    if t == "n" or t == "x":
+        if not isinstance(v, str):
+            return "must be a string"
+        if t == "x":
+            ok = len(v) in (lo, hi) and all(c in "0123456789abcdef" for c in v)
+            return None if ok else "must be %d lowercase hex digits" % hi
+        ok = lo <= len(v) <= hi and (v[0].isalpha() or v[0].isdigit())
+        for c in v:
+            ok = ok and (c.isalpha() or c.isdigit() or c in "_-") and ord(c) < 128
+        return None if ok else "must be 1-64 of A-Z a-z 0-9 _ - starting with a letter or digit"
     if isinstance(v, bool) or not isinstance(v, (int, float)) or \
             (t == "i" and not isinstance(v, int)):
         return "must be " + ("an integer" if t == "i" else "a number")
     if v != v or not lo <= v <= hi:
         return "must be in %s..%s" % (lo, hi)
+    return None
+
+
+def put(cfg, kind, spec, k, v):
+    """Check one key (`kind` with a dict: that sensor key by key) and set it in `cfg` in
+    place; returns the error naming the first bad key, or None. Allocates no copy."""
+    if k == kind and isinstance(v, dict):
+        for k2, v2 in v.items():
+            e = find(spec, k2)
+            if e is None:
+                return "%s.%s: unknown key" % (kind, k2)
+            err = _check(e, v2)
+            if err:
+                return "%s.%s: %s" % (kind, k2, err)
+            cfg[kind][k2] = float(v2) if e[1] == "f" else v2
+        return None
+    e = find(COMMON, k)
+    if e is None:
+        return "%s: unknown key" % k
+    if k == "ntp" and isinstance(v, bool):
+        v = 21600 if v else 0  # older configs: ntp on or off
+    err = _check(e, v)
+    if err:
+        return "%s: %s" % (k, err)
+    cfg[k] = v
     return None
 
 
@@ -71,24 +118,14 @@ def merge(cfg, kind, spec, changes, cross=None):
         new[k] = dict(cfg[k]) if isinstance(cfg[k], dict) else cfg[k]
     for k, v in changes.items():
         if k == kind and isinstance(v, dict):
-            for k2, v2 in v.items():
-                e = find(spec, k2)
-                if e is None:
-                    return None, "%s.%s: unknown key" % (kind, k2)
-                err = _check(e, v2)
+            for k2, v2 in v.items():  # one key at a time: a bad one sets nothing
+                err = put(new, kind, spec, k, {k2: v2})
                 if err:
-                    return None, "%s.%s: %s" % (kind, k2, err)
-                new[kind][k2] = float(v2) if e[1] == "f" else v2
+                    return None, err
             continue
-        e = find(COMMON, k)
-        if e is None:
-            return None, "%s: unknown key" % k
-        if k == "ntp" and isinstance(v, bool):
-            v = 21600 if v else 0  # older configs: ntp on or off
-        err = _check(e, v)
+        err = put(new, kind, spec, k, v)
         if err:
-            return None, "%s: %s" % (k, err)
-        new[k] = v
+            return None, err
     err = cross(new[kind]) if cross else None
     if err:
         return None, "%s.%s" % (kind, err)
@@ -106,8 +143,18 @@ def save(path, cfg):
 
 def command(self, cid, cmd, args):
     """set_config and calibrate for app.Board `self`: validate everything first, then save
-    and apply; a rejected change acks an error and keeps the old config."""
+    and apply; a rejected change acks an error and keeps the old config. A change of
+    network keys is a trial (see revert): the last good config stays beside it."""
     spec = __import__("spec_" + self.kind)
+    for k in IDENTITY:
+        if k in args:
+            self.ack(cid, cmd, False, code="rejected",
+                     message="%s: set at flash time (flash.sh esp32), not remotely" % k)
+            return
+    if self.trial_until is not None:
+        self.ack(cid, cmd, False, code="busy",
+                 message="a network change is on trial: try again once it passed or reverted")
+        return
     if cmd == "calibrate":
         if self.kind != "gas":
             self.ack(cid, cmd, False, code="rejected", message="calibrate: gas boards only")
@@ -122,25 +169,81 @@ def command(self, cid, cmd, args):
     if new is None:
         self.ack(cid, cmd, False, code="bad_args", message=err)
         return
-    if new["tls"] != self.cfg["tls"]:  # off would send the password in clear
-        err = "tls: set only by flashing"
-    elif new["tls"] and self.cfg["ntp"] and not new["ntp"]:  # an ESP32's clock starts in 2000
-        err = "ntp: stays on with tls (the broker's certificate is checked against the clock)"
-    if err:
-        self.ack(cid, cmd, False, code="rejected", message=err)
+    if new["tls"] and self.cfg["ntp"] and not new["ntp"]:  # an ESP32's clock starts in 2000
+        self.ack(cid, cmd, False, code="rejected",
+                 message="ntp: stays on with tls (the broker's certificate is checked against "
+                 "the clock)")
         return
+    net = [k for k in NETWORK if new[k] != self.cfg[k]]
     save(self.root + "/config.json", new)
-    net = False
-    for k in ("site", "node", "broker_host", "broker_port", "mqtt_user", "mqtt_password",
-              "keepalive_s"):
-        net = net or new[k] != self.cfg[k]
+    if not net:
+        save(self.root + GOOD, new)
+    old = self.cfg
     self.cfg = new
+    if net:
+        trial(self, net)
     self.sensor.configure(new)
     if cmd == "calibrate":
         self.ack(cid, cmd, True, {"r0_ohm": round(new["gas"]["r0_ohm"], 1)})
+    elif net:
+        self.ack(cid, cmd, True, {"applied": sorted(args), "trial_s": new["net_trial_s"]})
     else:
         self.ack(cid, cmd, True, {"applied": sorted(args)})
     if net:
-        import setup
+        self.renew = 2  # the loop makes a new client and associates again (app.Board._net)
+    elif new["keepalive_s"] != old["keepalive_s"]:
+        self.renew = 1  # a new client only
+    self.renew_at = time.ticks_add(time.ticks_ms(), 3000)
 
-        setup.make_client(self)
+
+def trial(self, keys):
+    """Start (or, at boot, resume) the trial of a network change: app.Board._net reverts
+    it unless a broker is reached within net_trial_s."""
+    if keys:
+        store.write_atomic(self.root + "/config.trial", ",".join(keys))
+    self.trial_until = time.ticks_add(time.ticks_ms(), self.cfg["net_trial_s"] * 1000)
+
+
+def commit(self):
+    """A broker was reached with the new network settings: they become the good config."""
+    import os
+
+    save(self.root + GOOD, self.cfg)
+    try:
+        os.remove(self.root + "/config.trial")
+    except OSError:
+        pass
+    self.trial_until = None
+    print("fw config trial passed")
+
+
+def revert(self):
+    """No broker within net_trial_s: go back to the last good config and report it."""
+    import os
+
+    try:
+        with open(self.root + "/config.trial") as f:
+            keys = f.read()
+    except OSError:
+        keys = "network"
+    try:
+        with open(self.root + GOOD) as f:
+            good = json.load(f)
+    except (OSError, ValueError):
+        good = None
+    self.trial_until = None
+    try:
+        os.remove(self.root + "/config.trial")
+    except OSError:
+        pass
+    if not isinstance(good, dict):
+        print("fw config trial failed, no good config to go back to")
+        return
+    save(self.root + "/config.json", good)
+    self.cfg = good
+    self.renew = 2
+    self.renew_at = time.ticks_ms()
+    print("fw config trial failed, reverted", keys)
+    self.event("fault", "instant", "warning",
+               {"where": "set_config", "error": "%s: no broker reached within %d s, reverted"
+                % (keys, self.cfg["net_trial_s"])})

@@ -32,6 +32,7 @@ def sleep(f, board, announced):
 
     ms = f.sleep_ms(board)
     save(f)
+    board.boot_ok()  # a deliberate sleep ends a good boot (main.py skips counting the wake)
     if "floating" not in f.faults:
         # ext0 (an RTC GPIO: flood-v1's GPIO27) wakes on the float changing from what it
         # reads now: wet while it is dry, dry while a flood holds, so the end is seen. The

@@ -18,6 +18,9 @@ UP = const(3)
 _CONNECT_TIMEOUT_MS = const(10000)
 _RETRY_MS = const(5000)  # resend an unacknowledged QoS 1 publish (DUP) after this
 _TX_SIZE = const(1024)
+# The largest topic plus payload one PUBLISH can carry: publish() needs topic length (2),
+# packet id (2) and room()'s 8 spare bytes (the fixed header's 3 among them) in _TX_SIZE.
+MAX_MESSAGE = const(_TX_SIZE - 2 - 2 - 8)
 # errno while a TCP connect is still pending: EAGAIN, ENOTCONN, EINPROGRESS (linux and lwIP)
 _PENDING = (11, 107, 115, 119, 128)
 _RX_SIZE = const(512)
@@ -39,7 +42,7 @@ def _cause(e):
 class MQTTClient:
     """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
     on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
-    on_fail(reason: str) when an attempt ends without one.
+    on_fail(reason: str) when an attempt ends without one, on_suback(granted: bool).
 
     `tls`: an SSLContext (tlsctx.py) to wrap every connection in, verifying the broker's
     certificate for `host`; a str says why TLS is wanted but unusable, and then connect()
@@ -61,6 +64,7 @@ class MQTTClient:
         self.on_disconnect = None
         self.on_fail = None
         self.tls = tls
+        self.on_suback = None  # on_suback(granted: bool)
         self.state = DOWN
         self.sock = None
         self.addr = None  # the broker's resolved address, kept across reconnects
@@ -140,7 +144,9 @@ class MQTTClient:
         self._connect_packet()
 
     def _connect_packet(self):
-        flags = 0x02  # clean session: we subscribe again on every connect
+        # A persistent session (clean session 0): commands sent while the board was away are
+        # queued by the broker and arrive after the reconnect. We subscribe again anyway.
+        flags = 0
         vlen = 10 + 2 + len(self.client_id)
         if self.will_topic:
             flags |= 0x04 | 0x20 | 0x08  # will, will retain, will QoS 1
@@ -374,7 +380,10 @@ class MQTTClient:
                 self._u16(pid)
             if self.on_message:
                 self.on_message(topic, self.rxmv[p:end])
-        # SUBACK (0x90) and anything else: nothing to do
+        elif t == 0x90:  # SUBACK: 0x80 is a refusal (MQTT-3.9.3), e.g. by the broker's ACL
+            if self.on_suback:
+                self.on_suback(rx[start + 2] != 0x80)
+        # anything else: nothing to do
 
     # -- encoding helpers (write into the preallocated tx buffer) ------------------------
 

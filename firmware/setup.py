@@ -19,19 +19,45 @@ def defaults(config, kind, spec):
     return d
 
 
-def load(config, path, kind, spec, cross=None):
-    """Defaults overlaid with the file; a broken file falls back to defaults (and says so)."""
-    base = defaults(config, kind, spec)
+def _read(path):
     try:
         with open(path) as f:
-            stored = json.load(f)
-    except (OSError, ValueError) as e:
-        return base, "config: %s unreadable (%s), using defaults" % (path, e)
-    stored = {k: v for k, v in stored.items() if k == kind or config.find(config.COMMON, k)}
-    cfg, err = config.merge(base, kind, spec, stored, cross)
-    if cfg is None:
-        return base, "config: " + err + ", using defaults"
-    return cfg, None
+            d = json.load(f)
+        return d if isinstance(d, dict) else None, None if isinstance(d, dict) else "not an object"
+    except OSError:
+        return None, None
+    except ValueError as e:
+        return None, str(e)
+
+
+def load(config, root, kind, spec, cross=None):
+    """Defaults, then the last good config, then config.json key by key: a bad key is named
+    and skipped, so its last good value stays; one bad key never costs the others, and the
+    board never falls back to factory WiFi or broker settings while a good copy exists."""
+    cfg = defaults(config, kind, spec)
+    errs = []
+    for name in (config.GOOD, "/config.json"):
+        stored, err = _read(root + name)
+        if err:
+            errs.append("%s unreadable (%s)" % (name[1:], err))
+        for k, v in (stored or {}).items():
+            if k in ("gas", "flood", "vibration") and k != kind:
+                continue  # another sensor's section: not ours to check
+            if k == kind and isinstance(v, dict):
+                for k2 in v:
+                    err = config.put(cfg, kind, spec, k, {k2: v[k2]})
+                    if err and name != config.GOOD:
+                        errs.append(err + " (ignored)")
+                continue
+            err = config.put(cfg, kind, spec, k, v)
+            if err and name != config.GOOD:
+                errs.append(err + " (ignored)")
+        del stored
+    err = cross(cfg[kind]) if cross else None
+    if err:
+        errs.append("%s.%s (sensor settings reset to defaults)" % (kind, err))
+        cfg[kind] = config.defaults(spec)
+    return cfg, errs
 
 
 # machine.reset_cause() values of the esp32 port (PWRON_RESET 1 .. SOFT_RESET 5). The port
@@ -39,8 +65,30 @@ def load(config, path, kind, spec, cross=None):
 CAUSES = ("unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft")
 
 
-def setup(self, root):
+def safe_mode(root, fails):
+    """Why this boot runs in safe mode (after more than app.SAFE_AFTER failed boots), or None."""
+    if fails <= app.SAFE_AFTER:
+        return None
+    err = ""
+    try:
+        with open(root + "/lasterror") as f:
+            err = f.read()
+    except OSError:
+        pass
+    return {"reason": "boot_loop", "failed_boots": fails - 1, "error": err}
+
+
+def setup(self, root, fails=0):
     self.root = root
+    self.fails = fails
+    self.safe = safe_mode(root, fails)
+    self.loop_errors = 0
+    self.sub_retry = None
+    self.renew = 0
+    self.renew_at = 0
+    self.seen = []
+    self.err_burst = 0
+    self.err_at = 0
     self.version = app.VERSION
     with open(root + "/board.json") as f:
         self.board = json.load(f)
@@ -49,9 +97,21 @@ def setup(self, root):
     import config
 
     spec = __import__("spec_" + self.kind)
-    self.cfg, err = load(config, root + "/config.json", self.kind, spec.SPEC, spec.cross)
-    if err:
+    self.cfg, errs = load(config, root, self.kind, spec.SPEC, spec.cross)
+    gc.collect()
+    for err in errs:
         app.log("config_error", err)
+    self.config_errors = errs
+    self.trial_until = None
+    try:
+        open(root + "/config.trial").close()
+        config.trial(self, None)  # a network change on trial when the board reset: resume
+    except OSError:
+        if not errs:
+            try:
+                open(root + config.GOOD).close()
+            except OSError:  # first boot after flashing: what flash.sh wrote is the good one
+                config.save(root + config.GOOD, self.cfg)
     del config, spec
     app.drop("config", "spec_" + self.kind)  # reloaded only by commands
     import mqtt
@@ -66,13 +126,17 @@ def setup(self, root):
     rc = machine.reset_cause()
     self.reset_cause = CAUSES[rc] if 0 < rc < len(CAUSES) else "unknown"
     self.seq = 0
-    self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"])
+    self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"],
+                               max_send=2 + mqtt.MAX_MESSAGE)
     self.client = None
     make_client(self)  # big buffers first, while the heap is not yet fragmented
-    mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
-    self.mod = mod
-    gc.collect()
-    self.sensor = self._make_sensor()
+    if self.safe:  # network, MQTT, commands and OTA only: no sensor code is even loaded
+        self.mod = None
+        self.sensor = app.Idle()
+    else:
+        self.mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
+        gc.collect()
+        self.sensor = self._make_sensor()
     self.wlan = network.WLAN(network.STA_IF)
     self.wifi_next = self.t0
     self.wifi_backoff = 1000
@@ -93,36 +157,42 @@ def setup(self, root):
 
 
 def make_client(self):
-    """A new MQTT client (Last Will included), keeping an unacknowledged alarm in flight."""
+    """A new MQTT client (Last Will included), keeping an unacknowledged alarm in flight.
+    The old one is closed and freed first: two clients' buffers do not fit the heap."""
     c = self.cfg
     old = self.client
+    keep = None
     tls = None
-    if c["tls"]:  # the CA on flash changes only with a reflash: a built context is kept
-        tls = getattr(old, "tls", None)
-        if tls is None or isinstance(tls, str):
-            import tlsctx
+    if old is not None:
+        old.close("reconfigured")
+        if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
+            keep = (old.inflight_topic, old.inflight_msg, old.inflight_pid)
+        tls = old.tls  # kept: the CA on flash changes only with a reflash
+        self.client = old = None
+        gc.collect()
+    if not c["tls"]:
+        tls = None
+    elif tls is None or isinstance(tls, str):
+        import tlsctx
 
-            tls, err = tlsctx.context(self.root)
-            app.drop("tlsctx")
-            if err:
-                app.log("config_error", err)
-                tls = err
+        tls, err = tlsctx.context(self.root)
+        app.drop("tlsctx")
+        if err:
+            app.log("config_error", err)
+            tls = err  # the client refuses to connect with it: never in clear
     cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
                          c["broker_port"], c["mqtt_user"].encode() or None,
                          c["mqtt_password"].encode() or None, c["keepalive_s"],
                          self.topic("status"), self.status("offline", "connection_lost"), tls)
-    if old is not None:
-        old.close("reconfigured")
-        if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
-            cl.inflight_topic = old.inflight_topic
-            cl.inflight_msg = old.inflight_msg
-            cl.inflight_pid = old.inflight_pid
+    if keep is not None:
+        cl.inflight_topic, cl.inflight_msg, cl.inflight_pid = keep
     cl.on_connect = self._on_connect
     cl.on_disconnect = self._on_disconnect
     cl.on_fail = self._on_fail
     cl.on_puback = self._on_puback
     cl.reload = self._reload
     cl.on_message = self._on_message
+    cl.on_suback = self._on_suback
     self.client = cl
 
 

@@ -47,11 +47,12 @@ def write_atomic(path, text):
 
 
 class Outbox:
-    def __init__(self, path, max_records=64, max_bytes=24576, max_record=1024):
+    def __init__(self, path, max_records=64, max_bytes=24576, max_record=1024, max_send=1014):
         self.path = path
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.buf = bytearray(_HDR + max_record)
+        self.max_send = max_send  # the largest record body the MQTT client can send
         self.mv = memoryview(self.buf)
         self.offs = []  # file offsets of pending records, oldest first
         self.kinds = []
@@ -88,7 +89,10 @@ class Outbox:
             if f.readinto(body) != n or _sum16(body, n) != ck:
                 self.torn += 1
                 break
-            if state == _PENDING:
+            if state == _PENDING and n > self.max_send:
+                self.drops_alarm += body[0] == ALARM  # stored by older firmware, unsendable
+                self.drops_telemetry += body[0] != ALARM
+            elif state == _PENDING:
                 self.offs.append(off)
                 self.kinds.append(body[0])
             off += _HDR + n
@@ -99,10 +103,11 @@ class Outbox:
             self.compact()
 
     def push(self, kind, topic, payload):
-        """Store a record durably (flushed) before anyone tries to send it."""
+        """Store a record durably (flushed) before anyone tries to send it. One the client
+        could never send raises ValueError and is not stored (it would block the queue)."""
         n = 2 + len(topic) + len(payload)
-        if n + _HDR > len(self.buf):
-            raise ValueError("record too large")
+        if n > self.max_send or n + _HDR > len(self.buf):
+            raise ValueError("record too large: %d bytes, at most %d" % (n, self.max_send))
         while len(self.offs) >= self.max_records or self.size + _HDR + n > self.max_bytes:
             if not self.offs:
                 break

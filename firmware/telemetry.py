@@ -23,7 +23,7 @@ def build(self):
            "queue_depth": self.outbox.depth(),
            "queue_drops_telemetry": self.outbox.drops_telemetry,
            "queue_drops_alarm": self.outbox.drops_alarm,
-           "mqtt_reconnects": self.mqtt_reconnects, "wifi_reconnects": self.wifi_reconnects}
+           "mqtt_reconnects": self.mqtt_reconnects, "loop_errors": self.loop_errors, "wifi_reconnects": self.wifi_reconnects}
     self.sensor.metrics(met)
     m["metrics"] = met
     if not self.online():

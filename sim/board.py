@@ -20,6 +20,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from sim.boardlog import StampedLog
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 UPY = ROOT / "sim" / "upy"
@@ -185,6 +187,7 @@ class SimBoard:
                  t0_us: int | None = None, precompile: bool = True,
                  defaults: dict[str, Any] | None = None, build: Path | None = None,
                  ticks_start_ms: int | None = None, smallint_check: bool = False,
+                 patches: dict[str, str] | None = None,
                  ca_der: bytes | None = None) -> None:
         self.kind = kind
         self.node = node
@@ -225,7 +228,6 @@ class SimBoard:
         """Host monotonic seconds when the supervisor saw the board enter deep sleep."""
         self._gen = 0
         self._files = 0
-        self.crash_restart_s = 2.0
         self.supervise_s = 0.05
         """How often the supervisor looks at the board (a fleet of hundreds looks less often)."""
         self.defaults = defaults if defaults is not None else firmware_defaults()
@@ -235,6 +237,9 @@ class SimBoard:
         if not 0 <= self.ticks_start_ms < TICKS_PERIOD_MS:
             raise ValueError(f"ticks_start_ms must be in 0..{TICKS_PERIOD_MS - 1}")
         self.smallint_check = smallint_check
+        self.patches = dict(patches or {})
+        """Firmware modules replaced by this source (name -> text): a build that breaks."""
+        self.log = StampedLog(self.dir / "board.log", self.board_time)
         self.ca_der = ca_der
         """The broker's CA certificate (DER) that flash.sh writes as ca.der, if any."""
         if kind == "flood":
@@ -264,6 +269,9 @@ class SimBoard:
             else:
                 for src in FIRMWARE.glob("*.py"):
                     shutil.copy(src, self.flash / src.name)
+        for name, text in self.patches.items():
+            (self.flash / f"{name}.mpy").unlink(missing_ok=True)
+            (self.flash / f"{name}.py").write_text(text)
         (self.flash / "board.json").write_text(json.dumps(self.board))
         if self.ca_der is not None:
             (self.flash / "ca.der").write_bytes(self.ca_der)
@@ -290,12 +298,13 @@ class SimBoard:
         for f in ("wdt", "sleep", "wake_ext0"):
             (self.dir / f).unlink(missing_ok=True)
         self.sleep_until = self.ext0 = None
-        with open(self.dir / "board.log", "ab") as log:
-            log.write(f"--- start cause={cause} t={self.board_time():.3f}\n".encode())
-            log.flush()
-            cmd, chip = chip_command(self.heapsize)
-            self.proc = subprocess.Popen(cmd, cwd=self.flash, env={**env, **chip}, stdout=log,
-                                         stderr=subprocess.STDOUT)
+        self.log.drain()  # the last process's lines before this start's
+        self.log.note(f"--- start cause={cause} t={self.board_time():.3f}")
+        cmd, chip = chip_command(self.heapsize)
+        self.proc = subprocess.Popen(cmd, cwd=self.flash, env={**env, **chip},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        self.log.attach(self.proc.stdout, self.node)
         self.starts.append(cause)
 
     def start(self) -> SimBoard:
@@ -339,6 +348,7 @@ class SimBoard:
 
     def stop(self) -> None:
         self.kill()
+        self.log.drain()
         self._stop.set()
         if self._thread:
             self._thread.join(5)
@@ -389,14 +399,29 @@ class SimBoard:
                     self.sleep_until = None
                     self.ext0 = None
                     self._launch(DEEPSLEEP_RESET, EXT0_WAKE if wake else TIMER_WAKE)
-            elif self.board_time() - self.exits[-1][0] >= self.crash_restart_s:
-                # crashed to the REPL: the watchdog resets it after its timeout
-                self._launch(WDT_RESET)
+            else:
+                # Crashed to the REPL. An armed watchdog is not fed there and resets the chip
+                # after its timeout; without one a real board waits at the prompt for ever.
+                due = self._watchdog_due()
+                if due is not None and self.board_time() * 1000 >= due:
+                    self._launch(WDT_RESET)
+
+    def at_repl(self) -> bool:
+        """The firmware ended (an uncaught exception) and nothing will restart the chip:
+        a board in the field sits at the REPL until someone power-cycles it."""
+        with self._lock:
+            p = self.proc
+            if p is None or not self._auto:
+                return False
+            rc = p.poll()
+            return rc is not None and rc not in (EXIT_RESET, EXIT_SOFT_RESET, EXIT_DEEPSLEEP) \
+                and self._watchdog_due() is None
 
     def _note_exit(self, p: subprocess.Popen[bytes], rc: int) -> None:
         if self._seen is p:
             return
         self._seen = p
+        self.log.drain()  # all it printed is in the log once its exit is noted
         self.exits.append((self.board_time(), rc))
         if rc == EXIT_DEEPSLEEP:
             try:
@@ -425,15 +450,21 @@ class SimBoard:
             assert self.sleep_until is not None
             return self.sleep_until, self.ext0
 
-    def _watchdog(self, p: subprocess.Popen[bytes]) -> None:
+    def _watchdog_due(self) -> int | None:
+        """Board milliseconds when the armed watchdog bites, or None if none was armed since
+        the last reset (the file is removed at every start)."""
         try:
             raw = (self.dir / "wdt").read_bytes()
         except OSError:
-            return
+            return None
         if len(raw) < 12:
-            return
+            return None
         last_ms, timeout = struct.unpack("<qI", raw[:12])
-        if self.board_time() * 1000 - last_ms > timeout:
+        return int(last_ms + timeout)
+
+    def _watchdog(self, p: subprocess.Popen[bytes]) -> None:
+        due = self._watchdog_due()
+        if due is not None and self.board_time() * 1000 > due:
             p.send_signal(signal.SIGKILL)
             p.wait()
             self.exits.append((self.board_time(), -9))
@@ -565,11 +596,10 @@ class SimBoard:
             return {}
         return {p: int(v) for p, v in (line.rsplit(" ", 1) for line in text.splitlines())}
 
-    def log_text(self) -> str:
-        try:
-            return (self.dir / "board.log").read_text(errors="replace")
-        except OSError:
-            return ""
+    def log_text(self, stamped: bool = False) -> str:
+        """What the board printed, with the harness's start lines; `stamped`: each line
+        after the board time at which it was read (sim/boardlog.py)."""
+        return self.log.text(stamped)
 
 
 def signal_value(spec: Any, t: float) -> Any:

@@ -76,10 +76,11 @@ class CameraNode:
 
     def start(self) -> CameraNode:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # INFO: each event's log line is what the node says it sent (sim/sent.py)
         with open(self.dir / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(self.config),
-                 "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
+                 "--log-level", "INFO"], stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def alive(self) -> bool:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.scenario import Command, Expect, ExpectNone, Scenario
+
+if TYPE_CHECKING:
+    from sim.sent import Sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,27 @@ def losses(arrivals: list[Arrival]) -> dict[str, list[str]]:
     return dict(out)
 
 
+def unarrived(arrivals: list[Arrival], sent: list[Sent], until_s: float
+              ) -> dict[str, list[str]]:
+    """Per node, events it logged as sent at or before `until_s` that never arrived: each
+    logged (event_id, phase) needs as many distinct (boot, seq) arrivals as times it was
+    logged. Catches what a gap check cannot: the last events of a node."""
+    logged: dict[tuple[str, str, str], list[float | None]] = defaultdict(list)
+    for s in sent:
+        if s.t is None or s.t <= until_s:
+            logged[(s.node, s.event_id, s.phase)].append(s.t)
+    got: dict[tuple[str, str, str], set[tuple[int, int]]] = defaultdict(set)
+    for a in events(arrivals):
+        assert a.doc is not None
+        got[(a.node, str(a.doc["event_id"]), str(a.doc["phase"]))].add(
+            (a.doc["boot"], a.doc["seq"]))
+    out: dict[str, list[str]] = defaultdict(list)
+    for (node, eid, phase), times in logged.items():
+        for t in times[len(got[(node, eid, phase)]):]:
+            out[node].append(f"{eid} {phase}" + ("" if t is None else f" (logged t={t:.2f}s)"))
+    return dict(out)
+
+
 def order_breaks(arrivals: list[Arrival]) -> dict[str, list[str]]:
     """Per node, events that arrived after a later-numbered one of the same boot (repeats
     of a number already seen are at-least-once duplicates, not disorder)."""
@@ -115,6 +139,10 @@ def order_breaks(arrivals: list[Arrival]) -> dict[str, list[str]]:
             out[a.node].append(f"boot {key[1]}: seq {key[2]} after {prev}")
         last[key[:2]] = max(prev, key[2])
     return dict(out)
+
+
+def _counted(sent: list[Sent], until_s: float) -> int:
+    return sum(1 for s in sent if s.t is None or s.t <= until_s)
 
 
 def _ranges(nums: list[int]) -> str:
@@ -166,7 +194,10 @@ def check_command(index: int, c: Command, arrivals: list[Arrival], targets: list
     return Verdict(name, True, f"{len(targets)} node(s) acked as expected")
 
 
-def judge(scenario: Scenario, arrivals: list[Arrival]) -> list[Verdict]:
+def judge(scenario: Scenario, arrivals: list[Arrival], sent: list[Sent] | None = None
+          ) -> list[Verdict]:
+    """`sent`: what the nodes logged as sent (sim/sent.py); None when their logs were not
+    read, and then no verdict on it."""
     verdicts = [check_expect(e, arrivals, _ids(scenario, e.node)) for e in scenario.expect]
     verdicts += [check_command(i, c, arrivals, _ids(scenario, c.node))
                  for i, c in enumerate(scenario.commands)]
@@ -177,6 +208,14 @@ def judge(scenario: Scenario, arrivals: list[Arrival]) -> list[Verdict]:
         msg = "; ".join(f"{n}: {', '.join(v)}" for n, v in sorted(lost.items())[:5])
         verdicts.append(Verdict("no event lost (no gaps in boot/seq)", not lost,
                                 msg or "every numbered event arrived"))
+        if sent is not None:
+            missing = unarrived(arrivals, sent, scenario.duration_s)
+            shown = "; ".join(f"{n}: {', '.join(v[:3])}" + (f" (+{len(v) - 3} more)"
+                                                             if len(v) > 3 else "")
+                              for n, v in sorted(missing.items())[:5])
+            verdicts.append(Verdict("every event a node logged as sent arrived", not missing,
+                                    shown or f"all {_counted(sent, scenario.duration_s)} "
+                                    "logged by the nodes arrived"))
     bad = malformed(arrivals)
     verdicts.append(Verdict("every message is a JSON object", not bad,
                             f"{len(bad)} malformed, first on {bad[0].topic} at t={bad[0].t:.2f}s"

@@ -51,7 +51,7 @@ class BoardNode:
         return self.board.pid() if self.board.alive() else None
 
     def log_text(self) -> str:
-        return self.board.log_text()
+        return self.board.log_text(stamped=True)
 
 
 @dataclass

@@ -25,7 +25,6 @@ from sim.physics import (
     Recording,
     Traffic,
 )
-from sim.report import Trace
 from sim.scenario import (
     SENSORS,
     FloodSignal,
@@ -37,6 +36,7 @@ from sim.scenario import (
     Scenario,
     TrafficSignal,
 )
+from sim.timeline import Trace
 
 STEP_S = 0.5
 """Spacing of the ramp points (scenario seconds): finer than any sensor's sampling period,

@@ -18,7 +18,7 @@ from sim import faults, records
 from sim.board import firmware_defaults, firmware_setting_problems
 from sim.brokers import BrokerChoice, open_broker
 from sim.clock import ScenarioClock
-from sim.expect import Arrival, Verdict, judge
+from sim.expect import Arrival, Verdict, judge, unarrived
 from sim.fleet import BoardNode, Fleet, Where
 from sim.inputs import FloodFeed
 from sim.live import LiveTable
@@ -26,6 +26,8 @@ from sim.recorder import ArrivalRecorder
 from sim.report import write_report
 from sim.resources import CpuMeter, cpu_seconds, memory
 from sim.scenario import Scenario, ScenarioError, load_scenario, settings_problems
+from sim.sent import Sent, from_agent_log, from_board_log
+from sim.timeline import build as build_timeline
 
 TICK_S = 0.1
 """Real seconds between the runner's looks at the clock (faults, inputs, the live table)."""
@@ -91,13 +93,14 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
     real_start = time.monotonic()
     shutil.rmtree(options.work, ignore_errors=True)
     options.work.mkdir(parents=True)
+    defaults = firmware_defaults()
     broker = open_broker(options.broker)
     fleet: Fleet | None = None
     recorder: ArrivalRecorder | None = None
     facts: dict[str, Any] = {"broker": broker.name, "time_scale": scenario.time_scale}
     try:
         where = Where(scenario_dir, options.work, options.shared, options.var)
-        fleet = Fleet(scenario, where, broker.host, broker.port, firmware_defaults())
+        fleet = Fleet(scenario, where, broker.host, broker.port, defaults)
         cameras = frozenset(c.id for c in fleet.cameras())
         # Time 0 once every node is powered on: launching one takes about 30 ms.
         clock = ScenarioClock.starting_in(0.5 + 0.04 * len(fleet.nodes), scenario.time_scale)
@@ -123,12 +126,14 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
         broker.close()
     assert recorder is not None and fleet is not None  # else the try block raised
     arrivals = recorder.snapshot()
-    verdicts = judge(scenario, arrivals) + _smallint_verdicts(fleet)
+    sent = sent_by(fleet, clock)
+    verdicts = judge(scenario, arrivals, sent) + _smallint_verdicts(fleet)
     traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
     facts["real_s"] = round(time.monotonic() - real_start, 2)
-    files = write_report(options.report, scenario.name, arrivals, verdicts, traces,
-                         scenario.node_ids(), [(s.start, s.end, s.what) for s in timeline.spans],
-                         facts)
+    tl = build_timeline(scenario, arrivals, traces,
+                        [(s.start, s.end, s.what) for s in timeline.spans], defaults)
+    files = write_report(options.report, scenario.name, arrivals, verdicts, tl, facts,
+                         unarrived(arrivals, sent, scenario.duration_s))
     files["logs"] = _save_logs(fleet, options.report / "logs")
     return Outcome(scenario, verdicts, arrivals, files, facts)
 
@@ -288,6 +293,17 @@ def _own_cpu() -> float:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
+
+
+def sent_by(fleet: Fleet, clock: ScenarioClock) -> list[Sent]:
+    """What every node logged as sent (sim/sent.py), read once it has stopped."""
+    out: list[Sent] = []
+    for node_id, n in fleet.nodes.items():
+        if n.kind == "camera":
+            out += from_agent_log(node_id, n.log_text(), clock.from_real_ts)
+        else:
+            out += from_board_log(node_id, n.log_text())
+    return out
 
 
 def _save_logs(fleet: Fleet | None, dest: Path) -> Path:

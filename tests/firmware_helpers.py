@@ -5,6 +5,7 @@ Only wraps sim.board.SimBoard and the Recorder; never fakes what the firmware se
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,8 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
           config: dict[str, Any] | None = None,
           setup: Callable[[SimBoard], None] | None = None,
           time_scale: float = 1.0,
-          heapsize: str = FIRMWARE_HEAP, port: int | None = None,
+          heapsize: str = FIRMWARE_HEAP,
+          patches: dict[str, str] | None = None, port: int | None = None,
           ca_der: bytes | None = None) -> Iterator[tuple[SimBoard, Recorder]]:
     """A running board and a recorder subscribed to everything from its site. The board
     connects to `port` (default: the broker's plain one; a TLS listener with `ca_der`)."""
@@ -55,7 +57,7 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
             cfg[k] = v
     rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
     b = SimBoard(kind, node, broker.host, port or broker.port, tmp / node, config=cfg,
-                 time_scale=time_scale, heapsize=heapsize, ca_der=ca_der)
+                 time_scale=time_scale, heapsize=heapsize, patches=patches, ca_der=ca_der)
     if kind == "gas":
         b.set_gas_ppm(0)
     elif kind == "flood":
@@ -76,3 +78,19 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
 
 def online(rec: Recorder, timeout: float = 20.0) -> dict[str, Any]:
     return wait_doc(rec, "/status", lambda d: d["state"] == "online", timeout)
+
+
+def command(broker: MosquittoBroker, node: str, cid: str, cmd: str,
+            args: dict[str, Any] | None = None) -> None:
+    """Send one command to a board of the test site (QoS 1, as the platform does)."""
+    import paho.mqtt.publish as publish
+
+    msg: dict[str, Any] = {"id": cid, "cmd": cmd}
+    if args is not None:
+        msg["args"] = args
+    publish.single(f"safecity/v1/test/{node}/cmd", json.dumps(msg), qos=1,
+                   hostname=broker.host, port=broker.port)
+
+
+def ack(rec: Recorder, cid: str, timeout: float = 20.0) -> dict[str, Any]:
+    return wait_doc(rec, "/cmd/ack", lambda d: d["id"] == cid, timeout)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from sim.demo import CAMERA, camera_config
+from sim.sent import from_agent_log
 from tests.mqtt_helpers import Recorder, validate
 
 
@@ -49,6 +50,11 @@ def test_agent_reports_intrusion_and_crowding_on_vtest(broker, tmp_path, yolox_p
     seqs = [d["seq"] for d in docs]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
     assert seqs == list(range(1, len(seqs) + 1)), "no gaps: every numbered event arrived"
+    # the simulator reads from the log what the agent says it sent: exactly what arrived
+    sent = from_agent_log("cam", proc.stdout, lambda ts: ts)
+    assert [(s.type, s.phase, s.event_id) for s in sent] == \
+        [(d["type"], d["phase"], d["event_id"]) for d in docs]
+    assert all(s.t is not None for s in sent)
 
     # intrusions happen where the zone is, on people
     for d in docs:
