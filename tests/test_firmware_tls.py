@@ -156,6 +156,23 @@ def test_keepalive_over_tls_holds_a_quiet_link_and_detects_a_dead_one(tmp_path: 
                     >= 2, 40)
 
 
+def test_a_battery_board_does_a_whole_tls_wake_in_its_bound(tmp_path: Path) -> None:
+    """Deep sleep loses the TLS session with the RAM: every wake connects with a new
+    handshake, and still says it is sleeping within awake_max_s."""
+    cfg = {**TLS, "flood": {"deep_sleep": True, "sleep_s": 10, "alarm_sleep_s": 10,
+                            "awake_max_s": 2}}
+    with tls_broker() as tb, board(tb.broker, tmp_path, "flood", node="bat", config=cfg,
+                                   port=tb.tls_port, ca_der=der(tb.ca)) as (b, rec):
+        wait_doc(rec, "/status", lambda d: d["state"] == "sleeping" and d["boot"] == 1)
+        back = wait_doc(rec, "/status", lambda d: d["state"] == "sleeping" and d["boot"] == 2,
+                        25)
+        assert back["sleep_s"] == 10
+        awake = [int(ms) for ms in re.findall(r"fw deepsleep \d+ \w+ awake_ms (\d+)",
+                                              b.log_text())]
+        assert len(awake) >= 2 and max(awake) < 2000, awake
+        assert b.log_text().count("fw mqtt up") >= 2 and "connect_failed" not in b.log_text()
+
+
 _CLOCK = """
 import mqtt, tlsctx
 ctx, err = tlsctx.context(".")
