@@ -242,17 +242,23 @@ class MQTTClient:
         if self.state == DOWN:
             return
         now = time.ticks_ms()
+        out = self.state != CONNECTING
         try:
             for s, ev in self.poller.ipoll(0):
-                if ev & (select.POLLERR | select.POLLHUP):
+                # 0x20: MP_STREAM_POLL_NVAL, what a TLS socket reports after a failure
+                if ev & (select.POLLERR | select.POLLHUP | 0x20):
                     self.close("socket error")
                     return
                 if ev & select.POLLIN:
                     self._read()
                     if self.state == DOWN:
                         return
+                out = out or ev & select.POLLOUT
+            # Nothing is written before the TCP connect completes: a TLS layer would take an
+            # early error other than EAGAIN (lwIP's ENOTCONN) as the end of the handshake.
             if self.txlen:
-                self._flush(0)
+                if out:
+                    self._flush(0)
             else:
                 self.poller.modify(self.sock, select.POLLIN)
         except (OSError, ValueError) as e:  # ValueError: TLS refused the broker's certificate

@@ -167,6 +167,7 @@ def test_a_battery_board_does_a_whole_tls_wake_in_its_bound(tmp_path: Path) -> N
         back = wait_doc(rec, "/status", lambda d: d["state"] == "sleeping" and d["boot"] == 2,
                         25)
         assert back["sleep_s"] == 10
+        _logged(b, "fw deepsleep ", 2, 10)  # logged right after the status is acknowledged
         awake = [int(ms) for ms in re.findall(r"fw deepsleep \d+ \w+ awake_ms (\d+)",
                                               b.log_text())]
         assert len(awake) >= 2 and max(awake) < 2000, awake
