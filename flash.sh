@@ -353,10 +353,34 @@ def cmd_esp32_config(out, *pairs):
     cfg = {"site": kv["site"], "node": kv["node"], "broker_host": kv["broker_host"],
            "broker_port": int(kv["broker_port"]), "mqtt_user": kv["node"],
            "mqtt_password": first_line(kv["mqtt_password_file"]),
-           "wifi_ssid": kv["wifi_ssid"], "wifi_key": first_line(kv["wifi_pass_file"])}
+           "wifi_ssid": kv["wifi_ssid"], "wifi_key": first_line(kv["wifi_pass_file"]),
+           # A new instance at every flash: the erase resets the boot counter, and event
+           # ids ({node}-{instance}-{boot}-{seq}) must never repeat for a device id.
+           "instance": os.urandom(4).hex()}
     if kv.get("tls") == "1":
         cfg["tls"] = True
     write_atomic(out, (json.dumps(cfg, sort_keys=True) + "\n").encode(), 0o600)
+
+def cmd_outbox_alarms(log, out):
+    """The alarms still queued in a board's outbox.log (firmware/store.py's records: magic
+    0xA5, state 0xFF while pending, u16 length, u16 checksum, then kind, topic length,
+    topic, payload), saved as JSON lines before an erase loses them. Prints their number."""
+    import struct
+    data = open(log, "rb").read()
+    off, alarms = 0, []
+    while off + 6 <= len(data):
+        magic, state, n, _ck = struct.unpack_from("<BBHH", data, off)
+        body = data[off + 6: off + 6 + n]
+        if magic != 0xA5 or n < 2 or len(body) != n:
+            break  # torn at a reset: nothing after it was stored
+        if state == 0xFF and body[0] == 1:
+            tl = body[1]
+            alarms.append({"topic": body[2:2 + tl].decode(errors="replace"),
+                           "payload": body[2 + tl:].decode(errors="replace")})
+        off += 6 + n
+    if alarms:
+        write_atomic(out, "".join(json.dumps(a) + "\n" for a in alarms).encode(), 0o600)
+    print(len(alarms))
 
 def ca_der(path):
     """The one certificate in a PEM or DER file, as DER; dies naming what is wrong."""
@@ -984,6 +1008,27 @@ reset_and_wait_birth() {
   fail "no birth message from $SITE/$ID within $WAIT_S s: is its password line (above) on the broker and the broker reloaded? is WiFi '$WIFI_SSID' in range? (mpremote connect $PORT repl shows the board's log)"
 }
 
+save_outbox() { # alarms the board still holds are read out before the erase loses them
+  section "read the board's outbox before erasing it"
+  local log=${WORK:-$TMP_TEMPLATE}/outbox.log saved n
+  show "$MPREMOTE" connect "$PORT" fs cp :outbox.log "$log"
+  if [[ $DRY_RUN == 1 ]]; then
+    say "would save any undelivered alarms it holds in $NODE_STATE/undelivered-TIME.jsonl"
+    return 0
+  fi
+  saved=$NODE_STATE/undelivered-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+  if ! "$MPREMOTE" connect "$PORT" fs cp :outbox.log "$log" >/dev/null 2>&1; then
+    say "warning: could not read the board's outbox (no MicroPython answering, or no outbox yet): anything it still queued is lost with the erase"
+    return 0
+  fi
+  n=$(helper outbox-alarms "$log" "$saved")
+  if [[ $n == 0 ]]; then
+    say "outbox: no undelivered alarms"
+  else
+    say "warning: the board held $n undelivered alarm(s); saved in $saved before the erase (send them to the platform by hand)"
+  fi
+}
+
 run_esp32() {
   check_esp32
   [[ $DRY_RUN == 1 ]] && say "dry run: printing the commands, running none"
@@ -999,6 +1044,7 @@ run_esp32() {
     return 0
   fi
   fetch_firmware
+  save_outbox
   section "erase and write the firmware (board on $PORT)"
   step "$ESPTOOL" --chip "$FW_CHIP" --port "$PORT" "$ERASE"
   step "$ESPTOOL" --chip "$FW_CHIP" --port "$PORT" "$WRITE" -z "$FW_OFFSET" "$FW_PATH"
@@ -1073,6 +1119,12 @@ stage_tree() { # DIR: everything but the venv, laid out as on the Pi
     "MODEL_PATH=s:/var/lib/safecity-edge/models/$MODEL_RUN" "LABELS=raw:$labels_value"
 }
 
+# Run by the node's own python (not the venv's): pins the venv's numpy to the OS's.
+# Raspberry Pi OS's picamera2 and its compiled helpers (simplejpeg) are built against the
+# OS's numpy; a newer numpy in the venv breaks them ("numpy.dtype size changed",
+# picamera2 issues #1088 and #1211). pip then picks the agent's other packages to match.
+NUMPY_PIN_PY='import importlib.util as u, sys; v = u.find_spec("numpy") and __import__("numpy").__version__; open(sys.argv[1], "w").write("numpy==%s\n" % v if v else ""); print("venv numpy:", v or "any (none in the OS)")'
+
 venv_root() { # the agent in DIR/opt/safecity-edge/venv
   local venv=$ROOT/opt/safecity-edge/venv
   section "agent venv $venv"
@@ -1091,9 +1143,10 @@ venv_root() { # the agent in DIR/opt/safecity-edge/venv
     if [[ $DRY_RUN == 1 || ! -x $venv/bin/python ]]; then
       step "$NODE_PYTHON" -m venv --system-site-packages "$venv"
     fi
-    local idx=()
+    local idx=() pins=$ROOT/opt/safecity-edge/constraints.txt
     [[ -z $WHEELHOUSE ]] || idx=(--no-index --find-links "$ROOT/opt/safecity-edge/wheels")
-    step "$venv/bin/pip" install --quiet "${idx[@]}" "$WHEEL_DEST"
+    step "$NODE_PYTHON" -c "$NUMPY_PIN_PY" "$pins"
+    step "$venv/bin/pip" install --quiet --constraint "$pins" "${idx[@]}" "$WHEEL_DEST"
     step "$venv/bin/pip" install --quiet --no-deps --force-reinstall "${idx[@]}" "$WHEEL_DEST"
   fi
   section "check: the installed agent accepts the generated config"
@@ -1133,7 +1186,8 @@ run_pi_host() {
   local idx=() wheel
   wheel=$opt/wheels/$(basename "$AGENT_WHEEL")
   [[ -z $WHEELHOUSE ]] || idx=(--no-index --find-links "$opt/wheels")
-  remote "$venv/bin/pip" install --quiet "${idx[@]}" "$wheel"
+  remote "$NODE_PYTHON" -c "$NUMPY_PIN_PY" "$opt/constraints.txt"
+  remote "$venv/bin/pip" install --quiet --constraint "$opt/constraints.txt" "${idx[@]}" "$wheel"
   remote "$venv/bin/pip" install --quiet --no-deps --force-reinstall "${idx[@]}" "$wheel"
   remote "$venv/bin/edge-agent" check-config /etc/safecity-edge/node.toml
   remote systemctl daemon-reload

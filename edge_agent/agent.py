@@ -229,10 +229,10 @@ class Agent:
         except (OSError, sqlite3.Error) as exc:  # a failing card: try again next time
             log.error("event=purge_failed reason=%r", str(exc))
 
-    def _command(self, payload: bytes) -> dict[str, Any]:
+    def _command(self, payload: bytes, button: str | None = None) -> dict[str, Any]:
         """Every command gets its ack; the ones that change the node or take a picture also
         leave an audit record (logged and published on the audit topic)."""
-        ack = self.commands.handle(payload)
+        ack = self.commands.handle(payload, button)
         if ack.get("cmd") in AUDITED:
             doc = messages.audit(self.ident, time.time(), ack)
             log.info("event=audit command_id=%s cmd=%s ok=%s changed=%s error=%s",

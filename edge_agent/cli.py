@@ -235,11 +235,12 @@ def _discovery(args: argparse.Namespace) -> int:
         return 2
     if args.remove:
         msgs = discovery.removal_messages(msgs)
+    port = args.port if args.port is not None else (8883 if args.ca_file else 1883)
     try:
-        acked = discovery.publish_once(args.host, args.port, msgs, username=args.username,
-                                       password=password)
-    except OSError as exc:
-        print(f"discovery: broker {args.host}:{args.port}: {exc}", file=sys.stderr)
+        acked = discovery.publish_once(args.host, port, msgs, username=args.username,
+                                       password=password, ca_file=args.ca_file)
+    except discovery.DiscoveryError as exc:
+        print(f"discovery: {exc}", file=sys.stderr)
         return 1
     verb = "removed" if args.remove else "published"
     print(f"{args.site}/{args.node}: {verb} {acked} of {len(msgs)} discovery configs")
@@ -387,7 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--site", required=True)
     disc.add_argument("--node", required=True)
     disc.add_argument("--host", default="127.0.0.1")
-    disc.add_argument("--port", type=int, default=1883)
+    disc.add_argument("--port", type=int, default=None,
+                      help="default 1883, or 8883 with --ca-file")
+    disc.add_argument("--ca-file", help="connect over TLS and verify the broker against "
+                                        "this CA certificate (PEM)")
     disc.add_argument("--username")
     disc.add_argument("--password-file", help="file holding the MQTT password")
     disc.add_argument("--prefix", default="homeassistant")

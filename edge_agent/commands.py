@@ -40,14 +40,19 @@ class CommandError(Exception):
 
 Handler = Callable[[dict[str, Any]], Any]
 
+BUTTONS = ("snapshot", "self_test", "restart")
+"""Commands a dashboard may press on `button/<command>` topics (Home Assistant's buttons);
+everything else needs the `cmd` topic, which the broker grants to operators only."""
+
 
 class Commands:
     def __init__(self, ident: Identity, handlers: dict[str, Handler]) -> None:
         self.ident = ident
         self.handlers = {"ping": lambda args: {"pong": True}} | handlers
 
-    def handle(self, payload: bytes) -> dict[str, Any]:
-        """Return the acknowledgement document for one raw payload."""
+    def handle(self, payload: bytes, only: str | None = None) -> dict[str, Any]:
+        """Return the acknowledgement document for one raw payload. `only`: it came on the
+        button topic of that command, and runs only if it is that command and a button."""
         now = time.time()
 
         def fail(cmd_id: str | None, cmd: str | None, code: str, msg: str) -> dict[str, Any]:
@@ -75,6 +80,10 @@ class Commands:
         unknown = set(doc) - {"id", "cmd", "args"}
         if unknown:
             return fail(cmd_id, cmd, "malformed", f"unknown fields: {sorted(unknown)}")
+        if only is not None and (cmd != only or cmd not in BUTTONS):
+            return fail(cmd_id, cmd, "rejected",
+                        f"{cmd}: not allowed on button/{only} (buttons: {', '.join(BUTTONS)};"
+                        " a button topic runs only the command it names)")
         handler = self.handlers.get(cmd)
         if handler is None:
             return fail(cmd_id, cmd, "unknown_command",

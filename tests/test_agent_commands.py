@@ -24,10 +24,11 @@ class Operator:
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
-    def send(self, payload: bytes | dict, cmd_id: str | None = None, timeout: float = 20):
+    def send(self, payload: bytes | dict, cmd_id: str | None = None, timeout: float = 20,
+             tail: str = "cmd"):
         raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
         before = len(self.rec.matching("/cmd/ack"))
-        self.client.publish(f"{BASE}/cmd", raw, qos=1).wait_for_publish(5)
+        self.client.publish(f"{BASE}/{tail}", raw, qos=1).wait_for_publish(5)
         msgs = self.rec.wait_for(lambda m: len([x for x in m if x.topic.endswith("/cmd/ack")])
                                  > before, timeout=timeout)
         ack = [x for x in msgs if x.topic.endswith("/cmd/ack")][before]
@@ -81,6 +82,13 @@ def test_commands_over_mqtt(broker, tmp_path, yolox_path, vtest_path):
         jpeg = op.rec.wait_for(lambda m: any(x.topic == snap["topic"] for x in m))
         assert [x for x in jpeg if x.topic == snap["topic"]][0].payload[:2] == b"\xff\xd8"
         assert snap["redacted"] is True
+
+        # a dashboard button: its topic runs the command it names, and nothing else
+        pressed = op.send({"id": "ha-1", "cmd": "snapshot"}, "ha-1", tail="button/snapshot")
+        assert pressed["ok"] and pressed["result"]["redacted"] is True
+        ack = op.send({"id": "ha-2", "cmd": "set_config", "args": {"config": {}}}, "ha-2",
+                      tail="button/snapshot")
+        assert not ack["ok"] and ack["error"]["code"] == "rejected"
 
         test = op.send({"id": "t1", "cmd": "self_test"}, "t1")["result"]
         assert test["checks"]["broker"]["ok"] and test["checks"]["camera"]["ok"], test

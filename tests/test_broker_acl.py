@@ -247,6 +247,25 @@ def test_home_assistant_user_announces_and_node_hears_it(secure_broker: SecureBr
         c.close()
 
 
+def test_home_assistant_may_press_exactly_the_button_commands(
+        secure_broker: SecureBroker) -> None:
+    b = secure_broker.broker
+    node = Client(b, "cam-01", USERS["cam-01"], subscribe=[topic("cam-01", "button/+")])
+    other = Client(b, "cam-02", USERS["cam-02"], subscribe=[topic("cam-01", "button/+")])
+    ha = Client(b, "homeassistant", USERS["homeassistant"])
+    for cmd in ("set_config", "get_config", "ping"):
+        assert ha.publish(topic("cam-01", f"button/{cmd}"), b"{}").getName() \
+            == "Not authorized", cmd
+    for cmd in ("snapshot", "self_test", "restart"):
+        assert not ha.publish(topic("cam-01", f"button/{cmd}"), b"{}").is_failure
+    node.wait(lambda: len(node.received) == 3)
+    assert node.topics() == [topic("cam-01", f"button/{c}")
+                             for c in ("snapshot", "self_test", "restart")]
+    assert other.received == []  # another node cannot read this node's buttons
+    for c in (node, other, ha):
+        c.close()
+
+
 def test_tls_listener_verifies_and_applies_the_same_acl(secure_broker: SecureBroker) -> None:
     b = secure_broker.broker
     tls = (secure_broker.tls_port, secure_broker.ca)

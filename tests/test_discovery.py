@@ -19,11 +19,12 @@ from edge_agent.uplink.messages import Identity
 from edge_agent.uplink.topics import Topics
 from sim.broker import MosquittoBroker
 from tests.mqtt_helpers import Recorder, schema_for, validator
+from tests.test_broker_acl import USERS, SecureBroker, make_certs, secure_broker  # noqa: F401
 
 # Home Assistant's documented required options per component, and the option names it
 # knows (integrations/{event,binary_sensor,sensor}.mqtt and integrations/mqtt discovery).
 REQUIRED = {"event": {"state_topic", "event_types"}, "binary_sensor": {"state_topic"},
-            "sensor": {"state_topic"}}
+            "sensor": {"state_topic"}, "camera": {"topic"}, "button": {"command_topic"}}
 COMMON_OPTIONS = {"availability", "device", "origin", "name", "unique_id", "qos",
                   "value_template", "json_attributes_topic", "json_attributes_template",
                   "device_class", "entity_category", "icon", "enabled_by_default"}
@@ -33,14 +34,17 @@ OPTIONS = {
                                        "expire_after", "force_update"},
     "sensor": COMMON_OPTIONS | {"state_topic", "unit_of_measurement", "state_class",
                                 "expire_after", "force_update", "suggested_display_precision"},
+    "camera": COMMON_OPTIONS | {"topic", "image_encoding"},
+    "button": COMMON_OPTIONS | {"command_topic", "command_template", "payload_press", "retain"},
 }
 DEVICE_CLASSES = {
     "binary_sensor": {"gas", "moisture", "vibration", "tamper", "safety", "motion", "occupancy",
                       "problem", "smoke"},
     "event": {"button", "doorbell", "motion"},
+    "button": {"identify", "restart", "update"},
 }
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
-TOPIC = re.compile(r"^homeassistant/(event|binary_sensor|sensor)/([A-Za-z0-9_-]+)/"
+TOPIC = re.compile(r"^homeassistant/(event|binary_sensor|sensor|camera|button)/([A-Za-z0-9_-]+)/"
                    r"([A-Za-z0-9_-]+)/config$")
 ENUM_TYPES = set(validator("event").schema["properties"]["type"]["enum"])
 
@@ -84,6 +88,15 @@ def test_payloads_have_documented_fields_and_contract_topics(kind: str) -> None:
             assert a["topic"] == topics.status and schema_for(a["topic"]) == "status"
             assert (a["payload_available"], a["payload_not_available"]) == ("online", "offline")
             assert "value_json.state" in a["value_template"]
+            for state, shown in (("online", "online"), ("sleeping", "online"),
+                                 ("offline", "offline"), ("safe_mode", "offline")):
+                assert render(a["value_template"], {"state": state}) == shown
+        if component == "camera":  # the node's event snapshots, newest shown
+            assert doc["topic"] == topics.snapshot("+") and kind == "camera"
+            continue
+        if component == "button":
+            assert doc["command_topic"] == topics.button(object_id) and kind == "camera"
+            continue
         assert doc["state_topic"] in contract_topics, doc["state_topic"]
         assert schema_for(doc["state_topic"]) in ("event", "telemetry")
         if "device_class" in doc and component in DEVICE_CLASSES:
@@ -97,7 +110,7 @@ def test_payloads_have_documented_fields_and_contract_topics(kind: str) -> None:
         if component == "sensor":
             assert doc.get("state_class", "measurement") in STATE_CLASSES
     produced = {json.loads(p)["state_topic"].rsplit("/", 1)[1] for _, p in msgs
-                if "/event/" in json.loads(p)["state_topic"]}
+                if "/event/" in json.loads(p).get("state_topic", "")}
     assert produced == set(KIND_EVENTS[kind])
 
 
@@ -123,6 +136,10 @@ def test_narrowed_to_configured_rules_and_bad_input_rejected() -> None:
     msgs = discovery_messages(topics, "camera", event_types=["intrusion"], readings=["fps"])
     assert [t for t, _ in msgs] == ["homeassistant/binary_sensor/n/intrusion/config",
                                     "homeassistant/sensor/n/fps/config",
+                                    "homeassistant/camera/n/latest_snapshot/config",
+                                    "homeassistant/button/n/snapshot/config",
+                                    "homeassistant/button/n/self_test/config",
+                                    "homeassistant/button/n/restart/config",
                                     "homeassistant/sensor/n/uptime/config"]
     with pytest.raises(ValueError, match="unknown node kind 'toaster'"):
         discovery_messages(topics, "toaster")
@@ -235,3 +252,75 @@ def test_cli_publishes_retained_configs_for_a_sensor_board_and_removes_them(
     bad = subprocess.run(run[:-6] + ["--site", "bad site", "--node", "x"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--site 'bad site'" in bad.stderr
+
+
+def test_buttons_send_a_fresh_command_that_the_node_runs_only_on_its_own_topic() -> None:
+    """Each press renders a new command id (nodes answer each id once) and the command its
+    topic names; a node refuses anything else that arrives on a button topic."""
+    from edge_agent.commands import Commands
+
+    topics = Topics("safecity/v1", "s", "n")
+    docs = {t: json.loads(p) for t, p in discovery_messages(topics, "camera")}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    commands = Commands(Identity("s", "n", "camera", 1),
+                        {"snapshot": lambda a: {"taken": True}, "self_test": lambda a: {},
+                         "restart": lambda a: {}, "set_config": lambda a: {}})
+    for cmd in ("snapshot", "self_test", "restart"):
+        doc = docs[f"homeassistant/button/n/{cmd}/config"]
+        presses = []
+        for t in (1.001, 1.002):
+            class Now:
+                def timestamp(self, t: float = t) -> float:
+                    return 1_800_000_000 + t
+            presses.append(json.loads(env.from_string(doc["command_template"]).render(
+                value="PRESS", now=Now)))
+        assert presses[0]["cmd"] == cmd and presses[0]["id"] != presses[1]["id"]
+        ack = commands.handle(json.dumps(presses[0]).encode(), cmd)
+        assert ack["ok"], ack
+    # The ACL lets Home Assistant write button topics only; a node still checks them.
+    for payload, topic_cmd in ((b'{"id": "x", "cmd": "set_config", "args": {}}', "snapshot"),
+                               (b'{"id": "y", "cmd": "set_config", "args": {}}', "set_config"),
+                               (b'{"id": "z", "cmd": "snapshot"}', "restart")):
+        ack = commands.handle(payload, topic_cmd)
+        assert not ack["ok"] and ack["error"]["code"] == "rejected", ack
+
+
+def test_cli_over_tls_and_every_refusal_has_its_reason(secure_broker: SecureBroker,  # noqa: F811
+                                                        tmp_path: Any) -> None:
+    """The production broker (hw/mosquitto: TLS, passwords, the ACL): a board's discovery
+    goes through as the board's own user, and each way it can fail says why."""
+    import subprocess
+    import sys
+
+    sb = secure_broker
+    pw = tmp_path / "pw"
+    pw.write_text(USERS["cam-01"] + "\n")
+    base = [sys.executable, "-m", "edge_agent.cli", "discovery", "--kind", "gas",
+            "--site", "gangnam", "--node", "cam-01", "--port", str(sb.tls_port),
+            "--username", "cam-01", "--password-file", str(pw)]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(base + list(extra), capture_output=True, text=True,
+                              timeout=60)
+
+    ok = run("--ca-file", str(sb.ca))
+    assert ok.returncode == 0, ok.stderr
+    assert "published" in ok.stdout
+    other_ca = tmp_path / "other"
+    other_ca.mkdir()
+    make_certs(other_ca)
+    bad_ca = run("--ca-file", str(other_ca / "ca.crt"))
+    assert bad_ca.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in bad_ca.stderr
+    plain = run()  # no TLS spoken to a TLS listener
+    assert plain.returncode == 1 and "discovery: broker" in plain.stderr
+    pw.write_text("wrong\n")
+    bad_pw = run("--ca-file", str(sb.ca))
+    assert bad_pw.returncode == 1 and "login refused" in bad_pw.stderr
+    pw.write_text(USERS["cam-02"] + "\n")  # another node's user: the ACL refuses
+    denied = subprocess.run([*base[:-4], "--username", "cam-02", "--password-file",
+                             str(pw), "--ca-file", str(sb.ca)],
+                            capture_output=True, text=True, timeout=60)
+    assert denied.returncode == 1 and "every config refused" in denied.stderr
+    assert "Not authorized" in denied.stderr
+    missing = run("--ca-file", str(tmp_path / "nope.crt"))
+    assert missing.returncode == 1 and "nope.crt" in missing.stderr

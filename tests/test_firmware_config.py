@@ -218,3 +218,18 @@ def test_queued_commands_survive_a_broker_restart_with_persistence(tmp_path: Pat
             assert ack(rec2, "kept-1", 40)["ok"]
         finally:
             rec2.close()
+
+
+def test_the_flash_instance_keeps_event_ids_unique_across_reflashes(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """An erase resets the boot counter; flash.sh writes a new `instance` each time, so
+    boot 1's first event differs between two flashes of the same device id."""
+    ids = []
+    for n, inst in enumerate(("0a1b2c3d", "9f8e7d6c")):
+        with board(broker, tmp_path / f"flash{n}", "gas", config={"instance": inst}) as (b, rec):
+            st = online(rec)
+            assert st["instance"] == inst and st["boot"] == 1
+            b.set_gas_ppm(3000)
+            ev = wait_doc(rec, "/event/gas", lambda d: d["phase"] == "start", 30)
+            ids.append(ev["event_id"])
+    assert ids == ["b1-0a1b2c3d-1-1", "b1-9f8e7d6c-1-1"]

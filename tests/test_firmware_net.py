@@ -150,7 +150,7 @@ class S:
         pass
 class B:
     kind = "gas"
-    boot = heap_min = mqtt_reconnects = wifi_reconnects = 1
+    boot = heap_min = mqtt_reconnects = wifi_reconnects = loop_errors = 1
     reset_cause = "power_on"
     version = "x"
     outbox = Q()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import stat
@@ -27,7 +28,7 @@ import paho.mqtt.client as mqtt
 import paho.mqtt.publish as publish
 import pytest
 
-from sim.board import SimBoard
+from sim.board import SimBoard, run_upy
 from sim.broker import MosquittoBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,12 @@ port, rest = args[1], args[2:]
 if not os.path.exists(port):
     print("failed to access " + port, file=sys.stderr); sys.exit(1)
 flash = os.path.join(board, "flash")
-if rest[:2] == ["fs", "cp"]:
+if rest[:2] == ["fs", "cp"] and rest[2].startswith(":"):  # from the board
+    src = os.path.join(flash, rest[2][1:])
+    if not os.path.exists(src):
+        print("cp %s: No such file or directory" % rest[2], file=sys.stderr); sys.exit(1)
+    shutil.copyfile(src, rest[3])
+elif rest[:2] == ["fs", "cp"]:
     assert rest[-1] == ":", rest
     for src in rest[2:-1]:
         print("cp %s :" % src)
@@ -341,6 +347,7 @@ def test_esp32_dry_run_prints_the_ordered_steps_and_writes_nothing(
     lines_in_order(out, "helper ensure-password", "helper passwd-line",
                    f"app.mpy {fw}/app.py", f"vibration.mpy {fw}/vibration.py",
                    "gas-v1.json", "helper esp32-config",
+                   f"mpremote connect {serial_port} fs cp :outbox.log",
                    f"esptool --chip esp32 --port {serial_port} erase-flash",
                    f"esptool --chip esp32 --port {serial_port} write-flash -z 0x1000 "
                    f"{field['fw']}",
@@ -398,9 +405,9 @@ REFUSALS: list[tuple[str, dict[str, str | None], str]] = [
     ("firmware checksum mismatch", {"--firmware-sha256": "0" * 64},
      "checksum mismatch for"),
     ("firmware not the pinned release", {"--firmware-sha256": None},
-     "is not the pinned release ESP32_GENERIC-20241129-v1.24.1.bin"),
+     "is not the pinned release ESP32_GENERIC-20260829-v1.29.0.bin"),
     ("pinned release has no verified checksum", {"--firmware-bin": None, "--firmware-sha256": None},
-     "has no verified sha256 for ESP32_GENERIC-20241129-v1.24.1.bin yet"),
+     "has no verified sha256 for ESP32_GENERIC-20260829-v1.29.0.bin yet"),
     ("unknown option", {"--colour": "red"}, "unknown option '--colour' for mode esp32"),
     ("bad wait", {"--wait-s": "soon"}, "--wait-s 'soon' is not a number of seconds"),
 ]
@@ -500,6 +507,7 @@ def test_bundle_boots_on_the_simulator_and_its_own_credentials_get_it_online(
         (HW / "boards" / "gas-v1.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
     password = (field["home"] / "state" / "nodes" / NODE / "mqtt_password").read_text().strip()
+    assert re.fullmatch("[0-9a-f]{8}", cfg.pop("instance"))  # new at every flash
     assert cfg == {"site": SITE, "node": NODE, "broker_host": "127.0.0.1",
                    "broker_port": broker.port, "mqtt_user": NODE, "mqtt_password": password,
                    "wifi_ssid": SSID, "wifi_key": "correct horse battery"}
@@ -615,8 +623,18 @@ def test_esp32_run_flashes_copies_verifies_resets_and_sees_the_birth_twice_alike
         "--watch-user", "operator", "--watch-pass-file", str(auth_broker.operator_pw),
         "--wait-s", "40", "--passwd-file", str(auth_broker.passwd)]
     env = {"FAKE_BOARD": str(board_dir)}
+    # The board held two undelivered alarms (written by the firmware's own outbox code).
+    run_upy('import store\n'
+            'ob = store.Outbox("ob.log", 8)\n'
+            'ob.push(store.ALARM, b"safecity/v1/s/n/event/gas", b\'{"seq": 1}\')\n'
+            'ob.push(store.TELEMETRY, b"safecity/v1/s/n/telemetry", b"{}")\n'
+            'ob.push(store.ALARM, b"safecity/v1/s/n/event/gas", b\'{"seq": 2}\')\n'
+            'ob.push(store.ALARM, b"safecity/v1/s/n/event/gas", b\'{"seq": 3}\')\n'
+            'ob.done(ob.offs[0])\n', tmp_path / "upy")
+    shutil.copy(tmp_path / "upy" / "ob.log", board_dir / "flash" / "outbox.log")
     hw = BoardOnReset(board_dir, tmp_path)
     runs = []
+    instances: list[str] = []
     try:
         for _ in range(2):
             (board_dir / "calls.log").unlink(missing_ok=True)
@@ -625,24 +643,33 @@ def test_esp32_run_flashes_copies_verifies_resets_and_sees_the_birth_twice_alike
             print(f"run took {time.monotonic() - t0:.1f} s")
             print(r.stdout, r.stderr)  # shown when the test fails
             assert r.returncode == 0, r.stdout + r.stderr
+            instances.append(json.loads((board_dir / "flash" / "config.json").read_text())[
+                "instance"])
             runs.append((r.stdout, tree(board_dir / "flash"),
                          (board_dir / "calls.log").read_text().splitlines(),
                          tree(field["home"] / "state")))
             # the board is still running: take its flash state out of the comparison
     finally:
         hw.close()
+    assert len(set(instances)) == 2 and all(len(i) == 8 for i in instances)
+    saved = sorted((field["home"] / "state" / "nodes" / NODE).glob("undelivered-*.jsonl"))
+    assert "warning: the board held 2 undelivered alarm(s); saved in" in runs[0][0]
+    assert [json.loads(ln)["payload"] for ln in saved[0].read_text().splitlines()] == [
+        '{"seq": 2}', '{"seq": 3}']
     for out, _flash, calls, _state in runs:
         assert f"birth: {SITE}/{NODE} online, kind gas, firmware" in out
         assert "boot 1" in out  # the erase wiped the boot counter: a fresh board
         assert f"verified: {BUNDLE_FILES} files on the board match the bundle" in out
         assert [verb(c) for c in calls] == [
-            "esptool erase-flash", "esptool write-flash", "mpremote fs cp",
+            "mpremote fs cp", "esptool erase-flash", "esptool write-flash", "mpremote fs cp",
             "mpremote fs sha256sum", "mpremote reset"]
-        assert calls[1].endswith(f"write-flash -z 0x1000 {field['fw']}")
+        assert calls[0].split()[-2] == ":outbox.log"  # read out before the erase
+        assert calls[2].endswith(f"write-flash -z 0x1000 {field['fw']}")
         assert "correct horse" not in out
     assert (board_dir / "firmware.txt").read_text().split() == ["0x1000", field["fw_sha"]]
-    # what was copied is exactly the bundle flash.sh builds with --bundle-only
-    bundle = tree(b0)
+    # what was copied is exactly the bundle flash.sh builds with --bundle-only, but for
+    # config.json's instance, new at every flash so event ids never repeat
+    bundle = {k: v for k, v in tree(b0).items() if k != "config.json"}
     assert {k: v for k, v in runs[0][1].items() if k in bundle} == bundle
     # running twice: same files on the board, same credentials, same broker line
     assert {k: v for k, v in runs[1][1].items() if k in bundle} == bundle

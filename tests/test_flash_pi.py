@@ -283,7 +283,9 @@ def test_host_dry_run_prints_the_remote_steps(tmp_path: Path) -> None:
     assert "tar -C" in steps[[i for i, s in enumerate(steps) if "ssh" in s][0]]
     expected = ["sudo systemd-sysusers", "sudo systemd-tmpfiles --create", "sudo udevadm control",
                 "sudo udevadm trigger", "sudo python3 -m venv --system-site-packages",
-                "sudo /opt/safecity-edge/venv/bin/pip install",
+                "sudo python3 -c import",  # the venv's numpy pinned to the OS's
+                "sudo /opt/safecity-edge/venv/bin/pip install --quiet --constraint "
+                "/opt/safecity-edge/constraints.txt",
                 "sudo /opt/safecity-edge/venv/bin/pip install --quiet --no-deps --force-reinstall",
                 f"sudo {PROD_EXEC} check-config /etc/safecity-edge/node.toml",
                 "sudo systemctl daemon-reload", "sudo systemctl enable edge-agent.service",
@@ -374,3 +376,23 @@ def test_models_fetch_cli_works_offline_and_rejects_a_bad_checksum(tmp_path: Pat
     assert r.returncode == 2
     assert "checksum mismatch" in r.stderr and "nothing was installed" in r.stderr
     assert not (tmp_path / "bad" / MODEL["file"]).exists()
+
+
+def test_the_venv_numpy_is_pinned_to_the_one_the_os_python_has(tmp_path: Path) -> None:
+    """What flash.sh runs with the node's own python before pip: the OS's numpy (the one
+    its picamera2 is built against) becomes a constraint; without one, nothing is pinned."""
+    import re
+    import subprocess
+    import sys
+
+    snippet = re.search(r"^NUMPY_PIN_PY='(.*)'$", (ROOT / "flash.sh").read_text(), re.M)
+    assert snippet
+    out = tmp_path / "constraints.txt"
+    r = subprocess.run([sys.executable, "-c", snippet[1], str(out)], capture_output=True,
+                       text=True, check=True)
+    import numpy
+    assert out.read_text() == f"numpy=={numpy.__version__}\n"
+    assert r.stdout.strip() == f"venv numpy: {numpy.__version__}"
+    r = subprocess.run([sys.executable, "-S", "-c", snippet[1], str(out)],  # no site: no numpy
+                       capture_output=True, text=True, check=True)
+    assert out.read_text() == "" and "any" in r.stdout

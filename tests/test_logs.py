@@ -55,3 +55,25 @@ def test_setup_detects_the_journal(monkeypatch: pytest.MonkeyPatch, env: dict[st
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+LOGFMT = r'(?:[A-Za-z_][\w.]*=(?:"(?:[^"\\]|\\.)*"|[^\s"=\\]*))'
+
+
+@pytest.mark.parametrize(("msg", "args", "pairs"), [
+    ("event=x reason=%r host=%s n=%d ok=%s", ("a b", "h", 3, True),
+     {"event": "x", "reason": '"a b"', "host": "h", "n": "3", "ok": "True"}),
+    ("event=y cause=%s", (logs.quote('x "y"'),), {"event": "y", "cause": '"x \\"y\\""'}),
+    ("event=z v=%s path=%s", (None, "/tmp/a=b"), {"event": "z", "v": '""', "path": '"/tmp/a=b"'}),
+    ("event=w v=%.2f", (1.234,), {"event": "w", "v": "1.23"}),
+    ("a library's free text: %s", ("z = 1",), {"msg": '"a library\'s free text: z = 1"'}),
+])
+def test_every_line_is_logfmt_without_python_reprs(msg: str, args: tuple[object, ...],
+                                                   pairs: dict[str, str]) -> None:
+    import re
+
+    line = logs.KeyValueFormatter().format(
+        logging.LogRecord("edge_agent.x", logging.INFO, __file__, 1, msg, args, None))
+    assert re.fullmatch(rf"{LOGFMT}(?: {LOGFMT})*", line), line
+    got = dict(re.findall(r'([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|[^\s"=\\]*)', line))
+    assert {k: got[k] for k in pairs} == pairs

@@ -40,7 +40,8 @@ FAILURE_LOG_EVERY_S = 60.0
 """A broker that stays unreachable is logged at most once a minute (with the attempts made
 meanwhile); the first failure and every change of cause are logged at once."""
 
-CommandHandler = Callable[[bytes], dict[str, Any]]
+CommandHandler = Callable[[bytes, str | None], dict[str, Any]]
+"""(payload, button) -> ack; `button` names the command of a button/<command> topic."""
 
 
 class ConnectFailures:
@@ -142,7 +143,7 @@ class Uplink:
         self._inflight: dict[int, tuple[int, int]] = {}
         self._last_sent = 0
         self._stopping = threading.Event()
-        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=16)
+        self._commands: queue.Queue[tuple[bytes, str | None]] = queue.Queue(maxsize=16)
         self.delivered = 0
         self._pump = threading.Thread(target=self._run_pump, name="uplink-pump", daemon=True)
         self._cmd_worker = threading.Thread(target=self._run_commands, name="uplink-cmd",
@@ -222,7 +223,7 @@ class Uplink:
         self._client.disconnect()
         self._client.loop_stop()
         self._pump.join(5)
-        self._commands.put_nowait(b"") if not self._commands.full() else None
+        self._commands.put_nowait((b"", None)) if not self._commands.full() else None
         self._cmd_worker.join(2)
 
     def publish_ack(self, doc: dict[str, Any]) -> None:
@@ -241,7 +242,7 @@ class Uplink:
         with self._status_lock:
             self._publish_status("online")
             self._status_live = True
-        client.subscribe(self.topics.cmd, qos=1)
+        client.subscribe([(self.topics.cmd, 1), (self.topics.button("+"), 1)])
         if self._on_connect is not None:
             self._on_connect(client)
         self._connected.set()
@@ -269,10 +270,14 @@ class Uplink:
 
     def _handle_message(self, client: mqtt.Client, userdata: Any,
                         msg: mqtt.MQTTMessage) -> None:
+        button = None
         if msg.topic != self.topics.cmd:
-            return
+            prefix = self.topics.button("")
+            if not msg.topic.startswith(prefix):
+                return
+            button = msg.topic[len(prefix):]
         try:
-            self._commands.put_nowait(bytes(msg.payload))
+            self._commands.put_nowait((bytes(msg.payload), button))
         except queue.Full:
             self.publish_ack(messages.ack(self.ident, time.time(), None, None, False,
                                           error=("busy", "command queue is full")))
@@ -284,13 +289,13 @@ class Uplink:
 
     def _run_commands(self) -> None:
         while not self._stopping.is_set():
-            payload = self._commands.get()
+            payload, button = self._commands.get()
             if self._stopping.is_set():
                 return
             if self._on_command is None:
                 continue
             try:
-                self.publish_ack(self._on_command(payload))
+                self.publish_ack(self._on_command(payload, button))
             except Exception:  # a command must never take the node down
                 log.exception("event=command_failed")
                 self.publish_ack(messages.ack(self.ident, time.time(), None, None, False,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.commands import BUTTONS
 from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,14 @@ ENTITIES: dict[str, Latched | OneShot] = {
     "sensor_fault": OneShot("Sensor fault", event_type="value_json.details.fault",
                             event_types=("open", "short", "stuck", "floating", "i2c", "range")),
 }
+
+
+BUTTON_LOOK: dict[str, tuple[str, str | None, str | None]] = {
+    "snapshot": ("Take snapshot", None, None),
+    "self_test": ("Self-test", "diagnostic", None),
+    "restart": ("Restart", "config", "restart"),
+}
+"""Name, entity_category and device_class of each button command."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,9 @@ def discovery_messages(topics: Topics, kind: str, *, prefix: str = "homeassistan
     common: dict[str, Any] = {
         "availability": [{
             "topic": topics.status,
-            "value_template": "{{ value_json.state }}",
+            # safe_mode: the board answers but reads no sensor, so its entities are down
+            "value_template": ("{{ 'offline' if value_json.state in ['offline', 'safe_mode']"
+                               " else 'online' }}"),
             "payload_available": "online",
             "payload_not_available": "offline",
         }],
@@ -225,6 +235,21 @@ def discovery_messages(topics: Topics, kind: str, *, prefix: str = "homeassistan
         if r.diagnostic:
             cfg["entity_category"] = "diagnostic"
         add("sensor", r.key, cfg)
+    if kind == "camera":
+        # The latest event snapshot, as the node publishes it (redacted when its privacy
+        # settings say so: docs/privacy.md); HA shows the newest image on the topic.
+        add("camera", "latest_snapshot", {"name": "Event snapshot", "topic": topics.snapshot("+")})
+        for command in BUTTONS:
+            name, category, device_class = BUTTON_LOOK[command]
+            cfg = {"name": name, "command_topic": topics.button(command), "qos": 1,
+                   "entity_category": category,
+                   # a fresh command id per press: nodes answer each id once
+                   "command_template": ('{"id": "ha-{{ (now().timestamp() * 1000) | int }}",'
+                                        f' "cmd": "{command}"}}'),
+                   "retain": False}
+            if device_class:
+                cfg["device_class"] = device_class
+            add("button", command, cfg)
     add("sensor", "uptime", {
         "name": "Uptime", "state_topic": topics.telemetry, "unit_of_measurement": "s",
         "device_class": "duration", "state_class": "measurement",
@@ -285,28 +310,78 @@ def _paho_publish(client: Any) -> Publish:
     return publish
 
 
+class DiscoveryError(Exception):
+    """Why discovery could not be published, in words a technician can act on."""
+
+
 def publish_once(host: str, port: int, msgs: list[tuple[str, bytes]], *,
                  username: str | None = None, password: str | None = None,
-                 timeout_s: float = 10.0) -> int:
+                 ca_file: str | None = None, timeout_s: float = 10.0) -> int:
     """Publish retained discovery for a node that cannot do it itself (a sensor board: its
     64K heap has no room for the configs), e.g. from flash.sh at install time. The broker
-    keeps them retained, so Home Assistant finds them whenever it (re)starts.
+    keeps them retained, so Home Assistant finds them whenever it (re)starts. `ca_file`:
+    connect over TLS, verifying the broker's certificate against it.
 
-    Returns how many were acknowledged; raises OSError when the broker is unreachable."""
+    MQTT 5, so the broker says why it refuses a login or a publish (its ACL). Returns how
+    many were acknowledged; raises DiscoveryError naming the cause when none can be."""
+    import ssl
+    import threading
+
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.reasoncodes import ReasonCode
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    from edge_agent.uplink.client import connect_cause
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
-    client.connect(host, port)
+    if ca_file is not None:
+        try:
+            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise DiscoveryError(f"CA file {ca_file}: {connect_cause(exc)}") from None
+    done = threading.Condition()
+    connack: list[ReasonCode] = []
+    pubacks: dict[int, ReasonCode] = {}
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        with done:
+            connack.append(rc)
+            done.notify_all()
+
+    def on_publish(c: mqtt.Client, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        with done:
+            pubacks[mid] = rc
+            done.notify_all()
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    where = f"broker {host}:{port}{' (TLS)' if ca_file else ''}"
+    try:
+        client.connect(host, port)
+    except (OSError, ssl.SSLError) as exc:
+        raise DiscoveryError(f"{where}: {connect_cause(exc)}") from None
     client.loop_start()
     try:
-        infos = [client.publish(t, p, qos=1, retain=True) for t, p in msgs]
-        deadline = time.monotonic() + timeout_s
-        for info in infos:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        return sum(info.is_published() for info in infos)
+        with done:
+            if not done.wait_for(lambda: connack, timeout_s):
+                raise DiscoveryError(f"{where}: no answer to the login within {timeout_s:g} s")
+        if connack[0].is_failure:
+            raise DiscoveryError(f"{where}: login refused: {connack[0]}")
+        mids = [client.publish(t, p, qos=1, retain=True).mid for t, p in msgs]
+        with done:
+            done.wait_for(lambda: all(m in pubacks for m in mids), timeout_s)
+        refused = [(t, pubacks[m]) for (t, _), m in zip(msgs, mids, strict=True)
+                   if m in pubacks and pubacks[m].is_failure]
+        ok = sum(1 for m in mids if m in pubacks and not pubacks[m].is_failure)
+        if refused and not ok:
+            raise DiscoveryError(f"{where}: every config refused, e.g. {refused[0][0]}: "
+                                 f"{refused[0][1]} (does the ACL let user {username!r} write "
+                                 "homeassistant/+/<its node>/+/config?)")
+        for topic, rc in refused:
+            log.warning("event=ha_discovery_refused topic=%s reason=%s", topic, rc)
+        return ok
     finally:
         client.disconnect()
         client.loop_stop()

@@ -45,3 +45,8 @@ class Topics:
 
     def zone(self, name: str) -> str:
         return f"{self.base}/zone/{name}"
+
+    def button(self, command: str) -> str:
+        """Where a dashboard presses one command: the topic names it, so a broker ACL can
+        grant exactly these commands (the node runs only the one its topic names)."""
+        return f"{self.base}/button/{command}"
