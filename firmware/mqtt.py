@@ -7,6 +7,7 @@ schedule beyond what poll() is asked to do (the caller owns backoff and the samp
 import select
 import socket
 import struct
+import sys
 import time
 from micropython import const
 
@@ -44,9 +45,9 @@ class MQTTClient:
     on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
     on_fail(reason: str) when an attempt ends without one, on_suback(granted: bool).
 
-    `tls`: an SSLContext (tlsctx.py) to wrap every connection in, verifying the broker's
-    certificate for `host`; a str says why TLS is wanted but unusable, and then connect()
-    raises with it rather than send anything in clear."""
+    `tls`: None for plain MQTT, else the flash folder holding the broker's CA (ca.der):
+    every connection is then wrapped in TLS verifying the broker's certificate for `host`,
+    and connect() raises rather than send anything in clear when it cannot be."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, will_topic=None, will_msg=None, tls=None):
@@ -105,9 +106,8 @@ class MQTTClient:
         """Start connecting; completion is reported by on_connect from poll(). Uses the
         cached address, resolving first when there is none (which may block)."""
         self.close("reconnect")
-        if isinstance(self.tls, str):
-            raise OSError(self.tls)
-        if self.tls is not None and time.gmtime()[0] < 2024:
+        ctx = self._context()
+        if ctx is not None and time.gmtime()[0] < 2024:
             # mbedtls checks the certificate's dates against this clock, which an ESP32
             # starts at 2000-01-01 (ports/esp32 main.c platform_mbedtls_time): a handshake
             # now would fail after seconds of CPU; NTP sets the clock.
@@ -127,12 +127,12 @@ class MQTTClient:
             if e.args[0] not in _PENDING:
                 s.close()
                 raise
-        if self.tls is not None:
+        if ctx is not None:
             # The handshake runs in poll() as the socket becomes ready (reads and writes
             # return None meanwhile), so the loop keeps sampling through it.
             try:
-                s = self.tls.wrap_socket(s, server_hostname=self.host,
-                                         do_handshake_on_connect=False)
+                s = ctx.wrap_socket(s, server_hostname=self.host,
+                                    do_handshake_on_connect=False)
             except Exception as e:  # MemoryError, OSError, ValueError
                 s.close()
                 raise OSError("tls: %s" % e)
@@ -142,6 +142,25 @@ class MQTTClient:
         self.since = time.ticks_ms()
         self.txlen = self.rxlen = self.skip = 0
         self._connect_packet()
+
+    def _context(self):
+        """The TLS context (None for plain MQTT), built at the first connect, on the loop's
+        collected heap rather than boot's, and kept; raises OSError saying why it cannot
+        be built (tried again at the next connect)."""
+        t = self.tls
+        if not isinstance(t, str):
+            return t
+        try:
+            import tlsctx
+
+            ctx, err = tlsctx.context(t)
+        except MemoryError:  # loading tlsctx itself
+            ctx, err = None, "tls: no memory for the TLS context"
+        sys.modules.pop("tlsctx", None)
+        if err:
+            raise OSError(err)
+        self.tls = ctx
+        return ctx
 
     def _connect_packet(self):
         # A persistent session (clean session 0): commands sent while the board was away are
