@@ -21,8 +21,6 @@ VERSION = "0.3.0"
 board: Any = None  # the running Board (main() sets it): app.board at the REPL after Ctrl-C
 SAFE_AFTER = 3  # failed boots in a row, beyond which the board starts in safe mode
 BOOT_OK_S = 60  # seconds a boot must run its loop to count as good (clears `bootfails`)
-ERRORS_BEFORE_RESET = 5  # loop exceptions within ERROR_WINDOW_MS that end in a reset
-ERROR_WINDOW_MS = 60000
 
 
 def log(*parts):
@@ -199,10 +197,10 @@ class Board:
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
         if self.trial_until is not None:
-            import config  # a network change on trial reached a broker: keep it
+            import nettrial  # a network change on trial reached a broker: keep it
 
-            config.commit(self)
-            drop("config")
+            nettrial.commit(self)
+            drop("nettrial", "config")
 
     def _on_suback(self, granted):
         """A refused subscription (the broker's ACL, most often) is a fault: the board
@@ -309,10 +307,10 @@ class Board:
             self.offline_at = self.up_s
             return
         if self.trial_until is not None and time.ticks_diff(now, self.trial_until) >= 0:
-            import config
+            import nettrial
 
-            config.revert(self)
-            drop("config")
+            nettrial.revert(self)
+            drop("nettrial", "config")
             return
         off = self.offline_s()
         if self.stage == 0 and off >= c["wifi_reset_after_s"]:
@@ -358,13 +356,13 @@ class Board:
 
                 config.command(self, *todo)
         except MemoryError:
-            drop("commands", "config", spec)
+            drop("commands", "config", spec, "nettrial")
             try:
                 self.ack(None, None, False, code="busy", message="out of memory, try again")
             except MemoryError:
                 log("cmd", "dropped: out of memory")
         finally:
-            drop("commands", "config", spec)
+            drop("commands", "config", spec, "nettrial")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -421,32 +419,6 @@ class Board:
             store.write_atomic(self.root + "/bootfails", "0")
             self.fails = 0
 
-    def _crashed(self, e):
-        """The crash barrier: an exception in a pass of the loop is logged, counted and
-        reported (telemetry `loop_errors`, a `fault` event); ERRORS_BEFORE_RESET of them
-        within ERROR_WINDOW_MS reset the board, which counts as a failed boot."""
-        sys.print_exception(e)
-        self.loop_errors += 1
-        now = time.ticks_ms()
-        if not self.err_burst or time.ticks_diff(now, self.err_at) > ERROR_WINDOW_MS:
-            self.err_burst = 0
-            self.err_at = now
-        self.err_burst += 1
-        text = repr(e)[:120]
-        if self.err_burst >= ERRORS_BEFORE_RESET:
-            log("crash", "reset after", self.err_burst, "errors")
-            try:
-                store.write_atomic(self.root + "/lasterror", text)
-            except OSError:
-                pass
-            machine.reset()
-        try:
-            self.event("fault", "instant", "warning",
-                       {"where": "loop", "error": text, "count": self.loop_errors})
-        except Exception as e2:  # the report itself failed (a full heap): counted anyway
-            sys.print_exception(e2)
-        return 100
-
     def healthy(self, now):
         """Sampling keeps up and the network is up or still within its recovery budget."""
         return self.offline_s() < self.cfg["reset_after_s"] + 30
@@ -457,45 +429,27 @@ class Board:
         t = lookup.wdt_ms(self.cfg)  # a DNS look-up must fit in it
         drop("lookup")
         log("wdt", t)
-        self.wdt = machine.WDT(timeout=t)  # the configured timeout, after main.py's boot one
+        try:  # the configured timeout, after main.py's boot one
+            self.wdt = machine.WDT(timeout=t)
+        except (OSError, ValueError) as e:  # a port that cannot change an armed watchdog
+            log("wdt", "kept the boot timeout:", e)
         ok_at = time.ticks_add(time.ticks_ms(), BOOT_OK_S * 1000)
         while True:
             try:
                 d = self.step()
                 if self.fails and time.ticks_diff(time.ticks_ms(), ok_at) >= 0:
                     self.boot_ok()
-            except Exception as e:
-                d = self._crashed(e)
+            except Exception as e:  # the crash barrier (crash.py, loaded when needed)
+                d = 100
+                try:
+                    import crash
+
+                    crash.handle(self, e)
+                    drop("crash")
+                except MemoryError:  # no room even to load it: count it and carry on
+                    self.loop_errors += 1
             if d > 0:
                 time.sleep_ms(d)
-
-
-class Idle:
-    """The sensor of a board in safe mode: nothing is read, so nothing here can fail."""
-
-    def tick(self, now):
-        pass
-
-    def due_ms(self, now):
-        return 100
-
-    def due_us(self, now):
-        return 100000
-
-    def metrics(self, m):
-        m["safe_mode"] = True
-
-    def self_test(self):
-        return {"sensor": "safe_mode"}, False
-
-    def configure(self, cfg):
-        pass
-
-    def calibrate(self):
-        return None, "safe mode: no sensor"
-
-    def maybe_sleep(self, board, now):
-        pass
 
 
 def main(wdt=None, fails=0):

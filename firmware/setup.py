@@ -112,7 +112,11 @@ def setup(self, root, fails=0):
     self.trial_until = None
     try:
         open(root + "/config.trial").close()
-        config.trial(self, None)  # a network change on trial when the board reset: resume
+        import nettrial  # a network change on trial when the board reset: resume
+
+        nettrial.start(self, None)
+        del nettrial
+        app.drop("nettrial")
     except OSError:
         if not errs:
             try:
@@ -139,7 +143,9 @@ def setup(self, root, fails=0):
     make_client(self, tls)  # big buffers first, while the heap is not yet fragmented
     if self.safe:  # network, MQTT, commands and OTA only: no sensor code is even loaded
         self.mod = None
-        self.sensor = app.Idle()
+        import idle
+
+        self.sensor = idle.Idle()
     else:
         self.mod = __import__(self.kind)  # gas.py, flood.py or vibration.py
         gc.collect()

@@ -1,0 +1,36 @@
+"""The README's speed figures are those of the latest bench run: the block between its
+markers is exactly what bench/readme.py writes from bench/results/results.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import readme
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_quotes_the_latest_bench_results() -> None:
+    text = (ROOT / "README.md").read_text()
+    results = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
+    start, end = text.index(readme.BEGIN), text.index(readme.END) + len(readme.END)
+    assert text[start:end] == readme.block(results), \
+        "README and bench/results disagree: run `make bench` (it rewrites the README block)"
+
+
+def test_a_new_run_rewrites_the_block_and_marks_missing_figures(tmp_path: Path) -> None:
+    results = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
+    results["machine"]["date"] = "2031-01-02T03:04:05Z"
+    results["figures"] = [f for f in results["figures"]
+                          if f["name"] != readme.KEY[0][1]]
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(results))
+    md = tmp_path / "README.md"
+    md.write_text("intro\n" + readme.BEGIN + "\nold numbers\n" + readme.END + "\nrest\n")
+    assert readme.update(md, res) is True
+    text = md.read_text()
+    assert "old numbers" not in text and "(2031-01-02;" in text
+    assert f"| {readme.KEY[0][2]} | not measured in this run | |" in text
+    assert text.startswith("intro\n") and text.endswith("\nrest\n")
+    assert readme.update(md, res) is False  # nothing changes twice
