@@ -28,26 +28,15 @@ _RX_SIZE = const(512)
 _RERESOLVE_AFTER = const(3)  # failed connection attempts in a row before a new DNS look-up
 
 
-def _cause(e):
-    """Why a connection failed, as one log line: a socket's errno is positive; mbedtls's
-    errors are negative, and its verify text (a ValueError) has a line per reason."""
-    a = e.args
-    if a and a[0] == -0x7280:  # MBEDTLS_ERR_SSL_CONN_EOF: TCP closed under the TLS layer
-        return "closed by broker"
-    if isinstance(e, OSError) and not (a and isinstance(a[0], int) and a[0] < 0):
-        return "socket error"
-    m = a[-1] if a and isinstance(a[-1], str) else str(e)
-    return "tls: " + m.strip().replace("\n", "; ")
-
-
 class MQTTClient:
     """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
     on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
     on_fail(reason: str) when an attempt ends without one, on_suback(granted: bool).
 
-    `tls`: None for plain MQTT, else the flash folder holding the broker's CA (ca.der):
-    every connection is then wrapped in TLS verifying the broker's certificate for `host`,
-    and connect() raises rather than send anything in clear when it cannot be."""
+    `tls`: None for plain MQTT, else the TLS context (tlsctx.py), or the flash folder with
+    ca.der when boot could not make it: every connection is then wrapped in TLS verifying
+    the broker's certificate for `host`, and connect() raises rather than send anything in
+    clear when it cannot be."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, will_topic=None, will_msg=None, tls=None):
@@ -106,12 +95,6 @@ class MQTTClient:
         """Start connecting; completion is reported by on_connect from poll(). Uses the
         cached address, resolving first when there is none (which may block)."""
         self.close("reconnect")
-        ctx = self._context()
-        if ctx is not None and time.gmtime()[0] < 2024:
-            # mbedtls checks the certificate's dates against this clock, which an ESP32
-            # starts at 2000-01-01 (ports/esp32 main.c platform_mbedtls_time): a handshake
-            # now would fail after seconds of CPU; NTP sets the clock.
-            raise OSError("tls: the clock is not set (NTP): certificate dates unknown")
         addr = self.addr
         if addr is None:
             addr = self.resolve()
@@ -127,40 +110,24 @@ class MQTTClient:
             if e.args[0] not in _PENDING:
                 s.close()
                 raise
-        if ctx is not None:
-            # The handshake runs in poll() as the socket becomes ready (reads and writes
-            # return None meanwhile), so the loop keeps sampling through it.
+        if self.tls is not None:
+            # tlsctx.py (loaded per connection, then dropped: no resident heap) wraps the
+            # socket; the handshake runs in poll() as the socket becomes ready.
             try:
-                s = ctx.wrap_socket(s, server_hostname=self.host,
-                                    do_handshake_on_connect=False)
-            except Exception as e:  # MemoryError, OSError, ValueError
+                import tlsctx
+
+                s = tlsctx.wrap(self, s)
+            except MemoryError:
                 s.close()
-                raise OSError("tls: %s" % e)
+                raise OSError("tls: no memory for the TLS context")
+            finally:
+                sys.modules.pop("tlsctx", None)
         self.sock = s
         self.poller.register(s, select.POLLIN | select.POLLOUT)
         self.state = CONNECTING
         self.since = time.ticks_ms()
         self.txlen = self.rxlen = self.skip = 0
         self._connect_packet()
-
-    def _context(self):
-        """The TLS context (None for plain MQTT), built at the first connect, on the loop's
-        collected heap rather than boot's, and kept; raises OSError saying why it cannot
-        be built (tried again at the next connect)."""
-        t = self.tls
-        if not isinstance(t, str):
-            return t
-        try:
-            import tlsctx
-
-            ctx, err = tlsctx.context(t)
-        except MemoryError:  # loading tlsctx itself
-            ctx, err = None, "tls: no memory for the TLS context"
-        sys.modules.pop("tlsctx", None)
-        if err:
-            raise OSError(err)
-        self.tls = ctx
-        return ctx
 
     def _connect_packet(self):
         # A persistent session (clean session 0): commands sent while the board was away are
@@ -281,7 +248,7 @@ class MQTTClient:
             else:
                 self.poller.modify(self.sock, select.POLLIN)
         except (OSError, ValueError) as e:  # ValueError: TLS refused the broker's certificate
-            self.close(_cause(e))
+            self.close(self._cause(e))
             return
         if self.state != UP:
             if time.ticks_diff(now, self.since) > _CONNECT_TIMEOUT_MS:
@@ -301,6 +268,18 @@ class MQTTClient:
                 self.ping_at = now
         if self.inflight_pid and time.ticks_diff(now, self.inflight_at) > _RETRY_MS:
             self.retransmit()
+
+    def _cause(self, e):
+        if self.tls is None:
+            return "socket error"
+        try:
+            import tlsctx
+
+            return tlsctx.cause(e)
+        except MemoryError:
+            return "tls error"
+        finally:
+            sys.modules.pop("tlsctx", None)
 
     def retransmit(self):
         pid = self.inflight_pid
