@@ -90,6 +90,9 @@ Options:
   --wait-s N             how long to wait for the birth message (default 90; 0: no wait)
   --watch-user USER      broker account for watching the birth message (e.g. operator)
   --watch-pass-file F    its password (first line)
+  --ha-discovery         also publish the board's Home Assistant entities (retained, as
+                         the board's own broker user, over TLS with --ca-file): after
+                         its birth message, or with --bundle-only right away
   --ota-key KEY          RSA-2048 key (PEM, private or public): its public modulus is
                          written to the board as ota_key, which every OTA update must be
                          signed for ('$PROG ota --help'); without it the board refuses OTA
@@ -575,7 +578,7 @@ PYEOF
 
 ID=""; SITE=""; BROKER=${SAFECITY_BROKER:-}; STATE_ROOT=""; PASSWD_FILE=""
 PORT=""; BOARD=""; WIFI_SSID=${SAFECITY_WIFI_SSID:-}; WIFI_PASS_FILE=${SAFECITY_WIFI_PASS_FILE:-}
-OTA_KEY=""; FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
+HA_DISCOVERY=0; OTA_KEY=""; FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
 ROOT=""; HOST=""; MODELS_FROM=${SAFECITY_MODELS_FROM:-}; CA_FILE=""; TEMPLATE=""
 WHEEL=""; WHEELHOUSE=""; DEPS_FROM=""; NODE_PYTHON=python3; FIXED_INPUT=0
 
@@ -597,6 +600,7 @@ parse_args() {
       --dry-run) DRY_RUN=1; shift; continue ;;
     esac
     if [[ $MODE:$1 == pi:--fixed-input ]]; then FIXED_INPUT=1; shift; continue; fi
+    if [[ $MODE:$1 == esp32:--ha-discovery ]]; then HA_DISCOVERY=1; shift; continue; fi
     need_value "$@"
     local opt=$1 val=$2
     shift 2
@@ -746,6 +750,9 @@ check_esp32() {
   pinned_sha=$(helper manifest "$MANIFEST" sha256)
   check_esp32_tools
   if [[ -z $BUNDLE_ONLY && -z $PORT ]]; then find_port; fi
+  if [[ $HA_DISCOVERY == 1 ]] && ! PYTHONPATH=$REPO helper check-pi-python 2>/dev/null; then
+    bad "--ha-discovery: $PY cannot import this checkout's edge_agent (run make venv, or set PYTHON)"
+  fi
   checked
   [[ -n $BUNDLE_ONLY ]] && return 0
   pick_waiter
@@ -1102,6 +1109,24 @@ save_outbox() { # alarms the board still holds are read out before the erase los
   fi
 }
 
+ha_discovery() { # the board's entities for Home Assistant (a board has no heap for them)
+  [[ $HA_DISCOVERY == 1 ]] || return 0
+  section "Home Assistant discovery for $ID (edge-agent discovery)"
+  local kind ca=() cmd rc=0
+  kind=$(basename "$BOARD_JSON" .json)
+  kind=${kind%-v*}
+  [[ -z $CA_FILE ]] || ca=(--ca-file "$CA_FILE")
+  cmd=(env PYTHONPATH="$REPO" "$PY" -m edge_agent.cli discovery --kind "$kind" --site "$SITE"
+       --node "$ID" --host "$BROKER_HOST" --port "$BROKER_PORT" --username "$ID"
+       --password-file "$NODE_STATE/mqtt_password" "${ca[@]}")
+  show "${cmd[@]}"
+  [[ $DRY_RUN == 0 ]] || return 0
+  "${cmd[@]}" || rc=$?
+  if [[ $rc != 0 ]]; then # the board works without it: say so, and how to do it later
+    say "warning: Home Assistant discovery was not published (the reason is above); once the broker has the node's password line, run the command above again"
+  fi
+}
+
 run_esp32() {
   check_esp32
   [[ $DRY_RUN == 1 ]] && say "dry run: printing the commands, running none"
@@ -1113,6 +1138,7 @@ run_esp32() {
   if [[ -n $BUNDLE_ONLY ]]; then
     step helper replace-dir "$bundle" "$BUNDLE_ONLY"
     broker_lines
+    ha_discovery
     if [[ $DRY_RUN == 1 ]]; then say "dry run: would write the bundle to $BUNDLE_ONLY"
     else say "bundle ready in $BUNDLE_ONLY (config.json holds secrets: mode 0600)"; fi
     return 0
@@ -1130,6 +1156,7 @@ run_esp32() {
   verify_board "${files[@]}"
   broker_lines
   reset_and_wait_birth
+  ha_discovery
   if [[ $DRY_RUN == 1 ]]; then
     say "dry run: would flash $SITE/$ID as a $(basename "$BOARD_JSON" .json) board; nothing was run"
   else

@@ -860,3 +860,32 @@ def test_logs_of_a_camera_node_follow_its_journal_over_ssh(tmp_path: Path) -> No
     assert bad.returncode == 2
     for needle in ("--host 'pi@'", "--lines 'many'", "unknown option '--colour'"):
         assert needle in bad.stderr, bad.stderr
+
+
+def test_ha_discovery_for_a_board_is_published_as_its_own_user_or_says_why_not(
+        field: dict[str, Any], auth_broker: AuthBroker, tmp_path: Path) -> None:
+    from edge_agent.uplink.discovery import discovery_messages
+    from edge_agent.uplink.topics import Topics
+    from tests.mqtt_helpers import Recorder
+
+    broker = auth_broker.start()
+    args = esp32_args(field, "", f"127.0.0.1:{broker.port}", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(tmp_path / "b")}) + ["--passwd-file", str(auth_broker.passwd),
+                                                    "--ha-discovery"]
+    first = run_flash(args, field["home"])  # the broker does not know the password yet
+    assert first.returncode == 0, first.stderr
+    assert "login refused" in first.stderr and "warning: Home Assistant discovery was not " \
+        "published" in first.stdout
+    auth_broker.reload()
+    again = run_flash(args, field["home"])
+    assert again.returncode == 0, again.stderr
+    want = dict(discovery_messages(Topics("safecity/v1", SITE, NODE), "gas"))
+    assert f"published {len(want)} of {len(want)} discovery configs" in again.stdout
+    ha = Recorder(broker.host, broker.port, "homeassistant/#", username="operator",
+                  password="op-secret")
+    try:
+        got = ha.wait_for(lambda ms: len(ms) >= len(want), 10)
+        assert {m.topic for m in got} == set(want) and all(m.retain for m in got)
+    finally:
+        ha.close()
