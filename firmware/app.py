@@ -225,6 +225,9 @@ class Board:
         self.offline_at = self.up_s
         self.mqtt_next = time.ticks_add(time.ticks_ms(), 500)
 
+    def _on_fail(self, reason):
+        log("mqtt", "connect_failed", reason)
+
     def _on_puback(self, pid):
         ob = self.outbox
         if ob.inflight >= 0:
