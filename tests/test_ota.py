@@ -401,6 +401,17 @@ def test_the_slot_comes_from_the_last_good_state_whatever_the_files_say(tmp_path
     assert got["trial_without_app"][:4] == ["s1", "s1", "rolled_back", "boot_failed"]
 
 
+def test_flash_sh_ota_names_every_bad_argument_at_once(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([str(root / "flash.sh"), "ota", "--site", "bad site", "--canary", "x",
+                        "--key", str(tmp_path / "missing.pem")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    for why in ("--canary 'x' is not a whole number", "missing.pem: no such file",
+                "--site 'bad site' is not a safe MQTT topic segment",
+                "missing --device-id ID or --all", "missing --broker HOST[:PORT]"):
+        assert why in p.stderr
+
+
 def test_the_rollout_logs_in_over_tls_and_names_what_stops_it(
         secure_broker: SecureBroker, tmp_path: Path, keys: dict[str, Path],
         capsys: pytest.CaptureFixture[str]) -> None:
