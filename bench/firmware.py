@@ -287,6 +287,9 @@ def run() -> list[dict[str, Any]]:
             figs += long_run(tmp, broker)
             figs += latency(tmp, broker)
             figs += duty_cycle(tmp, broker)
+            from bench import ota
+
+            figs += ota.run(tmp, broker)
         figs += firmware_tls.run(tmp)
     return figs
 

@@ -11,6 +11,7 @@ import time
 
 import machine
 
+import otastate
 import store
 
 TYPE_CHECKING = False
@@ -80,6 +81,7 @@ class Board:
     wdt_next: Any  # ticks_ms
     net_next: Any  # ticks_ms
     heap_min: int
+    ota: Any  # the OTA transfer under way (ota.Transfer), or None
     fails: int  # failed boots in a row before this one (main.py counts them on flash)
     safe: Any  # None, or why the board runs in safe mode: {"reason", "failed_boots", "error"}
     config_errors: Any  # what config.json had wrong at boot (named keys, ignored)
@@ -98,6 +100,9 @@ class Board:
         setup.setup(self, root, fails)
         del setup
         drop("setup")  # boot-only code leaves the heap
+        self.ota = None
+        if otastate.pending:  # an OTA transfer a reset interrupted goes on
+            __import__("otafetch").resume(self)
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth(), "failed_boots", fails,
             "safe_mode", self.safe["reason"] if self.safe else "no")
@@ -173,6 +178,8 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
+            if otastate.last:  # what the last OTA did, or the version on trial
+                m["ota"] = otastate.last
         if self.safe:
             m["safe_mode"] = self.safe
         if self.config_errors and not reason:
@@ -343,6 +350,10 @@ class Board:
             self.ack(cid, cmd, False, code="too_large", message=str(e))
 
     def _on_message(self, topic, payload):
+        if topic is not None and topic.startswith(b"safecity/v1/_ota/"):
+            if self.ota is not None:  # else a chunk of a transfer that is over: not a command
+                self.ota.chunk_in(self, topic, payload)
+            return
         spec = "spec_" + self.kind
         gc.collect()
         try:
@@ -351,10 +362,8 @@ class Board:
             todo = commands.handle(self, topic, payload)
             del commands
             drop("commands")
-            if todo:
-                import config
-
-                config.command(self, *todo)
+            if todo:  # set_config, calibrate (config.py) or ota (ota.py), loaded alone
+                __import__("ota" if todo[1] == "ota" else "config").command(self, *todo)
         except MemoryError:
             drop("commands", "config", spec, "nettrial")
             try:
@@ -362,7 +371,7 @@ class Board:
             except MemoryError:
                 log("cmd", "dropped: out of memory")
         finally:
-            drop("commands", "config", spec, "nettrial")
+            drop("commands", "config", spec, "nettrial", "ota", "slots")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -378,6 +387,8 @@ class Board:
         if time.ticks_diff(now, self.net_next) >= 0:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
+            if self.ota is not None or otastate.trial is not None:
+                __import__("trial").tick(self, now)  # OTA transfer, trial of a new version
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free

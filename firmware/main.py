@@ -17,6 +17,9 @@ try:
     fails = guard.count()
     del guard
     sys.modules.pop("guard")
+    # The slot the modules come from (OTA), before any of them is imported: a new version
+    # on trial starts its own count of failed boots.
+    fails = __import__("slots").boot(fails)
     import app
 
     app.main(wdt, fails)

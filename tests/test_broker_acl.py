@@ -236,6 +236,24 @@ def test_node_reads_only_its_own_commands(secure_broker: SecureBroker) -> None:
         c.close()
 
 
+def test_nodes_read_ota_bundles_and_only_the_operator_writes_them(
+        secure_broker: SecureBroker) -> None:
+    b = secure_broker.broker
+    chunk = f"safecity/v1/_ota/{SITE}/0123456789abcdef/0"
+    node = Client(b, "cam-01", USERS["cam-01"], subscribe=[f"safecity/v1/_ota/{SITE}/+/+"])
+    ha = Client(b, "homeassistant", USERS["homeassistant"])
+    op = Client(b, "operator", USERS["operator"])
+    assert node.publish(chunk, b"evil").getName() == "Not authorized"
+    assert node.publish(f"safecity/v1/_ota/{SITE}/cam-01/0", b"evil").getName() \
+        == "Not authorized"
+    assert ha.publish(chunk, b"evil").getName() == "Not authorized"
+    assert not op.publish(chunk, b"signed bytes").is_failure
+    node.wait(lambda: len(node.received) > 0)
+    assert node.received == [(chunk, b"signed bytes")]
+    for c in (node, ha, op):
+        c.close()
+
+
 def test_home_assistant_user_announces_and_node_hears_it(secure_broker: SecureBroker) -> None:
     b = secure_broker.broker
     node = Client(b, "cam-01", USERS["cam-01"], subscribe=["homeassistant/status"])

@@ -320,10 +320,11 @@ def test_shellcheck_passes() -> None:
 
 
 @pytest.mark.parametrize("mode, words", [
-    (None, ["esp32", "pi", "--dry-run", "--device-id"]),
+    (None, ["esp32", "pi", "ota", "--dry-run", "--device-id"]),
     ("esp32", ["--port", "--board", "--wifi-pass-file", "--firmware-bin", "--bundle-only",
                "PyPI"]),
     ("pi", ["--root", "--host", "--models-from", "--deps-from", "systemd"]),
+    ("ota", ["--bundle", "--key", "--site", "--device-id", "--all", "--canary", "--dry-run"]),
 ])
 def test_help_for_every_mode(tmp_path: Path, mode: str | None, words: list[str]) -> None:
     r = run_flash(([mode] if mode else []) + ["--help"], tmp_path)
@@ -527,6 +528,23 @@ def test_bundle_boots_on_the_simulator_and_its_own_credentials_get_it_online(
         print(board.log_text()[-3000:])
     assert birth["node"] == NODE and birth["site"] == SITE and birth["kind"] == "gas"
     assert birth["boot"] == 1
+
+
+def test_ota_key_puts_only_the_public_modulus_on_the_board(
+        field: dict[str, Any], tmp_path: Path) -> None:
+    key = tmp_path / "fleet.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    out = tmp_path / "bundle"
+    args = esp32_args(field, "", "127.0.0.1:1883", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(out), "--ota-key": str(key)})
+    r = run_flash(args, field["home"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = subprocess.run(["openssl", "rsa", "-in", str(key), "-noout", "-modulus"], check=True,
+                       capture_output=True, text=True).stdout.strip().split("=")[1]
+    assert (out / "ota_key").read_text() == n.lower() + "\n"
+    assert "PRIVATE" not in "".join(p.read_text(errors="replace") for p in out.iterdir())
 
 
 def test_passwd_line_without_mosquitto_passwd_is_accepted_by_mosquitto(
