@@ -731,7 +731,7 @@ check_esp32() {
       local f
       for f in "$BUNDLE_ONLY"/* "$BUNDLE_ONLY"/.[!.]*; do
         [[ -e $f ]] || continue
-        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der ]] ||
+        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der || $f == */ota_key ]] ||
           bad "--bundle-only $BUNDLE_ONLY holds other files ($(basename "$f")): give an empty or new folder"
       done
     fi
