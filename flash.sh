@@ -121,7 +121,7 @@ hw/camera-node, and enables edge-agent.service.
                for this machine and works at DIR; run inside the image's chroot with
                --root / for an image). Enables with 'systemctl --root=DIR enable'.
   --host U@H   build the tree here, send it over ssh and install, enable and (re)start
-               the service on the Pi with sudo.
+               the service on the Pi with sudo (U@H, or an alias from ~/.ssh/config).
 
 Options:
   --models-from DIR      offline folder holding the model file (env SAFECITY_MODELS_FROM);
@@ -731,7 +731,7 @@ check_esp32() {
       local f
       for f in "$BUNDLE_ONLY"/* "$BUNDLE_ONLY"/.[!.]*; do
         [[ -e $f ]] || continue
-        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der ]] ||
+        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der || $f == */ota_key ]] ||
           bad "--bundle-only $BUNDLE_ONLY holds other files ($(basename "$f")): give an empty or new folder"
       done
     fi
@@ -866,7 +866,9 @@ check_pi() {
     if [[ -e $ROOT && ! -d $ROOT ]]; then bad "--root $ROOT is not a directory"; fi
     ROOT=$(realpath -m -- "$ROOT")
   else
-    [[ $HOST =~ ^[A-Za-z0-9._-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || bad "--host '$HOST' is not USER@HOST"
+    # USER@HOST, or an ssh alias (a Host block of ~/.ssh/config: user, port and key there)
+    [[ $HOST =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+      bad "--host '$HOST' is not USER@HOST or an ssh alias"
     [[ -z $DEPS_FROM ]] || bad "--deps-from works only with --root (it links to a venv on this machine)"
     command -v ssh >/dev/null 2>&1 || bad "missing tool: ssh (Debian package openssh-client)"
   fi
