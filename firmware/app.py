@@ -89,6 +89,7 @@ class Board:
     renew_at: Any  # ticks_ms by which to renew even with records still queued
     renew: int  # set_config asked for a new client (1), and a new WiFi association (2)
     sub_retry: Any  # ticks_ms of the next try after a refused subscription, or None
+    sub_pid: int  # packet id of the last SUBSCRIBE to the cmd topic
     seen: Any  # the last command ids run: a redelivered command is not run twice
     loop_errors: int
     err_burst: int
@@ -200,7 +201,7 @@ class Board:
         self.stage = 0
         cl.publish(self.topic("status"), self.status("safe_mode" if self.safe else "online"),
                    1, True)
-        cl.subscribe(self.topic("cmd"), 1)
+        self.sub_pid = cl.subscribe(self.topic("cmd"), 1)
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
         if self.trial_until is not None:
@@ -209,9 +210,12 @@ class Board:
             nettrial.commit(self)
             drop("nettrial", "config")
 
-    def _on_suback(self, granted):
+    def _on_suback(self, pid, granted):
         """A refused subscription (the broker's ACL, most often) is a fault: the board
-        would never hear a command. Reported, and tried again every 30 s."""
+        would never hear a command. Reported, and tried again every 30 s. Other
+        subscriptions (an update's chunks) answer for themselves."""
+        if pid != self.sub_pid:
+            return
         if granted:
             self.sub_retry = None
             return
@@ -399,7 +403,7 @@ class Board:
             cl.poll()
             if self.sub_retry is not None and time.ticks_diff(now, self.sub_retry) >= 0:
                 self.sub_retry = time.ticks_add(now, 30000)
-                cl.subscribe(self.topic("cmd"), 1)
+                self.sub_pid = cl.subscribe(self.topic("cmd"), 1)
         if time.ticks_diff(now, self.telemetry_next) >= 0:
             self.telemetry_next = time.ticks_add(now, self.cfg["telemetry_interval_s"] * 1000)
             import telemetry

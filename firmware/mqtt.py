@@ -31,7 +31,7 @@ _RERESOLVE_AFTER = const(3)  # failed connection attempts in a row before a new 
 class MQTTClient:
     """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
     on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
-    on_fail(reason: str) when an attempt ends without one, on_suback(granted: bool).
+    on_fail(reason: str) when an attempt ends without one, on_suback(pid, granted: bool).
 
     `tls`: None for plain MQTT, else the TLS context (tlsctx.py), or the flash folder with
     ca.der when boot could not make it: every connection is then wrapped in TLS verifying
@@ -54,7 +54,7 @@ class MQTTClient:
         self.on_disconnect = None
         self.on_fail = None
         self.tls = tls
-        self.on_suback = None  # on_suback(granted: bool)
+        self.on_suback = None  # on_suback(pid, granted: bool)
         self.state = DOWN
         self.sock = None
         self.addr = None  # the broker's resolved address, kept across reconnects
@@ -215,11 +215,13 @@ class MQTTClient:
         return self.state == UP and not self.inflight_pid
 
     def subscribe(self, topic, qos=1):
+        """Queue a SUBSCRIBE; returns its packet id (on_suback names it)."""
         self.pid = self.pid % 65535 + 1
         self._head(0x82, 2 + 2 + len(topic) + 1)
         self._u16(self.pid)
         self._str(topic)
         self._byte(qos)
+        return self.pid
 
     # -- the pump -------------------------------------------------------------------------
 
@@ -386,7 +388,7 @@ class MQTTClient:
                 self.on_message(topic, self.rxmv[p:end])
         elif t == 0x90:  # SUBACK: 0x80 is a refusal (MQTT-3.9.3), e.g. by the broker's ACL
             if self.on_suback:
-                self.on_suback(rx[start + 2] != 0x80)
+                self.on_suback((rx[start] << 8) | rx[start + 1], rx[start + 2] != 0x80)
         # anything else: nothing to do
 
     # -- encoding helpers (write into the preallocated tx buffer) ------------------------

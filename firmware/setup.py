@@ -91,6 +91,7 @@ def setup(self, root, fails=0):
     self.safe = safe_mode(root, fails)
     self.loop_errors = 0
     self.sub_retry = None
+    self.sub_pid = 0
     self.renew = 0
     self.renew_at = 0
     self.seen = []
