@@ -60,11 +60,12 @@ deps-test:
 	$(call apt_install,$(APT_TEST))
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge_agent sim tests models bench
+	$(BIN)/ruff check edge_agent sim tests models bench rollout
 
 typecheck: $(STAMP)
 	$(BIN)/mypy edge_agent
 	$(BIN)/mypy sim --exclude 'sim/upy/'
+	$(BIN)/mypy rollout
 
 # pytest exits 5 when it collects no tests: that is not a failure of the code under test.
 # Two workers: most of the suite waits on real time (scenarios, outages), not on the CPU.

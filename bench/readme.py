@@ -47,11 +47,13 @@ def _value(v: Any) -> str:
 def block(results: dict[str, Any]) -> str:
     """The generated part of the README for these results."""
     m = results["machine"]
+    runs = results.get("runs") or {}
+    dates = ", ".join(f"{g} {d[:10]}" for g, d in sorted(runs.items())) or m["date"][:10]
     by = {(f["group"], f["name"]): f for f in results["figures"]}
     lines = [BEGIN, "",
-             f"From the latest `make bench` run ({m['date'][:10]}; {m['cpu']}, {m['cores']} "
-             f"cores, onnxruntime {m['onnxruntime']}); every figure, with how it was "
-             "measured, is in `bench/results/results.md`:", "",
+             f"From the latest `make bench` run of each group ({dates}; {m['cpu']}, "
+             f"{m['cores']} cores, onnxruntime {m['onnxruntime']}); every figure, with how "
+             "it was measured, is in `bench/results/results.md`:", "",
              "| figure | value | target |", "|---|---|---|"]
     for group, name, label in KEY:
         f = by.get((group, name))

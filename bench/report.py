@@ -47,13 +47,27 @@ def machine() -> dict[str, object]:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def write(figures: list[Figure], out: Path) -> Path:
+def write(figures: list[Figure], out: Path, keep_other_groups: bool = False) -> Path:
+    """Write results.json and results.md. keep_other_groups (a run of some groups only):
+    the other groups' figures of the previous file stay, with the date of their own run
+    (`runs`: group -> date), so nothing older passes for this run's."""
     out.mkdir(parents=True, exist_ok=True)
     m = machine()
+    runs = {f.group: m["date"] for f in figures}
+    old_path = out / "results.json"
+    if keep_other_groups and old_path.exists():
+        old = json.loads(old_path.read_text())
+        old_runs = old.get("runs") or {g["group"]: old["machine"]["date"]
+                                       for g in old.get("figures", [])}
+        kept = [Figure(**f) for f in old.get("figures", []) if f["group"] not in runs]
+        runs = {**{f.group: old_runs[f.group] for f in kept}, **runs}
+        figures = kept + figures
     (out / "results.json").write_text(json.dumps(
-        {"machine": m, "figures": [asdict(f) for f in figures]}, indent=2))
-    lines = ["# Benchmark results", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in m.items()),
-             "", "| group | figure | value | unit | target | met | note |",
+        {"machine": m, "runs": runs, "figures": [asdict(f) for f in figures]}, indent=2))
+    lines = ["# Benchmark results", "",
+             "Machine: " + ", ".join(f"{k}={v}" for k, v in m.items()), "",
+             "Runs: " + ", ".join(f"{g} {d}" for g, d in sorted(runs.items())), "",
+             "| group | figure | value | unit | target | met | note |",
              "|---|---|---|---|---|---|---|"]
     for f in figures:
         met = "" if f.met is None else ("yes" if f.met else "**NO**")

@@ -11,6 +11,7 @@ import time
 
 import machine
 
+import otastate
 import store
 
 TYPE_CHECKING = False
@@ -80,6 +81,7 @@ class Board:
     wdt_next: Any  # ticks_ms
     net_next: Any  # ticks_ms
     heap_min: int
+    ota: Any  # the OTA transfer under way (ota.Transfer), or None
     fails: int  # failed boots in a row before this one (main.py counts them on flash)
     safe: Any  # None, or why the board runs in safe mode: {"reason", "failed_boots", "error"}
     config_errors: Any  # what config.json had wrong at boot (named keys, ignored)
@@ -87,6 +89,7 @@ class Board:
     renew_at: Any  # ticks_ms by which to renew even with records still queued
     renew: int  # set_config asked for a new client (1), and a new WiFi association (2)
     sub_retry: Any  # ticks_ms of the next try after a refused subscription, or None
+    sub_pid: int  # packet id of the last SUBSCRIBE to the cmd topic
     seen: Any  # the last command ids run: a redelivered command is not run twice
     loop_errors: int
     err_burst: int
@@ -98,6 +101,9 @@ class Board:
         setup.setup(self, root, fails)
         del setup
         drop("setup")  # boot-only code leaves the heap
+        self.ota = None
+        if otastate.pending:  # an OTA transfer a reset interrupted goes on
+            __import__("otafetch").resume(self)
         log("boot", self.boot, "kind", self.kind, "reset_cause", self.reset_cause,
             "queued", self.outbox.depth(), "failed_boots", fails,
             "safe_mode", self.safe["reason"] if self.safe else "no")
@@ -173,6 +179,8 @@ class Board:
             m["uptime_ms"] = self.uptime_ms()
             m["version"] = VERSION
             m["reset_cause"] = self.reset_cause
+            if otastate.last:  # what the last OTA did, or the version on trial
+                m["ota"] = otastate.last
         if self.safe:
             m["safe_mode"] = self.safe
         if self.config_errors and not reason:
@@ -193,7 +201,7 @@ class Board:
         self.stage = 0
         cl.publish(self.topic("status"), self.status("safe_mode" if self.safe else "online"),
                    1, True)
-        cl.subscribe(self.topic("cmd"), 1)
+        self.sub_pid = cl.subscribe(self.topic("cmd"), 1)
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
         if self.trial_until is not None:
@@ -202,9 +210,12 @@ class Board:
             nettrial.commit(self)
             drop("nettrial", "config")
 
-    def _on_suback(self, granted):
+    def _on_suback(self, pid, granted):
         """A refused subscription (the broker's ACL, most often) is a fault: the board
-        would never hear a command. Reported, and tried again every 30 s."""
+        would never hear a command. Reported, and tried again every 30 s. Other
+        subscriptions (an update's chunks) answer for themselves."""
+        if pid != self.sub_pid:
+            return
         if granted:
             self.sub_retry = None
             return
@@ -217,6 +228,9 @@ class Board:
         log("mqtt", "down", reason)
         self.offline_at = self.up_s
         self.mqtt_next = time.ticks_add(time.ticks_ms(), 500)
+
+    def _on_fail(self, reason):
+        log("mqtt", "connect_failed", reason)
 
     def _on_puback(self, pid):
         ob = self.outbox
@@ -340,6 +354,10 @@ class Board:
             self.ack(cid, cmd, False, code="too_large", message=str(e))
 
     def _on_message(self, topic, payload):
+        if topic is not None and topic.startswith(b"safecity/v1/_ota/"):
+            if self.ota is not None:  # else a chunk of a transfer that is over: not a command
+                self.ota.chunk_in(self, topic, payload)
+            return
         spec = "spec_" + self.kind
         gc.collect()
         try:
@@ -348,10 +366,8 @@ class Board:
             todo = commands.handle(self, topic, payload)
             del commands
             drop("commands")
-            if todo:
-                import config
-
-                config.command(self, *todo)
+            if todo:  # set_config, calibrate (config.py) or ota (ota.py), loaded alone
+                __import__("ota" if todo[1] == "ota" else "config").command(self, *todo)
         except MemoryError:
             drop("commands", "config", spec, "nettrial")
             try:
@@ -359,7 +375,7 @@ class Board:
             except MemoryError:
                 log("cmd", "dropped: out of memory")
         finally:
-            drop("commands", "config", spec, "nettrial")
+            drop("commands", "config", spec, "nettrial", "ota", "slots")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -375,6 +391,8 @@ class Board:
         if time.ticks_diff(now, self.net_next) >= 0:
             self.net_next = time.ticks_add(now, 100)
             self._net(now)
+            if self.ota is not None or otastate.trial is not None:
+                __import__("trial").tick(self, now)  # OTA transfer, trial of a new version
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free
@@ -385,7 +403,7 @@ class Board:
             cl.poll()
             if self.sub_retry is not None and time.ticks_diff(now, self.sub_retry) >= 0:
                 self.sub_retry = time.ticks_add(now, 30000)
-                cl.subscribe(self.topic("cmd"), 1)
+                self.sub_pid = cl.subscribe(self.topic("cmd"), 1)
         if time.ticks_diff(now, self.telemetry_next) >= 0:
             self.telemetry_next = time.ticks_add(now, self.cfg["telemetry_interval_s"] * 1000)
             import telemetry

@@ -21,10 +21,12 @@ COMMON = (
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
     "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600;"
     "net_trial_s i 30 3600 180"
+    ";tls b 0 0 0"
 )
 # Set at flash time (flash.sh esp32) and never by set_config: the broker's ACL is per user
 # and topic, so a remote rename would have the broker acknowledge and drop every alarm.
-IDENTITY = ("site", "node", "instance", "mqtt_user", "mqtt_password")
+# tls too: turned off, the board would send its password in clear.
+IDENTITY = ("site", "node", "instance", "mqtt_user", "mqtt_password", "tls")
 # Keys a remote change of which is a trial: kept only once a broker is reached with them.
 NETWORK = ("wifi_ssid", "wifi_key", "broker_host", "broker_port")
 GOOD = "/config.good.json"  # the last config a board ran with (or was told) that worked
@@ -166,6 +168,11 @@ def command(self, cid, cmd, args):
     new, err = merge(self.cfg, self.kind, spec.SPEC, args, spec.cross)
     if new is None:
         self.ack(cid, cmd, False, code="bad_args", message=err)
+        return
+    if new["tls"] and self.cfg["ntp"] and not new["ntp"]:  # an ESP32's clock starts in 2000
+        self.ack(cid, cmd, False, code="rejected",
+                 message="ntp: stays on with tls (the broker's certificate is checked against "
+                 "the clock)")
         return
     net = [k for k in NETWORK if new[k] != self.cfg[k]]
     save(self.root + "/config.json", new)

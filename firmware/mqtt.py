@@ -7,6 +7,7 @@ schedule beyond what poll() is asked to do (the caller owns backoff and the samp
 import select
 import socket
 import struct
+import sys
 import time
 from micropython import const
 
@@ -29,10 +30,16 @@ _RERESOLVE_AFTER = const(3)  # failed connection attempts in a row before a new 
 
 class MQTTClient:
     """One connection at a time. Callbacks: on_message(topic: bytes, payload: memoryview),
-    on_puback(pid), on_connect(), on_disconnect(reason: str), on_suback(granted: bool)."""
+    on_puback(pid), on_connect(), on_disconnect(reason: str) after a connection was up,
+    on_fail(reason: str) when an attempt ends without one, on_suback(pid, granted: bool).
+
+    `tls`: None for plain MQTT, else the TLS context (tlsctx.py), or the flash folder with
+    ca.der when boot could not make it: every connection is then wrapped in TLS verifying
+    the broker's certificate for `host`, and connect() raises rather than send anything in
+    clear when it cannot be."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
-                 keepalive=30, will_topic=None, will_msg=None):
+                 keepalive=30, will_topic=None, will_msg=None, tls=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -45,7 +52,9 @@ class MQTTClient:
         self.on_puback = None
         self.on_connect = None
         self.on_disconnect = None
-        self.on_suback = None  # on_suback(granted: bool)
+        self.on_fail = None
+        self.tls = tls
+        self.on_suback = None  # on_suback(pid, granted: bool)
         self.state = DOWN
         self.sock = None
         self.addr = None  # the broker's resolved address, kept across reconnects
@@ -101,6 +110,18 @@ class MQTTClient:
             if e.args[0] not in _PENDING:
                 s.close()
                 raise
+        if self.tls is not None:
+            # tlsctx.py (loaded per connection, then dropped: no resident heap) wraps the
+            # socket; the handshake runs in poll() as the socket becomes ready.
+            try:
+                import tlsctx
+
+                s = tlsctx.wrap(self, s)
+            except MemoryError:
+                s.close()
+                raise OSError("tls: no memory for the TLS context")
+            finally:
+                sys.modules.pop("tlsctx", None)
         self.sock = s
         self.poller.register(s, select.POLLIN | select.POLLOUT)
         self.state = CONNECTING
@@ -152,6 +173,8 @@ class MQTTClient:
         self.txlen = 0
         if was == UP and self.on_disconnect:
             self.on_disconnect(reason)
+        elif was != DOWN and self.on_fail:
+            self.on_fail(reason)
 
     def disconnect(self):
         """Graceful: DISCONNECT (the broker then discards the Last Will)."""
@@ -192,11 +215,13 @@ class MQTTClient:
         return self.state == UP and not self.inflight_pid
 
     def subscribe(self, topic, qos=1):
+        """Queue a SUBSCRIBE; returns its packet id (on_suback names it)."""
         self.pid = self.pid % 65535 + 1
         self._head(0x82, 2 + 2 + len(topic) + 1)
         self._u16(self.pid)
         self._str(topic)
         self._byte(qos)
+        return self.pid
 
     # -- the pump -------------------------------------------------------------------------
 
@@ -205,21 +230,27 @@ class MQTTClient:
         if self.state == DOWN:
             return
         now = time.ticks_ms()
+        out = self.state != CONNECTING
         try:
             for s, ev in self.poller.ipoll(0):
-                if ev & (select.POLLERR | select.POLLHUP):
+                # 0x20: MP_STREAM_POLL_NVAL, what a TLS socket reports after a failure
+                if ev & (select.POLLERR | select.POLLHUP | 0x20):
                     self.close("socket error")
                     return
                 if ev & select.POLLIN:
                     self._read()
                     if self.state == DOWN:
                         return
+                out = out or ev & select.POLLOUT
+            # Nothing is written before the TCP connect completes: a TLS layer would take an
+            # early error other than EAGAIN (lwIP's ENOTCONN) as the end of the handshake.
             if self.txlen:
-                self._flush(0)
+                if out:
+                    self._flush(0)
             else:
                 self.poller.modify(self.sock, select.POLLIN)
-        except OSError:
-            self.close("socket error")
+        except (OSError, ValueError) as e:  # ValueError: TLS refused the broker's certificate
+            self.close(self._cause(e))
             return
         if self.state != UP:
             if time.ticks_diff(now, self.since) > _CONNECT_TIMEOUT_MS:
@@ -239,6 +270,18 @@ class MQTTClient:
                 self.ping_at = now
         if self.inflight_pid and time.ticks_diff(now, self.inflight_at) > _RETRY_MS:
             self.retransmit()
+
+    def _cause(self, e):
+        if self.tls is None:
+            return "socket error"
+        try:
+            import tlsctx
+
+            return tlsctx.cause(e)
+        except MemoryError:
+            return "tls error"
+        finally:
+            sys.modules.pop("tlsctx", None)
 
     def retransmit(self):
         pid = self.inflight_pid
@@ -345,7 +388,7 @@ class MQTTClient:
                 self.on_message(topic, self.rxmv[p:end])
         elif t == 0x90:  # SUBACK: 0x80 is a refusal (MQTT-3.9.3), e.g. by the broker's ACL
             if self.on_suback:
-                self.on_suback(rx[start + 2] != 0x80)
+                self.on_suback((rx[start] << 8) | rx[start + 1], rx[start + 2] != 0x80)
         # anything else: nothing to do
 
     # -- encoding helpers (write into the preallocated tx buffer) ------------------------

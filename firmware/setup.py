@@ -79,11 +79,19 @@ def safe_mode(root, fails):
 
 
 def setup(self, root, fails=0):
+    import tlsctx
+
+    # First, while the heap is in one piece: a TLS context is one block of about 3 KB that
+    # a fragmented heap may not have later (None without ca.der; the client then builds it
+    # at its first connect and says why it cannot).
+    tls = tlsctx.context(root)[0]
+    app.drop("tlsctx")
     self.root = root
     self.fails = fails
     self.safe = safe_mode(root, fails)
     self.loop_errors = 0
     self.sub_retry = None
+    self.sub_pid = 0
     self.renew = 0
     self.renew_at = 0
     self.seen = []
@@ -133,7 +141,7 @@ def setup(self, root, fails=0):
     self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"],
                                max_send=2 + mqtt.MAX_MESSAGE)
     self.client = None
-    make_client(self)  # big buffers first, while the heap is not yet fragmented
+    make_client(self, tls)  # big buffers first, while the heap is not yet fragmented
     if self.safe:  # network, MQTT, commands and OTA only: no sensor code is even loaded
         self.mod = None
         import idle
@@ -162,26 +170,33 @@ def setup(self, root, fails=0):
     self.heap_min = gc.mem_free()
 
 
-def make_client(self):
+def make_client(self, ctx=None):
     """A new MQTT client (Last Will included), keeping an unacknowledged alarm in flight.
     The old one is closed and freed first: two clients' buffers do not fit the heap."""
     c = self.cfg
     old = self.client
     keep = None
+    tls = None
     if old is not None:
         old.close("reconfigured")
         if old.inflight_pid:  # keep the unacknowledged alarm for the new connection
             keep = (old.inflight_topic, old.inflight_msg, old.inflight_pid)
+        tls = old.tls  # its TLS context, kept: the CA on flash changes only with a reflash
         self.client = old = None
         gc.collect()
+    if not c["tls"]:
+        tls = None
+    elif tls is None:
+        tls = ctx or self.root  # or where ca.der is: the client builds its context from it
     cl = self.mqtt.MQTTClient(("%s-%s" % (c["site"], c["node"])).encode(), c["broker_host"],
                          c["broker_port"], c["mqtt_user"].encode() or None,
                          c["mqtt_password"].encode() or None, c["keepalive_s"],
-                         self.topic("status"), self.status("offline", "connection_lost"))
+                         self.topic("status"), self.status("offline", "connection_lost"), tls)
     if keep is not None:
         cl.inflight_topic, cl.inflight_msg, cl.inflight_pid = keep
     cl.on_connect = self._on_connect
     cl.on_disconnect = self._on_disconnect
+    cl.on_fail = self._on_fail
     cl.on_puback = self._on_puback
     cl.reload = self._reload
     cl.on_message = self._on_message

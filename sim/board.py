@@ -177,7 +177,8 @@ class SimBoard:
     `ticks_start_ms` is where time.ticks_ms() starts at every reset (an ESP32 starts at 0;
     the default starts near the 2**30 wrap, see default_ticks_start_ms). `smallint_check`
     has the board report every value it keeps outside the ESP32's 31-bit small ints
-    (sim/upy/_smallint.py; read them with smallint_flags())."""
+    (sim/upy/_smallint.py; read them with smallint_flags()). `ca_der` goes to the flash as
+    ca.der, as flash.sh --ca-file writes it (config `tls: true` makes the board use it)."""
 
     def __init__(self, kind: str, node: str, host: str, port: int, workdir: Path,
                  site: str = "test", config: dict[str, Any] | None = None,
@@ -186,7 +187,8 @@ class SimBoard:
                  t0_us: int | None = None, precompile: bool = True,
                  defaults: dict[str, Any] | None = None, build: Path | None = None,
                  ticks_start_ms: int | None = None, smallint_check: bool = False,
-                 patches: dict[str, str] | None = None) -> None:
+                 patches: dict[str, str] | None = None,
+                 ca_der: bytes | None = None) -> None:
         self.kind = kind
         self.node = node
         self.site = site
@@ -238,6 +240,8 @@ class SimBoard:
         self.patches = dict(patches or {})
         """Firmware modules replaced by this source (name -> text): a build that breaks."""
         self.log = StampedLog(self.dir / "board.log", self.board_time)
+        self.ca_der = ca_der
+        """The broker's CA certificate (DER) that flash.sh writes as ca.der, if any."""
         if kind == "flood":
             pins = self.board["pins"]
             self.ctl["adc_power"] = {str(pins["probe_adc"]): pins["probe_power"]}
@@ -269,6 +273,8 @@ class SimBoard:
             (self.flash / f"{name}.mpy").unlink(missing_ok=True)
             (self.flash / f"{name}.py").write_text(text)
         (self.flash / "board.json").write_text(json.dumps(self.board))
+        if self.ca_der is not None:
+            (self.flash / "ca.der").write_bytes(self.ca_der)
         cfg = self.flash / "config.json"
         if not cfg.exists():
             cfg.write_text(json.dumps(self.config))

@@ -499,6 +499,9 @@ def settings_problems(scenario: Scenario, defaults: dict[str, Any]) -> list[str]
             where = f"nodes[{i}].settings.{key}"
             if key in RESERVED:
                 out.append(f"{where}: set by the simulator")
+            elif key == "tls":  # the board would have no ca.der and no listener to verify
+                out.append(f"{where}: scenarios run boards on plain MQTT (the simulator's "
+                           "broker has no TLS listener)")
             elif key in SENSORS and key != n.kind:
                 out.append(f"{where}: a {n.kind} board has no {key} sensor")
             elif key == n.kind:

@@ -45,8 +45,10 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
           setup: Callable[[SimBoard], None] | None = None,
           time_scale: float = 1.0,
           heapsize: str = FIRMWARE_HEAP,
-          patches: dict[str, str] | None = None) -> Iterator[tuple[SimBoard, Recorder]]:
-    """A running board and a recorder subscribed to everything from its site."""
+          patches: dict[str, str] | None = None, port: int | None = None,
+          ca_der: bytes | None = None) -> Iterator[tuple[SimBoard, Recorder]]:
+    """A running board and a recorder subscribed to everything from its site. The board
+    connects to `port` (default: the broker's plain one; a TLS listener with `ca_der`)."""
     cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FAST.items()}
     for k, v in (config or {}).items():
         if isinstance(v, dict):
@@ -54,8 +56,8 @@ def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
         else:
             cfg[k] = v
     rec = Recorder(broker.host, broker.port, "safecity/v1/test/#")
-    b = SimBoard(kind, node, broker.host, broker.port, tmp / node, config=cfg,
-                 time_scale=time_scale, heapsize=heapsize, patches=patches)
+    b = SimBoard(kind, node, broker.host, port or broker.port, tmp / node, config=cfg,
+                 time_scale=time_scale, heapsize=heapsize, patches=patches, ca_der=ca_der)
     if kind == "gas":
         b.set_gas_ppm(0)
     elif kind == "flood":

@@ -72,7 +72,8 @@ class Recorder:
     """Subscribes with a real client and keeps every message in arrival order."""
 
     def __init__(self, host: str, port: int, topics: str | list[str] = "#",
-                 client_id: str = "", persistent: bool = False) -> None:
+                 client_id: str = "", persistent: bool = False,
+                 username: str | None = None, password: str | None = None) -> None:
         """persistent: a durable session (fixed client_id, clean_session off), so the broker
         queues QoS 1 messages for it while it is away, as a real consumer's would be."""
         self.messages: list[Received] = []
@@ -80,6 +81,8 @@ class Recorder:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=not persistent)
         self.client.reconnect_delay_set(1, 2)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self._topics = [topics] if isinstance(topics, str) else topics
         self._subscribed = threading.Event()
         self.client.on_connect = self._on_connect

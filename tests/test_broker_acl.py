@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from sim.board import SimBoard
 from sim.broker import MosquittoBroker, free_port
+from tests.tls_helpers import der, make_certs
 
 HW = Path(__file__).resolve().parent.parent / "hw" / "mosquitto"
 SITE = "gangnam"
@@ -29,25 +32,6 @@ USERS = {"cam-01": "pw-a", "cam-02": "pw-b", "operator": "pw-op", "homeassistant
 
 def topic(node: str, tail: str) -> str:
     return f"safecity/v1/{SITE}/{node}/{tail}"
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def make_certs(d: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1 (EC keys: fast)."""
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
-             "-subj", "/CN=safecity-test-ca")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
-             "-subj", "/CN=127.0.0.1")
-    ext = d / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
-             "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"),
-             "-days", "2", "-extfile", str(ext))
 
 
 @dataclass
@@ -252,6 +236,24 @@ def test_node_reads_only_its_own_commands(secure_broker: SecureBroker) -> None:
         c.close()
 
 
+def test_nodes_read_ota_bundles_and_only_the_operator_writes_them(
+        secure_broker: SecureBroker) -> None:
+    b = secure_broker.broker
+    chunk = f"safecity/v1/_ota/{SITE}/0123456789abcdef/0"
+    node = Client(b, "cam-01", USERS["cam-01"], subscribe=[f"safecity/v1/_ota/{SITE}/+/+"])
+    ha = Client(b, "homeassistant", USERS["homeassistant"])
+    op = Client(b, "operator", USERS["operator"])
+    assert node.publish(chunk, b"evil").getName() == "Not authorized"
+    assert node.publish(f"safecity/v1/_ota/{SITE}/cam-01/0", b"evil").getName() \
+        == "Not authorized"
+    assert ha.publish(chunk, b"evil").getName() == "Not authorized"
+    assert not op.publish(chunk, b"signed bytes").is_failure
+    node.wait(lambda: len(node.received) > 0)
+    assert node.received == [(chunk, b"signed bytes")]
+    for c in (node, ha, op):
+        c.close()
+
+
 def test_home_assistant_user_announces_and_node_hears_it(secure_broker: SecureBroker) -> None:
     b = secure_broker.broker
     node = Client(b, "cam-01", USERS["cam-01"], subscribe=["homeassistant/status"])
@@ -301,3 +303,52 @@ def test_tls_listener_verifies_and_applies_the_same_acl(secure_broker: SecureBro
     c.tls_set(ca_certs=str(other / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
     with pytest.raises(ssl.SSLCertVerificationError):
         c.connect(b.host, secure_broker.tls_port)
+
+
+def test_a_sensor_board_comes_online_on_the_tls_listener_as_itself(
+        secure_broker: SecureBroker, tmp_path: Path) -> None:
+    """The real firmware with the template: TLS on 8883 verified against the CA, the
+    node's own password, the ACL's patterns for its topics; nothing in clear off-host."""
+    b = secure_broker.broker
+    watcher = Client(b, "operator", USERS["operator"], subscribe=["safecity/v1/#"])
+    board = SimBoard("gas", "cam-02", "127.0.0.1", secure_broker.tls_port, tmp_path / "b",
+                     site=SITE, ca_der=der(secure_broker.ca),
+                     config={"tls": True, "mqtt_user": "cam-02",
+                             "mqtt_password": USERS["cam-02"]})
+    wrong = SimBoard("gas", "cam-01", "127.0.0.1", secure_broker.tls_port, tmp_path / "w",
+                     site=SITE, ca_der=der(secure_broker.ca),
+                     config={"tls": True, "mqtt_user": "cam-01", "mqtt_password": "wrong"})
+    for x in (board, wrong):
+        x.set_gas_ppm(0)
+    try:
+        board.start()
+        wrong.start()
+        watcher.wait(lambda: any(t == topic("cam-02", "status") and b'"online"' in p
+                                 for t, p in watcher.received), 30)
+        assert "connect_failed" not in board.log_text()
+        # a wrong password: the broker's refusal is logged with its CONNACK code
+        deadline = time.monotonic() + 20
+        while "fw mqtt connect_failed refused 5" not in wrong.log_text():
+            assert time.monotonic() < deadline, wrong.log_text()
+            time.sleep(0.2)
+        assert topic("cam-01", "status") not in [t for t, _ in watcher.received]
+    finally:
+        board.stop()
+        wrong.stop()
+        watcher.close()
+        print(board.log_text()[-3000:])
+
+
+def test_the_template_has_no_plain_listener_off_the_broker_host() -> None:
+    """Every listener either speaks TLS (certfile in its section) or binds to loopback:
+    a plain listener on the network would carry every password in clear."""
+    sections: list[list[str]] = []
+    for line in (HW / "mosquitto.conf").read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:1] == ["listener"]:
+            sections.append(words)
+        elif sections and words:
+            sections[-1] += words
+    assert len(sections) == 2
+    for sec in sections:
+        assert "certfile" in sec or (len(sec) > 2 and sec[2] == "127.0.0.1"), sec

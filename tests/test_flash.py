@@ -119,6 +119,9 @@ board = os.environ["FAKE_BOARD"]
 args = sys.argv[1:]
 with open(os.path.join(board, "calls.log"), "a") as f:
     f.write("mpremote " + " ".join(args) + "\n")
+if args == ["devs"]:  # as mpremote lists serial ports: port, serial, vid:pid, maker, product
+    print(os.environ.get("FAKE_DEVS", ""), end="")
+    sys.exit(0)
 assert args[0] == "connect", args
 port, rest = args[1], args[2:]
 if not os.path.exists(port):
@@ -140,6 +143,8 @@ elif rest[:2] == ["fs", "sha256sum"]:
         print(hashlib.sha256(open(os.path.join(flash, name.lstrip(":")), "rb").read()).hexdigest())
 elif rest == ["reset"]:
     open(os.path.join(board, "events"), "a").write("reset\n")
+elif rest == ["resume", "repl"]:
+    print("fw mqtt up")  # what the running board prints on its console
 else:
     print("fake mpremote: unsupported " + " ".join(rest), file=sys.stderr); sys.exit(1)
 '''
@@ -320,10 +325,11 @@ def test_shellcheck_passes() -> None:
 
 
 @pytest.mark.parametrize("mode, words", [
-    (None, ["esp32", "pi", "--dry-run", "--device-id"]),
+    (None, ["esp32", "pi", "ota", "--dry-run", "--device-id"]),
     ("esp32", ["--port", "--board", "--wifi-pass-file", "--firmware-bin", "--bundle-only",
                "PyPI"]),
     ("pi", ["--root", "--host", "--models-from", "--deps-from", "systemd"]),
+    ("ota", ["--bundle", "--key", "--site", "--device-id", "--all", "--canary", "--dry-run"]),
 ])
 def test_help_for_every_mode(tmp_path: Path, mode: str | None, words: list[str]) -> None:
     r = run_flash(([mode] if mode else []) + ["--help"], tmp_path)
@@ -457,8 +463,8 @@ def test_refuses_when_tools_are_missing_and_names_the_pip_command(
     before = tree(field["home"])
     r = run_flash(esp32_args(field, serial_port), field["home"], path_prefix=tools)
     assert r.returncode == 2
-    assert "missing tools: esptool; install them from PyPI with:" in r.stderr
-    assert "-m pip install esptool" in r.stderr
+    assert "missing tools: esptool; install the flash tools (the .[flash] extra)" in r.stderr
+    assert f"-m pip install -e '{ROOT}[flash]'" in r.stderr
     assert tree(field["home"]) == before
 
 
@@ -527,6 +533,23 @@ def test_bundle_boots_on_the_simulator_and_its_own_credentials_get_it_online(
         print(board.log_text()[-3000:])
     assert birth["node"] == NODE and birth["site"] == SITE and birth["kind"] == "gas"
     assert birth["boot"] == 1
+
+
+def test_ota_key_puts_only_the_public_modulus_on_the_board(
+        field: dict[str, Any], tmp_path: Path) -> None:
+    key = tmp_path / "fleet.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    out = tmp_path / "bundle"
+    args = esp32_args(field, "", "127.0.0.1:1883", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(out), "--ota-key": str(key)})
+    r = run_flash(args, field["home"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = subprocess.run(["openssl", "rsa", "-in", str(key), "-noout", "-modulus"], check=True,
+                       capture_output=True, text=True).stdout.strip().split("=")[1]
+    assert (out / "ota_key").read_text() == n.lower() + "\n"
+    assert "PRIVATE" not in "".join(p.read_text(errors="replace") for p in out.iterdir())
 
 
 def test_passwd_line_without_mosquitto_passwd_is_accepted_by_mosquitto(
@@ -759,3 +782,125 @@ def test_esp32_run_fails_clearly_when_no_birth_comes(
     assert r.returncode == 1
     assert f"FAILED: no birth message from {SITE}/{NODE} within 2 s" in r.stderr
     assert "is its password line (above) on the broker" in r.stderr
+
+
+def test_every_bad_argument_is_reported_in_one_run(field: dict[str, Any], tmp_path: Path) -> None:
+    r = run_flash(["esp32", "--port", "/dev/nonexistent-port", "--device-id", "bad id",
+                   "--site", "x/y", "--board", "toaster", "--broker", "no port:here",
+                   "--wifi-pass-file", str(tmp_path / "missing"), "--wait-s", "soon"],
+                  field["home"])
+    assert r.returncode == 2
+    errors = [ln for ln in r.stderr.splitlines() if ": error: " in ln]
+    for needle in ("--device-id 'bad id'", "--site 'x/y'", "--broker 'no port:here'",
+                   "unknown board kind 'toaster'", "missing --wifi-ssid", "--wait-s 'soon'",
+                   "port /dev/nonexistent-port does not exist"):
+        assert any(needle in e for e in errors), (needle, r.stderr)
+    assert f"{len(errors)} problems, nothing was written" in r.stderr
+    assert tree(field["home"]) == {"tmp": "dir", "wifi.txt": tree(field["home"])["wifi.txt"],
+                                   "micropython-test.bin": tree(field["home"])[
+                                       "micropython-test.bin"]}
+
+
+def test_a_dry_run_needs_no_board_and_no_tools_and_says_would(
+        field: dict[str, Any], tmp_path: Path) -> None:
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    args = [a for a in esp32_args(field, "unused") if a not in ("--port", "unused")]
+    r = run_flash(args + ["--dry-run"], field["home"], path_prefix=empty,
+                  env={"PATH": f"{empty}:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert "would use the serial port of the one ESP32 board attached" in r.stdout
+    assert "the real run needs" in r.stdout and "[flash]" in r.stdout
+    said = [ln for ln in r.stdout.splitlines() if not ln.startswith(("+ ", "==> "))]
+    # (the firmware image's checksum is really checked in a dry run: it may say verified)
+    assert not any(w in ln.lower() for ln in said for w in ("done", "installed", "ready",
+                                                             "written", "flashed")), said
+    assert any(ln.startswith("dry run: would flash") for ln in said)
+
+
+@pytest.mark.parametrize(("devs", "found"), [
+    ("{d}/ttyS0 None 0000:0000 None None\n"
+     "{d}/ttyUSB3 0001 10c4:ea60 Silicon_Labs CP2102\n", "{d}/ttyUSB3"),
+    ("{d}/ttyACM1 A1 303a:1001 Espressif USB_JTAG\n", "{d}/ttyACM1"),
+    ("{d}/ttyS0 None 0000:0000 None None\n", None),
+    ("{d}/ttyUSB0 1 1a86:7523 QinHeng CH340\n{d}/ttyUSB1 2 0403:6001 FTDI FT232R\n", None),
+])
+def test_logs_follows_the_one_board_attached_or_says_why_not(
+        tmp_path: Path, devs: str, found: str | None) -> None:
+    dev = tmp_path / "dev"  # the ports mpremote lists (the stand-in opens them by name)
+    dev.mkdir()
+    devs = devs.replace("{d}", str(dev))
+    found = found.replace("{d}", str(dev)) if found else None
+    for ln in devs.splitlines():
+        (dev / Path(ln.split()[0]).name).touch()
+    tools = fake_tools(tmp_path / "fake", ("mpremote",))
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    r = run_flash(["logs"], home, path_prefix=tools,
+                  env={"FAKE_BOARD": str(tmp_path / "fake" / "board"), "FAKE_DEVS": devs})
+    if found is None:
+        assert r.returncode == 2
+        assert ("no ESP32 board is attached" in r.stderr if devs.count("\n") == 1
+                else f"2 ESP32 boards are attached ({dev}/ttyUSB0 {dev}/ttyUSB1)" in r.stderr)
+        return
+    assert r.returncode == 0, r.stderr
+    assert f"port: {found} (the one ESP32 board attached)" in r.stdout
+    assert f"connect {found} resume repl" in r.stdout and "fw mqtt up" in r.stdout
+
+
+def test_logs_of_a_camera_node_follow_its_journal_over_ssh(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    r = run_flash(["logs", "--host=pi@cam-01.local", "--priority", "warning", "--dry-run"],
+                  home)
+    assert r.returncode == 0, r.stderr
+    assert ("+ ssh -o ConnectTimeout=15 pi@cam-01.local journalctl -u edge-agent -f -n 50 "
+            "-p warning") in r.stdout
+    bad = run_flash(["logs", "--host", "pi@", "--lines", "many", "--colour", "x"], home)
+    assert bad.returncode == 2
+    for needle in ("--host 'pi@'", "--lines 'many'", "unknown option '--colour'"):
+        assert needle in bad.stderr, bad.stderr
+
+
+def test_ha_discovery_for_a_board_is_published_as_its_own_user_or_says_why_not(
+        field: dict[str, Any], auth_broker: AuthBroker, tmp_path: Path) -> None:
+    from edge_agent.uplink.discovery import discovery_messages
+    from edge_agent.uplink.topics import Topics
+    from tests.mqtt_helpers import Recorder
+
+    broker = auth_broker.start()
+    args = esp32_args(field, "", f"127.0.0.1:{broker.port}", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(tmp_path / "b")}) + ["--passwd-file", str(auth_broker.passwd),
+                                                    "--ha-discovery"]
+    first = run_flash(args, field["home"])  # the broker does not know the password yet
+    assert first.returncode == 0, first.stderr
+    assert "login refused" in first.stderr and "warning: Home Assistant discovery was not " \
+        "published" in first.stdout
+    auth_broker.reload()
+    again = run_flash(args, field["home"])
+    assert again.returncode == 0, again.stderr
+    want = dict(discovery_messages(Topics("safecity/v1", SITE, NODE), "gas"))
+    assert f"published {len(want)} of {len(want)} discovery configs" in again.stdout
+    ha = Recorder(broker.host, broker.port, "homeassistant/#", username="operator",
+                  password="op-secret")
+    try:
+        got = ha.wait_for(lambda ms: len(ms) >= len(want), 10)
+        assert {m.topic for m in got} == set(want) and all(m.retain for m in got)
+    finally:
+        ha.close()
+
+
+def test_a_bundle_with_an_ota_key_can_be_made_again_in_the_same_folder(
+        field: dict[str, Any], tmp_path: Path) -> None:
+    key = tmp_path / "fleet.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    out = tmp_path / "bundle"
+    args = esp32_args(field, "", "127.0.0.1:1883", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(out)}) + ["--ota-key", str(key)]
+    for _ in range(2):
+        r = run_flash(args, field["home"])
+        assert r.returncode == 0, r.stderr
+        assert (out / "ota_key").read_text().strip()

@@ -271,14 +271,15 @@ def test_fixed_input_runs_the_model_as_published(tmp_path: Path) -> None:
     assert not root.exists()
 
 
-def test_host_dry_run_prints_the_remote_steps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["pi@cam-01.local", "cam-01"])  # cam-01: an ssh alias
+def test_host_dry_run_prints_the_remote_steps(tmp_path: Path, host: str) -> None:
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
-    r = run_flash(pi_args(None, **{"--host": "pi@cam-01.local", "--deps-from": None}) +
+    r = run_flash(pi_args(None, **{"--host": host, "--deps-from": None}) +
                   ["--dry-run"], home)
     assert r.returncode == 0, r.stderr
     steps = [ln for ln in r.stdout.splitlines() if ln.startswith("+ ")]
-    remote = [s.split("pi@cam-01.local ", 1)[1] for s in steps if "ssh" in s]
+    remote = [s.split(f"{host} ", 1)[1] for s in steps if "ssh" in s]
     assert remote[0].startswith("sudo tar -C / --no-overwrite-dir --no-same-owner -xf -")
     assert "tar -C" in steps[[i for i, s in enumerate(steps) if "ssh" in s][0]]
     expected = ["sudo systemd-sysusers", "sudo systemd-tmpfiles --create", "sudo udevadm control",
@@ -311,8 +312,8 @@ PI_REFUSALS: list[tuple[str, Any, str]] = [
     ("root and host", lambda t: {"--host": "pi@cam-01"},
      "give exactly one of --root DIR or --host"),
     ("neither root nor host", lambda t: {"--root": None}, "give exactly one of --root DIR"),
-    ("bad host", lambda t: {"--root": None, "--host": "cam-01", "--deps-from": None},
-     "--host 'cam-01' is not USER@HOST"),
+    ("bad host", lambda t: {"--root": None, "--host": "pi@", "--deps-from": None},
+     "--host 'pi@' is not USER@HOST or an ssh alias"),
     ("unsafe device id", lambda t: {"--device-id": "cam+1"}, "is not a safe MQTT topic segment"),
     ("reserved device id", lambda t: {"--device-id": "homeassistant"}, "is reserved"),
     ("unsafe site", lambda t: {"--site": "a/b"}, "--site 'a/b' is not a safe MQTT topic segment"),

@@ -30,7 +30,7 @@ duration_s = 60
 [[nodes]]
 id = "gas-1"
 kind = "gas"
-settings = { gas = { warmup = 5 }, broker_port = 1 }
+settings = { gas = { warmup = 5 }, broker_port = 1, tls = true }
 [[nodes]]
 id = "flood-1"
 kind = "flood"
@@ -132,6 +132,7 @@ def test_bad_references_and_settings_are_named(
     err = capsys.readouterr().err
     assert "nodes[0].settings.gas.warmup: unknown setting" in err
     assert "nodes[0].settings.broker_port: set by the simulator" in err
+    assert "nodes[0].settings.tls: scenarios run boards on plain MQTT" in err
 
 
 STRICT = """

@@ -1,0 +1,1 @@
+"""Host tools that roll signed firmware updates out to sensor boards (flash.sh ota)."""
