@@ -22,6 +22,7 @@ def test_the_readme_quotes_the_latest_bench_results() -> None:
 def test_a_new_run_rewrites_the_block_and_marks_missing_figures(tmp_path: Path) -> None:
     results = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
     results["machine"]["date"] = "2031-01-02T03:04:05Z"
+    results.pop("runs", None)  # a whole run: the machine's date heads the block
     results["figures"] = [f for f in results["figures"]
                           if f["name"] != readme.KEY[0][1]]
     res = tmp_path / "results.json"
