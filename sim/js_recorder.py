@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sim.clock import ScenarioClock
 from sim.expect import Arrival
-from sim.recorder import make_arrival
+from sim.recorder import Arrivals, make_arrival
 
 FETCH_BATCH = 256
 FETCH_WAIT_S = 0.5
@@ -45,7 +45,7 @@ def event_key(a: Arrival) -> tuple[Any, ...] | None:
     return (a.doc["event_id"], a.doc.get("phase"), a.doc.get("seq"))
 
 
-class JetStreamRecorder:
+class JetStreamRecorder(Arrivals):
     """Two durable pull consumers with explicit acks: one on NATS's own MQTT stream for the
     site's QoS 1 messages, one on a stream of the site's telemetry replicated on three
     members; a member that dies loses the consumers nothing, and the client moves to another
@@ -127,18 +127,6 @@ class JetStreamRecorder:
 
     def connected(self) -> bool:
         return self._nc is not None and bool(self._nc.is_connected)
-
-    def since(self, index: int) -> list[Arrival]:
-        with self._lock:
-            return self.arrivals[index:]
-
-    def snapshot(self) -> list[Arrival]:
-        with self._lock:
-            return list(self.arrivals)
-
-    def send_command(self, node: str, payload: str) -> None:
-        """Publish a command to a node, as the city's back end does (QoS 1)."""
-        self.client.publish(f"safecity/v1/{self.site}/{node}/cmd", payload, qos=1)
 
     def close(self) -> None:
         self._closing = True

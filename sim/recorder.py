@@ -59,7 +59,29 @@ def make_arrival(clock: ScenarioClock, real_clock_nodes: frozenset[str], topic: 
                    raw=raw)
 
 
-class ArrivalRecorder:
+class Arrivals:
+    """What every recorder of a site offers the runner: the arrivals so far (under
+    `_lock`) and the back end's way to send a command (`client`, a paho client)."""
+
+    site: str
+    arrivals: list[Arrival]
+    _lock: threading.Lock
+    client: mqtt.Client
+
+    def since(self, index: int) -> list[Arrival]:
+        with self._lock:
+            return self.arrivals[index:]
+
+    def snapshot(self) -> list[Arrival]:
+        with self._lock:
+            return list(self.arrivals)
+
+    def send_command(self, node: str, payload: str) -> None:
+        """Publish a command to a node, as the city's back end does (QoS 1)."""
+        self.client.publish(f"safecity/v1/{self.site}/{node}/cmd", payload, qos=1)
+
+
+class ArrivalRecorder(Arrivals):
     """Subscribes to one site with a persistent session (clean_session off, QoS 1), so a
     broker that keeps sessions over a restart (Mosquitto with persistence) queues what
     arrives before we are back: the recorder never causes a loss the nodes did not.
@@ -105,18 +127,6 @@ class ArrivalRecorder:
 
     def connected(self) -> bool:
         return bool(self.client.is_connected())
-
-    def since(self, index: int) -> list[Arrival]:
-        with self._lock:
-            return self.arrivals[index:]
-
-    def snapshot(self) -> list[Arrival]:
-        with self._lock:
-            return list(self.arrivals)
-
-    def send_command(self, node: str, payload: str) -> None:
-        """Publish a command to a node, as the city's back end does (QoS 1)."""
-        self.client.publish(f"safecity/v1/{self.site}/{node}/cmd", payload, qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -550,6 +550,9 @@ def test_ota_key_puts_only_the_public_modulus_on_the_board(
                        capture_output=True, text=True).stdout.strip().split("=")[1]
     assert (out / "ota_key").read_text() == n.lower() + "\n"
     assert "PRIVATE" not in "".join(p.read_text(errors="replace") for p in out.iterdir())
+    again = run_flash(args, field["home"])  # into the same folder, which now has ota_key
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (out / "ota_key").read_text() == n.lower() + "\n"
 
 
 def test_passwd_line_without_mosquitto_passwd_is_accepted_by_mosquitto(
@@ -889,18 +892,3 @@ def test_ha_discovery_for_a_board_is_published_as_its_own_user_or_says_why_not(
         assert {m.topic for m in got} == set(want) and all(m.retain for m in got)
     finally:
         ha.close()
-
-
-def test_a_bundle_with_an_ota_key_can_be_made_again_in_the_same_folder(
-        field: dict[str, Any], tmp_path: Path) -> None:
-    key = tmp_path / "fleet.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
-                   capture_output=True)
-    out = tmp_path / "bundle"
-    args = esp32_args(field, "", "127.0.0.1:1883", **{
-        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
-        "--bundle-only": str(out)}) + ["--ota-key", str(key)]
-    for _ in range(2):
-        r = run_flash(args, field["home"])
-        assert r.returncode == 0, r.stderr
-        assert (out / "ota_key").read_text().strip()

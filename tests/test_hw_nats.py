@@ -119,10 +119,13 @@ def test_plain_mqtt_is_refused(members: list[Member]) -> None:
 def test_a_member_goes_and_the_others_stay_healthy(members: list[Member]) -> None:
     """By /healthz (JetStream current with its leader); MQTT over TLS is the test above."""
     members[2].stop()
+    assert not members[2].healthy()
     for m in members[:2]:
-        m.wait_healthy()
+        m.wait_healthy()  # raises when a survivor does not come back to health
+        assert m.healthy()
     members[2].launch()
     members[2].wait_healthy()
+    assert all(m.healthy() for m in members)
 
 
 def test_example_users_file_parses() -> None:

@@ -110,20 +110,28 @@ def test_installed_from_the_wheel_the_agent_finds_its_schemas(wheel: Path,
     assert bad.returncode != 0 and "no schema 'nope'" in bad.stderr and "event" in bad.stderr
 
 
+def install_sim(tmp: Path, editable: bool) -> tuple[Path, Path]:
+    """A bare venv with the simulator project of a copy of this checkout installed (no
+    dependencies); returns the venv and the copy."""
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=60)
+    src = tmp / "checkout"
+    src.mkdir()
+    copy_checkout(src)
+    r = subprocess.run([*PIP, "--python", str(venv / "bin" / "python"), "install", "--quiet",
+                        "--no-deps", *(["-e"] if editable else []), str(src / "sim")],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return venv, src
+
+
 def test_the_simulator_installs_editable_from_the_checkout(tmp_path: Path) -> None:
     sim = tomllib.loads((ROOT / "sim" / "pyproject.toml").read_text())
     assert sim["project"]["scripts"] == {"edge-sim": "sim.cli:main"}
     assert "safecity-edge" in sim["project"]["dependencies"]
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=60)
+    venv, src = install_sim(tmp_path, editable=True)
     py = venv / "bin" / "python"
-    src = tmp_path / "checkout"
-    src.mkdir()
-    copy_checkout(src)
-    r = subprocess.run([*PIP, "--python", str(py), "install", "--quiet", "--no-deps", "-e",
-                        str(src / "sim")], capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stdout + r.stderr
     assert (venv / "bin" / "edge-sim").is_file()
     out = subprocess.run([str(py), "-c", "import sim.clock; print(sim.clock.__file__)"],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -132,16 +140,7 @@ def test_the_simulator_installs_editable_from_the_checkout(tmp_path: Path) -> No
 
 
 def test_the_simulator_installed_outside_a_checkout_says_so(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=60)
-    py = venv / "bin" / "python"
-    src = tmp_path / "checkout"
-    src.mkdir()
-    copy_checkout(src)
-    r = subprocess.run([*PIP, "--python", str(py), "install", "--quiet", "--no-deps",
-                        str(src / "sim")], capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stdout + r.stderr
+    venv, _ = install_sim(tmp_path, editable=False)
     out = subprocess.run([str(venv / "bin" / "edge-sim"), "--help"], capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0
