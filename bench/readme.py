@@ -77,10 +77,10 @@ def update(readme: Path = ROOT / "README.md",
            results: Path = ROOT / "bench" / "results" / "results.json") -> bool:
     """Rewrite the README's block from the results; True when it changed."""
     text = readme.read_text()
-    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END),
-                 lambda _: block(json.loads(results.read_text())), text, flags=re.S)
     if BEGIN not in text:
         raise ValueError(f"{readme}: no {BEGIN!r} marker")
+    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END),
+                 lambda _: block(json.loads(results.read_text())), text, flags=re.S)
     if new != text:
         readme.write_text(new)
     return new != text

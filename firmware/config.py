@@ -116,13 +116,7 @@ def merge(cfg, kind, spec, changes, cross=None):
     new = {}
     for k in cfg:
         new[k] = dict(cfg[k]) if isinstance(cfg[k], dict) else cfg[k]
-    for k, v in changes.items():
-        if k == kind and isinstance(v, dict):
-            for k2, v2 in v.items():  # one key at a time: a bad one sets nothing
-                err = put(new, kind, spec, k, {k2: v2})
-                if err:
-                    return None, err
-            continue
+    for k, v in changes.items():  # into the copy: a bad key leaves cfg as it was
         err = put(new, kind, spec, k, v)
         if err:
             return None, err

@@ -20,14 +20,17 @@ def defaults(config, kind, spec):
 
 
 def _read(path):
+    """(the file's object, None), (None, why it is unusable), or (None, None) when absent."""
     try:
         with open(path) as f:
             d = json.load(f)
-        return d if isinstance(d, dict) else None, None if isinstance(d, dict) else "not an object"
     except OSError:
         return None, None
     except ValueError as e:
         return None, str(e)
+    if isinstance(d, dict):
+        return d, None
+    return None, "not an object"
 
 
 def load(config, root, kind, spec, cross=None):
