@@ -20,12 +20,13 @@ _CHECK_MS = 3000  # a first choice that has not accepted within this does not an
 
 
 def rand_ms(ms):
-    """Uniform in 0..ms-1, from the hardware RNG on the chip (os.urandom: esp_fill_random),
+    """Uniform in 0..ms-1, from the hardware RNG on the chip (os.urandom: esp_random(),
+    ports/esp32/modos.c; getrandom() on the unix port that the simulator runs),
     so that boards flashed alike still spread out."""
     if ms <= 0:
         return 0
-    b = os.urandom(3)
-    return ((b[0] << 16) | (b[1] << 8) | b[2]) * ms >> 24
+    b = os.urandom(3)  # 24 bits: a small int on the chip, and ms (at most 300 s) skews
+    return ((b[0] << 16) | (b[1] << 8) | b[2]) % ms  # the modulo by under 2 %
 
 
 def use(self, i):
