@@ -212,10 +212,7 @@ class Board:
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
         if self.nb > 1:
-            import failover
-
-            failover.connected(self, time.ticks_ms())
-            drop("failover")
+            self._fo("connected")
         if self.trial_until is not None:
             import nettrial  # a network change on trial reached a broker: keep it
 
@@ -241,20 +238,19 @@ class Board:
         self.offline_at = self.up_s
         self.mqtt_next = time.ticks_add(time.ticks_ms(), 500)
         if self.nb > 1 and reason not in ("reconfigured", "wifi down", "disconnect"):
-            self._move(True)  # the broker went away, not our link or our choice
+            self._fo("lost")  # the broker went away, not our link or our choice
 
     def _on_fail(self, reason):
         log("mqtt", "connect_failed", reason)
         if self.nb > 1 and reason != "reconfigured":
-            self._move(False)
+            self._fo("refused")
 
-    def _move(self, lost):
-        """To the next broker of the list (failover.py)."""
+    def _fo(self, step):
+        """One step along the broker list (failover.py, loaded for it)."""
         import failover
 
-        (failover.lost if lost else failover.refused)(self, time.ticks_ms())
-        drop("failover")
-        log("mqtt", "next_broker", "%s:%d" % (self.client.host, self.client.port))
+        getattr(failover, step)(self, time.ticks_ms())
+        drop("failover", "lookup")
 
     def _on_puback(self, pid):
         ob = self.outbox
@@ -341,10 +337,7 @@ class Board:
         if self.online():
             self.offline_at = self.up_s
             if self.failback_at is not None and time.ticks_diff(now, self.failback_at) >= 0:
-                import failover  # on another broker: does the first choice answer again?
-
-                failover.check(self, now)
-                drop("failover", "lookup")
+                self._fo("check")  # on another broker: does the first choice answer again?
             return
         if self.trial_until is not None and time.ticks_diff(now, self.trial_until) >= 0:
             import nettrial

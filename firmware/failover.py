@@ -46,9 +46,14 @@ def use(self, i):
     stop_check(self)
 
 
+def _next(self):
+    use(self, (self.bi + 1) % self.nb)
+    print("fw mqtt next_broker %s:%d" % (self.client.host, self.client.port))
+
+
 def lost(self, now):
     """The connection dropped: the next broker, after a random 0..failover_jitter_s."""
-    use(self, (self.bi + 1) % self.nb)
+    _next(self)
     self.mqtt_next = time.ticks_add(now, rand_ms(self.cfg["failover_jitter_s"] * 1000))
     self.mqtt_backoff = 1000
     self.failback_at = None
@@ -58,7 +63,7 @@ def refused(self, now):
     """An attempt failed (refused, timed out, no CONNACK): the next broker; every full
     round of failures doubles the wait."""
     self.mqtt_refused += 1
-    use(self, (self.bi + 1) % self.nb)
+    _next(self)
     cap = min(15000, 1000 << min((self.mqtt_refused - 1) // self.nb, 4))
     self.mqtt_next = time.ticks_add(now, cap // 2 + rand_ms(cap // 2))
 
