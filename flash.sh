@@ -45,7 +45,9 @@ Common options:
                        not 'operator' or 'homeassistant' (reserved by hw/mosquitto/acl)
   --site SITE          site segment of the node's topics (same rule)
   --broker HOST:PORT   MQTT broker the node connects to (env SAFECITY_BROKER); without
-                       :PORT, 1883 (8883 with --ca-file)
+                       :PORT, 1883 (8883 with --ca-file). A comma-separated list
+                       (HOST:PORT,HOST:PORT,..., at most 5: a cluster's members) is the
+                       node's failover list, its first choice first
   Every option may also be given as --option=value.
   --state-dir DIR      per-device credentials (env SAFECITY_STATE_DIR; default
                        \${XDG_STATE_HOME:-~/.local/state}/safecity-edge), kept mode 0700/0600
@@ -385,6 +387,8 @@ def cmd_esp32_config(out, *pairs):
            "instance": os.urandom(4).hex()}
     if kv.get("tls") == "1":
         cfg["tls"] = True
+    if kv.get("failover_brokers"):  # host:port,... after broker_host:broker_port
+        cfg["failover_brokers"] = kv["failover_brokers"]
     write_atomic(out, (json.dumps(cfg, sort_keys=True) + "\n").encode(), 0o600)
 
 def cmd_outbox_alarms(log, out):
@@ -445,9 +449,19 @@ def cmd_ca_cert(path, out="", form="der"):
 def toml_str(s):
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
+def brokers_toml(spec):
+    """host:port[,host:port...] as the agent's [mqtt] keys: host and port for one broker,
+    else a brokers list in the same order (its first choice first)."""
+    pairs = [b.rsplit(":", 1) for b in spec.split(",") if b]
+    if len(pairs) == 1:
+        return "host = %s\nport = %d" % (toml_str(pairs[0][0]), int(pairs[0][1]))
+    return "brokers = [%s]" % ", ".join(
+        "{host = %s, port = %d}" % (toml_str(h), int(p)) for h, p in pairs)
+
 def cmd_render(template, out, mode, *pairs):
     """Fill @NAME@ placeholders: NAME=s:text (quoted), NAME=f:path (the file's first line,
-    quoted), NAME=i:number, NAME=raw:toml (verbatim, \\n for new lines)."""
+    quoted), NAME=i:number, NAME=raw:toml (verbatim, \\n for new lines),
+    NAME=brokers:host:port,... (the [mqtt] broker keys)."""
     text = open(template).read()
     for p in pairs:
         if p.endswith("=raw:"):  # an empty value takes its line with it
@@ -463,6 +477,8 @@ def cmd_render(template, out, mode, *pairs):
             value = str(int(value))
         elif kind == "raw":
             value = value.replace("\\n", "\n")
+        elif kind == "brokers":
+            value = brokers_toml(value)
         text = text.replace("@%s@" % name, value)
     left = sorted(set(re.findall(r"@[A-Z][A-Z0-9_]*@", text)))
     if left:
@@ -645,21 +661,29 @@ check_segment() { # WHAT VALUE
   fi
 }
 
-check_broker() {
-  BROKER_HOST="" BROKER_PORT=0
+check_broker() { # the first choice, then the brokers to fail over to, in order
+  BROKER_HOST="" BROKER_PORT=0 BROKER_MORE=""
   if [[ -z $BROKER ]]; then bad "missing --broker HOST:PORT (or SAFECITY_BROKER)"; return 0; fi
-  local given=$BROKER
-  if [[ $BROKER != *:* ]]; then # MQTT's registered ports: 1883, and 8883 over TLS
-    if [[ -n $CA_FILE ]]; then BROKER=$BROKER:8883; else BROKER=$BROKER:1883; fi
-  fi
   local re='^([A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?):([0-9]{1,5})$'
-  if [[ ! $BROKER =~ $re ]]; then
-    bad "--broker '$given' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
-    return 0
-  fi
-  BROKER_HOST=${BASH_REMATCH[1]}
-  BROKER_PORT=$((10#${BASH_REMATCH[3]}))
-  [[ $BROKER_PORT -ge 1 && $BROKER_PORT -le 65535 ]] || bad "--broker '$BROKER': port must be 1-65535"
+  local entry given host port n=0 seen=" " list=()
+  IFS=, read -r -a list <<<"$BROKER,"
+  for entry in "${list[@]}"; do
+    n=$((n + 1)) given=$entry
+    if [[ -n $entry && $entry != *:* ]]; then # MQTT's registered ports: 1883, and 8883 over TLS
+      if [[ -n $CA_FILE ]]; then entry=$entry:8883; else entry=$entry:1883; fi
+    fi
+    if [[ ! $entry =~ $re ]]; then
+      bad "--broker '$given' is not HOST:PORT (a host name or IPv4 address of at most 64 characters, a port 1-65535)"
+      continue
+    fi
+    host=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[3]}))
+    if [[ $port -lt 1 || $port -gt 65535 ]]; then bad "--broker '$entry': port must be 1-65535"; continue; fi
+    if [[ $seen == *" $host:$port "* ]]; then bad "--broker: $host:$port is listed twice"; continue; fi
+    seen+="$host:$port "
+    if [[ $n == 1 ]]; then BROKER_HOST=$host BROKER_PORT=$port; else BROKER_MORE+=",$host:$port"; fi
+  done
+  BROKER_MORE=${BROKER_MORE#,}
+  [[ $n -le 5 ]] || bad "--broker: at most 5 brokers (the first choice and 4 to fail over to), got $n"
 }
 
 check_ca() { # the broker's CA for TLS: needed on 8883 (read only)
@@ -963,7 +987,8 @@ build_bundle() { # DIR: exactly what goes onto the board's flash
   fi
   step helper esp32-config "$b/config.json" "node=$ID" "site=$SITE" "broker_host=$BROKER_HOST" \
     "broker_port=$BROKER_PORT" "mqtt_password_file=$NODE_STATE/mqtt_password" \
-    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE" "tls=$tls"
+    "wifi_ssid=$WIFI_SSID" "wifi_pass_file=$WIFI_PASS_FILE" "tls=$tls" \
+    "failover_brokers=$BROKER_MORE"
   if [[ -n $OTA_KEY ]]; then # the public half only: what the board verifies updates with
     step env PYTHONPATH="$REPO" "$PY" -m rollout.bundle pubkey "$OTA_KEY" "$b/ota_key"
   fi
@@ -1221,7 +1246,7 @@ stage_tree() { # DIR: everything but the venv, laid out as on the Pi
     tls='\n[mqtt.tls]\nca_file = "/etc/safecity-edge/ca.crt"'
   fi
   step helper render "$TEMPLATE" "$d/etc/safecity-edge/node.toml" 0640 \
-    "NODE_ID=s:$ID" "SITE=s:$SITE" "MQTT_HOST=s:$BROKER_HOST" "MQTT_PORT=i:$BROKER_PORT" \
+    "NODE_ID=s:$ID" "SITE=s:$SITE" "MQTT_BROKERS=brokers:$BROKER_HOST:$BROKER_PORT${BROKER_MORE:+,$BROKER_MORE}" \
     "MQTT_USERNAME=s:$ID" "MQTT_PASSWORD=f:$NODE_STATE/mqtt_password" "MQTT_TLS=raw:$tls" \
     "MODEL_PATH=s:/var/lib/safecity-edge/models/$MODEL_RUN" "LABELS=raw:$labels_value"
 }

@@ -72,6 +72,11 @@ class Board:
     mqtt_next: Any  # ticks_ms
     mqtt_backoff: int
     mqtt_reconnects: int
+    nb: int  # brokers in the config: broker_host:broker_port, then failover_brokers
+    bi: int  # the one the client is pointed at (0: the first choice)
+    mqtt_refused: int  # failed attempts since the last connection (failover.py)
+    failback_at: Any  # ticks_ms of the next look at the first choice, or None
+    probe: Any  # that look under way (failover.py), or None
     offline_at: int  # up_s when the link was last seen up (or went down)
     stage: int
     ntp: Any  # sntp.py's state (a list; its first item: when the next step is due), or None
@@ -181,6 +186,8 @@ class Board:
             m["reset_cause"] = self.reset_cause
             if otastate.last:  # what the last OTA did, or the version on trial
                 m["ota"] = otastate.last
+            if self.online():
+                m["broker"] = "%s:%d" % (self.client.host, self.client.port)
         if self.safe:
             m["safe_mode"] = self.safe
         if self.config_errors and not reason:
@@ -204,6 +211,8 @@ class Board:
         self.sub_pid = cl.subscribe(self.topic("cmd"), 1)
         if cl.inflight_pid:
             cl.retransmit()  # the unacknowledged one goes first again, marked DUP
+        if self.nb > 1:
+            self._fo("connected")
         if self.trial_until is not None:
             import nettrial  # a network change on trial reached a broker: keep it
 
@@ -228,9 +237,20 @@ class Board:
         log("mqtt", "down", reason)
         self.offline_at = self.up_s
         self.mqtt_next = time.ticks_add(time.ticks_ms(), 500)
+        if self.nb > 1 and reason not in ("reconfigured", "wifi down", "disconnect"):
+            self._fo("lost")  # the broker went away, not our link or our choice
 
     def _on_fail(self, reason):
         log("mqtt", "connect_failed", reason)
+        if self.nb > 1 and reason != "reconfigured":
+            self._fo("refused")
+
+    def _fo(self, step):
+        """One step along the broker list (failover.py, loaded for it)."""
+        import failover
+
+        getattr(failover, step)(self, time.ticks_ms())
+        drop("failover", "lookup")
 
     def _on_puback(self, pid):
         ob = self.outbox
@@ -308,7 +328,7 @@ class Board:
                 try:
                     cl.connect()
                 except OSError as e:
-                    log("mqtt", "connect_failed", e)
+                    self._on_fail(e)
         if up and c["ntp"] and (self.ntp is None or time.ticks_diff(now, self.ntp[0]) >= 0):
             import sntp  # stays loaded only while an exchange is under way
 
@@ -316,6 +336,8 @@ class Board:
                 drop("sntp")
         if self.online():
             self.offline_at = self.up_s
+            if self.failback_at is not None and time.ticks_diff(now, self.failback_at) >= 0:
+                self._fo("check")  # on another broker: does the first choice answer again?
             return
         if self.trial_until is not None and time.ticks_diff(now, self.trial_until) >= 0:
             import nettrial

@@ -10,7 +10,8 @@ import store
 
 
 # "key type min max default;..." -- type i(nt), f(loat), b(ool), s(tring: length bounds),
-# n(ame: a topic segment, [A-Za-z0-9][A-Za-z0-9_-]*), x (hex id: empty or exactly max digits).
+# n(ame: a topic segment, [A-Za-z0-9][A-Za-z0-9_-]*), x (hex id: empty or exactly max digits),
+# l(ist of brokers: "host:port,host:port", at most 4, up to max characters).
 # Kept as one string (parsed on demand) because a dict of tuples of boxed floats costs
 # several KB of heap on the board. Each sensor has its own table in spec_<kind>.py.
 COMMON = (
@@ -21,14 +22,14 @@ COMMON = (
     "queue_max i 4 256 64;wdt_timeout_ms i 2000 120000 10000;"
     "wifi_reset_after_s i 10 86400 120;reset_after_s i 30 604800 900;ntp i 0 86400 21600;"
     "net_trial_s i 30 3600 180"
-    ";tls b 0 0 0"
+    ";tls b 0 0 0;failover_brokers l 0 200 ;failover_jitter_s i 0 300 2;failback_s i 10 86400 300"
 )
 # Set at flash time (flash.sh esp32) and never by set_config: the broker's ACL is per user
 # and topic, so a remote rename would have the broker acknowledge and drop every alarm.
 # tls too: turned off, the board would send its password in clear.
 IDENTITY = ("site", "node", "instance", "mqtt_user", "mqtt_password", "tls")
 # Keys a remote change of which is a trial: kept only once a broker is reached with them.
-NETWORK = ("wifi_ssid", "wifi_key", "broker_host", "broker_port")
+NETWORK = ("wifi_ssid", "wifi_key", "broker_host", "broker_port", "failover_brokers")
 GOOD = "/config.good.json"  # the last config a board ran with (or was told) that worked
 
 
@@ -65,6 +66,10 @@ def _check(e, v):
         if not isinstance(v, str):
             return "must be a string"
         return None if lo <= len(v) <= hi else "length must be %d..%d" % (lo, hi)
+    if t == "l":
+        if not isinstance(v, str) or len(v) > hi:
+            return "must be a string of at most %d characters" % hi
+        return _brokers(v) if v else None
     if t == "n" or t == "x":
         if not isinstance(v, str):
             return "must be a string"
@@ -81,6 +86,22 @@ def _check(e, v):
     if v != v or not lo <= v <= hi:
         return "must be in %s..%s" % (lo, hi)
     return None
+
+
+def _brokers(v):
+    """Why a failover list ("host:port,host:port") is unusable, naming the entry, or None."""
+    seen = []
+    for i, b in enumerate(v.split(",")):
+        h, _, p = b.rpartition(":")
+        ok = h != "" and ".." not in h and h[0] not in ".-" and h[-1] not in ".-"
+        for ch in h:  # an IPv4 address or a host name, as lwIP takes them
+            ok = ok and (ch.isalpha() or ch.isdigit() or ch in ".-") and ord(ch) < 128
+        if not (ok and p.isdigit() and 1 <= int(p) <= 65535):
+            return "entry %d (%s) must be host:port" % (i + 1, b)
+        if b in seen:
+            return "entry %d (%s) is listed twice" % (i + 1, b)
+        seen.append(b)
+    return None if len(seen) <= 4 else "at most 4 brokers"
 
 
 def put(cfg, kind, spec, k, v):

@@ -21,7 +21,10 @@ def wdt_ms(cfg):
     answers (fed right before it) when the board looks a name up (a named broker, or NTP),
     so a dead DNS can never reset the board, let alone into a reset loop."""
     t = cfg["wdt_timeout_ms"]
-    named = cfg["ntp"] or not all(p.isdigit() for p in cfg["broker_host"].split("."))
+    named = cfg["ntp"]
+    for h in [cfg["broker_host"]] + [b.rpartition(":")[0] for b in
+                                      cfg["failover_brokers"].split(",") if b]:
+        named = named or not all(p.isdigit() for p in h.split("."))
     return max(t, DNS_WORST_MS + _SLACK_MS) if named else t
 
 
@@ -54,4 +57,9 @@ def broker(self, now):
     by at least RETRY_MS, since each one may have held the loop for seconds."""
     cl = self.client
     if run(self, cl.resolve, cl.host) is not None:
+        if self.nb > 1:  # the next broker of the list, but not before RETRY_MS either
+            import failover
+
+            failover.refused(self, now)
+            app.drop("failover")
         self.mqtt_next = time.ticks_add(now, max(self.mqtt_backoff, RETRY_MS))

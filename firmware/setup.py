@@ -144,6 +144,7 @@ def setup(self, root, fails=0):
     self.outbox = store.Outbox(root + "/outbox.log", self.cfg["queue_max"],
                                max_send=2 + mqtt.MAX_MESSAGE)
     self.client = None
+    self.probe = None
     make_client(self, tls)  # big buffers first, while the heap is not yet fragmented
     if self.safe:  # network, MQTT, commands and OTA only: no sensor code is even loaded
         self.mod = None
@@ -205,6 +206,15 @@ def make_client(self, ctx=None):
     cl.on_message = self._on_message
     cl.on_suback = self._on_suback
     self.client = cl
+    # The first choice first (again after set_config); failover.py moves along the list.
+    s = c["failover_brokers"]
+    self.nb = 1 + s.count(",") + 1 if s else 1
+    self.bi = 0
+    self.mqtt_refused = 0
+    self.failback_at = None
+    if self.probe is not None:
+        self.probe[0].close()
+        self.probe = None
 
 
 def reboot(self):

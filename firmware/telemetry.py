@@ -26,7 +26,9 @@ def build(self):
            "mqtt_reconnects": self.mqtt_reconnects, "loop_errors": self.loop_errors, "wifi_reconnects": self.wifi_reconnects}
     self.sensor.metrics(met)
     m["metrics"] = met
-    if not self.online():
+    if self.online():
+        m["broker"] = "%s:%d" % (self.client.host, self.client.port)
+    else:
         m["historical"] = True
     return json.dumps(m).encode()
 

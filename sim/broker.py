@@ -4,6 +4,7 @@ Used by tests and the simulator; never binds anything but 127.0.0.1."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -13,10 +14,28 @@ from pathlib import Path
 from types import TracebackType
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range. A broker killed and started
+    again must find its port free; an ephemeral one may meanwhile be any outgoing
+    connection's own port, or a reconnecting client's, which then connects to itself (TCP
+    simultaneous open) and holds the port the broker wants."""
+    top = max(1100, min(_ephemeral_low(), 65536))
+    for _ in range(500):
+        port = random.randrange(1024 if top < 11000 else 10000, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found below {top}")
 
 
 def find_mosquitto() -> str | None:

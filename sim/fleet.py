@@ -27,6 +27,9 @@ CAMERA_FAILBACK_S = 10.0
 """A camera on another member looks for its first choice this often (real seconds): a
 scenario lasts minutes, not the field's failback period."""
 
+BOARD_FAILBACK_S = 10
+"""The same for a board, in board seconds (its config's least `failback_s`)."""
+
 
 @dataclass
 class BoardNode:
@@ -124,7 +127,7 @@ class Fleet:
     def __init__(self, scenario: Scenario, where: Where, host: str, ports: list[int],
                  defaults: dict[str, Any]) -> None:
         """`ports`: the broker's MQTT port, or each cluster member's: nodes are spread over
-        them in turn (or put on their `member`), and a camera gets them all as its broker
+        them in turn (or put on their `member`), and every node gets them all as its broker
         list, its own member first."""
         self.scenario = scenario
         self.where = where
@@ -163,6 +166,12 @@ class Fleet:
                          t0_us=0, defaults=self._defaults, build=self._build,
                          ticks_start_ms=spec.ticks_start_ms, smallint_check=spec.smallint_check)
         board.supervise_s = SUPERVISE_S
+        if link is None and len(self._ports) > 1:  # its member first, then the others
+            first = self.members[node_id]
+            others = self._ports[first + 1:] + self._ports[:first]
+            board.config.setdefault("failover_brokers",
+                                    ",".join(f"{self._host}:{p}" for p in others))
+            board.config.setdefault("failback_s", BOARD_FAILBACK_S)
         if spec.broker_name is not None:  # named: the board looks the broker up (and waits)
             board.config["broker_host"] = spec.broker_name
             board.dns(delay_ms=spec.dns_delay_ms, hosts={spec.broker_name: self._host})

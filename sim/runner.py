@@ -151,8 +151,7 @@ def run(scenario: Scenario, scenario_dir: Path, options: Options, out: TextIO) -
     arrivals = recorder.snapshot()
     sent = sent_by(fleet, clock)
     verdicts = judge(scenario, arrivals, sent) + _smallint_verdicts(fleet) + \
-        placement_verdicts(scenario, arrivals, {n: fleet.nodes[n].kind for n in fleet.nodes},
-                           fleet.members, ports, live)
+        placement_verdicts(scenario, arrivals, list(fleet.nodes), live)
     traces = {b.id: b.feed.trace(scenario.duration_s) for b in fleet.boards()}
     facts["real_s"] = round(time.monotonic() - real_start, 2)
     tl = build_timeline(scenario, arrivals, traces,

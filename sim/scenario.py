@@ -67,8 +67,7 @@ class NodeSpec(_M):
     later than lwIP's 7 s is no answer)."""
     member: int | None = Field(None, ge=1, le=3)
     """On the nats-cluster broker: the member this node connects to first (default: nodes
-    are spread over the members in turn). A camera fails over to the others; a board stays
-    on its member."""
+    are spread over the members in turn). Every node fails over to the others in turn."""
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}-{i:03d}"

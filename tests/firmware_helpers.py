@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,16 @@ def wait_doc(rec: Recorder, part: str, pred: Callable[[dict[str, Any]], bool],
     return next(d for d in docs(rec, part) if pred(d))
 
 
+@dataclass(frozen=True)
+class Address:
+    """Where a board's recorder listens when it is not a MosquittoBroker (a cluster member)."""
+
+    host: str
+    port: int
+
+
 @contextmanager
-def board(broker: MosquittoBroker, tmp: Path, kind: str, node: str = "b1",
+def board(broker: MosquittoBroker | Address, tmp: Path, kind: str, node: str = "b1",
           config: dict[str, Any] | None = None,
           setup: Callable[[SimBoard], None] | None = None,
           time_scale: float = 1.0,

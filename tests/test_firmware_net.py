@@ -148,8 +148,12 @@ class Q:
 class S:
     def metrics(self, m):
         pass
+class C:
+    host = "10.0.0.9"
+    port = 1883
 class B:
     kind = "gas"
+    client = C()
     boot = heap_min = mqtt_reconnects = wifi_reconnects = loop_errors = 1
     reset_cause = "power_on"
     version = "x"

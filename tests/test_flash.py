@@ -535,6 +535,29 @@ def test_bundle_boots_on_the_simulator_and_its_own_credentials_get_it_online(
     assert birth["boot"] == 1
 
 
+def test_a_broker_list_is_the_boards_failover_list_and_bad_entries_are_named(
+        field: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    args = esp32_args(field, "", "10.0.0.1:1883,nats-2.city.example,10.0.0.3:1884", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(out)})
+    r = run_flash(args, field["home"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["broker_host"], cfg["broker_port"]) == ("10.0.0.1", 1883)
+    assert cfg["failover_brokers"] == "nats-2.city.example:1883,10.0.0.3:1884"
+
+    bad = esp32_args(field, "", "10.0.0.1:1883,10.0.0.1:1883,b:0,,c:1,d:1,e:1", **{
+        "--port": None, "--firmware-bin": None, "--firmware-sha256": None,
+        "--bundle-only": str(tmp_path / "bad")})
+    r = run_flash(bad, field["home"])
+    assert r.returncode == 2
+    for needle in ("--broker: 10.0.0.1:1883 is listed twice", "--broker 'b:0': port must be",
+                   "--broker '' is not HOST:PORT", "--broker: at most 5 brokers"):
+        assert needle in r.stderr, (needle, r.stderr)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_ota_key_puts_only_the_public_modulus_on_the_board(
         field: dict[str, Any], tmp_path: Path) -> None:
     key = tmp_path / "fleet.pem"

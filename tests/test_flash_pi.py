@@ -397,3 +397,33 @@ def test_the_venv_numpy_is_pinned_to_the_one_the_os_python_has(tmp_path: Path) -
     r = subprocess.run([sys.executable, "-S", "-c", snippet[1], str(out)],  # no site: no numpy
                        capture_output=True, text=True, check=True)
     assert out.read_text() == "" and "any" in r.stdout
+
+
+@pytest.mark.parametrize("brokers, want", [
+    ("broker.city.example:1883", {"host": "broker.city.example", "port": 1883}),
+    ("10.0.0.1:1883,10.0.0.2:1883,nats-3.city.example:1883",
+     {"brokers": [{"host": "10.0.0.1", "port": 1883}, {"host": "10.0.0.2", "port": 1883},
+                  {"host": "nats-3.city.example", "port": 1883}]}),
+])
+def test_the_broker_list_renders_the_mqtt_keys_the_agent_takes(
+        tmp_path: Path, brokers: str, want: dict[str, Any]) -> None:
+    """What `--broker` gives `flash.sh pi` (one broker, or a cluster's members in order)
+    becomes [mqtt] host and port, or its brokers list, and the agent's config loads it."""
+    from edge_agent.config import load_config
+
+    helper = (ROOT / "flash.sh").read_text().split("HELPER_PY=$(cat <<'PYEOF'\n", 1)[1]
+    helper = helper.split("\nPYEOF", 1)[0]
+    (tmp_path / "pw").write_text("secret\n")
+    out = tmp_path / "node.toml"
+    r = subprocess.run(
+        [sys.executable, "-c", helper, "render", str(HW / "camera-node" / "node.toml.in"),
+         str(out), "0640", f"NODE_ID=s:{NODE}", f"SITE=s:{SITE}",
+         f"MQTT_BROKERS=brokers:{brokers}", f"MQTT_USERNAME=s:{NODE}",
+         f"MQTT_PASSWORD=f:{tmp_path / 'pw'}", "MQTT_TLS=raw:",
+         f"MODEL_PATH=s:{tmp_path / 'm.onnx'}", "LABELS=raw:"],
+        capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = tomllib.loads(out.read_text())
+    assert {k: v for k, v in cfg["mqtt"].items() if k in ("host", "port", "brokers")} == want
+    loaded = load_config(out)
+    assert [f"{b.host}:{b.port}" for b in loaded.mqtt.addresses] == brokers.split(",")

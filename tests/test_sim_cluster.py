@@ -11,6 +11,7 @@ import pytest
 
 from sim import cli
 from sim.nats_cluster import find_nats_server
+from sim.scenario import load_scenario
 from tests.conftest import ROOT, SHARED
 
 CLUSTER = sorted((ROOT / "sim" / "scenarios" / "cluster").glob("*.toml"))
@@ -38,12 +39,15 @@ def test_cluster_scenario_holds(path: Path, tmp_path: Path,
     assert {f"{n} back on a live member" for n in nodes} <= set(names)
     assert summary["run"]["broker"] == "nats-cluster"
     messages = json.loads((report / "messages.json").read_text())
-    # Every camera moved off a member that went down and named each broker it was on.
-    cams = [n for n in nodes if n.startswith("cam-") and summary["run"]["members"][n] == 1]
-    for cam in cams:
-        brokers = {m["payload"].get("broker") for m in messages if m["node"] == cam
+    # Every node, camera or board, moved off its member when that went down, and named each
+    # broker it was on.
+    down = {f.member for f in load_scenario(path).faults if f.member}
+    moving = [n for n in nodes if summary["run"]["members"][n] in down]
+    assert moving
+    for node in moving:
+        brokers = {m["payload"].get("broker") for m in messages if m["node"] == node
                    and m["kind"] == "status" and m["payload"].get("state") == "online"}
-        assert len(brokers) >= 2, f"{cam} never moved: {brokers}"
+        assert len(brokers) >= 2, f"{node} never moved: {brokers}"
 
 
 def test_member_faults_need_the_cluster(tmp_path: Path,
