@@ -46,9 +46,15 @@ def _figures(r: LoadResult) -> list[Figure]:
                note="one Python thread drives every client"),
         Figure(g, f"{b}: storm: every client back after", r.storm_back_s, "s",
                note=f"{r.storm_dropped} clients dropped by the kill; restarted after 10 s"),
+        Figure(g, f"{b}: storm: back end back after", r.backend_back_s, "s",
+               note="its own reconnect, from the kill (0: it was not cut off)"
+               if a.backend_down_s is None else
+               f"NOT CONNECTED when the aftershock's wait ended ({a.backend_down_s} s down)"),
         Figure(g, f"{b}: aftershock alarms lost", a.lost, "alarms", "0", a.lost == 0,
                f"{a.alarms} alarms raised 1 s after the kill; latency p50/p99/max "
-               f"{a.p50_ms}/{a.p99_ms}/{a.max_ms} ms"),
+               f"{a.p50_ms}/{a.p99_ms}/{a.max_ms} ms"
+               + ("" if a.backend_down_s is None else
+                  "; the back end was not connected: they never reached its consumer")),
     ]
 
 

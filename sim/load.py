@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from sim.broker import MosquittoBroker
-from sim.load_backend import JetStreamBackend, MqttBackend, Tally
+from sim.load_backend import JetStreamBackend, Link, MqttBackend, Tally
 from sim.load_clients import Swarm
 from sim.nats_cluster import NatsCluster
 
@@ -54,6 +54,9 @@ class Burst:
     all_in_s: float | None = None
     """From the first alarm published to the last one received."""
     repeats: int = 0
+    backend_down_s: float | None = None
+    """Seconds the back end had been disconnected when the wait for these alarms ended (None:
+    connected): its lost alarms never reached the consumer, whatever the broker holds."""
 
 
 @dataclass
@@ -76,6 +79,9 @@ class LoadResult:
     storm_dropped: int = 0
     storm_back_s: float | None = None
     """From the kill until every client was connected again."""
+    backend_back_s: float | None = None
+    """From the kill until the back end was connected again (0.0: it was not cut off; None:
+    it was not back when the aftershock's wait ended)."""
     aftershock: Burst = field(default_factory=Burst)
     notes: list[str] = field(default_factory=list)
 
@@ -137,9 +143,19 @@ def _pct(a: list[float | None], b: list[float | None], wall: float) -> list[floa
             else None for x, y in zip(a, b, strict=True)]
 
 
-def _burst(tally: Tally, published: dict[str, float], ids: list[str]) -> Burst:
+def _burst(tally: Tally, link: Link, published: dict[str, float], ids: list[str],
+           res: LoadResult, name: str) -> Burst:
+    """The burst's figures; a back end still disconnected is named in the notes, so that
+    alarms it never consumed do not read as alarms the broker lost."""
     lat = sorted(1000 * (tally.first[i] - published[i]) for i in ids if i in tally.first)
     b = Burst(alarms=len(ids), arrived=len(lat), lost=len(ids) - len(lat))
+    down = link.down_for()
+    if down is not None:
+        b.backend_down_s = down[0]
+        res.notes.append(f"{name}: the back end was NOT CONNECTED to the broker when the wait "
+                         f"for the alarms ended (down for {down[0]} s, last error: "
+                         f"{down[1] or 'none'}); its {b.lost} lost alarm(s) never reached "
+                         "the consumer")
     if lat:
         b.p50_ms = round(statistics.median(lat), 1)
         b.p99_ms = round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1)
@@ -215,18 +231,15 @@ def run_one(broker: str, spec: LoadSpec, log: Any = print) -> LoadResult:
         wall = time.monotonic() - w0
         res.member_burst_cpu_pct = _pct(cpu0, meter.cpu_seconds(), wall)
         res.burst_consumed_per_s = round((backend.tally.count() - msgs0) / wall, 1)
-        res.quake = _burst(backend.tally, swarm.published, ids)
+        res.quake = _burst(backend.tally, backend.link, swarm.published, ids, res, "quake")
         log(f"  {broker}: quake {res.quake.arrived}/{res.quake.alarms} alarms, p99 "
-            f"{res.quake.p99_ms} ms, max {res.quake.max_ms} ms")
+            f"{res.quake.p99_ms} ms, max {res.quake.max_ms} ms{_down(res.quake)}")
 
         if spec.storm:
-            _storm(res, spec, swarm, backend.tally, cluster, mosq, ports, log)
+            _storm(res, spec, swarm, backend.tally, backend.link, cluster, mosq, ports, log)
             if isinstance(backend, MqttBackend) and not all(backend.connects[1:]):
                 res.notes.append("the broker came back without the back end's session: "
                                  "what arrived before it subscribed again went to nobody")
-            if isinstance(backend, MqttBackend) and backend.kicks:
-                res.notes.append(f"the back end's network loop was restarted {backend.kicks} "
-                                 "time(s) after staying disconnected")
         res.quake.repeats = backend.tally.repeats
         res.member_rss_mb = [round(r, 1) for r in meter.rss]
     finally:
@@ -243,7 +256,12 @@ def run_one(broker: str, spec: LoadSpec, log: Any = print) -> LoadResult:
     return res
 
 
-def _storm(res: LoadResult, spec: LoadSpec, swarm: Swarm, tally: Tally,
+def _down(b: Burst) -> str:
+    return "" if b.backend_down_s is None else \
+        f"; the back end NOT CONNECTED for {b.backend_down_s} s"
+
+
+def _storm(res: LoadResult, spec: LoadSpec, swarm: Swarm, tally: Tally, link: Link,
            cluster: NatsCluster | None, mosq: MosquittoBroker | None, ports: list[int],
            log: Any) -> None:
     """The first member (or the only broker) dies; one second later every vibration client
@@ -278,13 +296,19 @@ def _storm(res: LoadResult, spec: LoadSpec, swarm: Swarm, tally: Tally,
         time.sleep(0.1)
     ids = [i for i in swarm.published if i not in before]
     _wait_alarms(tally, ids, spec.drain_s)
-    res.aftershock = _burst(tally, swarm.published, ids)
+    res.aftershock = _burst(tally, link, swarm.published, ids, res, "aftershock")
+    res.backend_back_s = link.back_after(t_kill)
     if res.storm_back_s is None:
         res.notes.append(f"{spec.clients - swarm.connected_count()} clients still not back "
                          "after the storm")
     log(f"  {broker_label(cluster)}: storm dropped {res.storm_dropped}, all back after "
-        f"{res.storm_back_s} s; aftershock {res.aftershock.arrived}/{res.aftershock.alarms}, "
-        f"lost {res.aftershock.lost}")
+        f"{res.storm_back_s} s, the back end after {res.backend_back_s} s; aftershock "
+        f"{res.aftershock.arrived}/{res.aftershock.alarms}, lost {res.aftershock.lost}"
+        f"{_down(res.aftershock)}")
+
+
+def _cut(b: Burst) -> str:
+    return "" if b.backend_down_s is None else " back end down"
 
 
 def broker_label(cluster: NatsCluster | None) -> str:
@@ -307,15 +331,19 @@ def table(results: list[LoadResult]) -> str:
         ("broker CPU % per member (quake)", [r.member_burst_cpu_pct for r in results]),
         ("broker peak RSS MB per member", [r.member_rss_mb for r in results]),
         ("load generator CPU %", [r.load_cpu_pct for r in results]),
-        ("quake alarms arrived", [f"{r.quake.arrived}/{r.quake.alarms}" for r in results]),
+        ("quake alarms arrived", [f"{r.quake.arrived}/{r.quake.alarms}{_cut(r.quake)}"
+                                  for r in results]),
         ("quake latency p50/p99/max ms",
          [f"{r.quake.p50_ms}/{r.quake.p99_ms}/{r.quake.max_ms}" for r in results]),
         ("quake: last alarm in after s", [r.quake.all_in_s for r in results]),
         ("storm: clients dropped", [r.storm_dropped for r in results]),
         ("storm: every client back after s", [r.storm_back_s for r in results]),
+        ("storm: back end back after s",
+         ["NOT BACK" if r.aftershock.backend_down_s is not None else r.backend_back_s
+          for r in results]),
         ("aftershock alarms arrived (lost)",
          [f"{r.aftershock.arrived}/{r.aftershock.alarms} ({r.aftershock.lost})"
-          for r in results]),
+          f"{_cut(r.aftershock)}" for r in results]),
         ("aftershock latency p50/p99/max ms",
          [f"{r.aftershock.p50_ms}/{r.aftershock.p99_ms}/{r.aftershock.max_ms}"
           for r in results]),

@@ -5,14 +5,20 @@ after its broker (member) is killed without losing an alarm. The big run is `mak
 from __future__ import annotations
 
 import json
+import resource
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sim import cli
 from sim.broker import MosquittoBroker
-from sim.load import LoadSpec, run_one
+from sim.load import LoadResult, LoadSpec, _burst, run_one, table
+from sim.load_backend import Link, MqttBackend, Tally
 from sim.load_clients import Swarm
 from sim.nats_cluster import find_nats_server
 from tests.mqtt_helpers import Recorder, validate
@@ -61,6 +67,69 @@ def test_quake_and_storm_lose_no_alarm(which: str) -> None:
     lat = (r.quake.p50_ms, r.quake.p99_ms, r.quake.max_ms)
     assert None not in lat and lat[0] <= lat[1] <= lat[2]  # type: ignore[operator]
     assert len(r.member_rss_mb) == (1 if which == "mosquitto" else 3)
+
+
+def _until(cond: Callable[[], bool], limit_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + limit_s
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cond()
+
+
+def test_mqtt_backend_comes_back_on_a_socket_past_select_s_limit() -> None:
+    """After a broker restart the swarm's thousands of sockets push the back end's new socket
+    past descriptor 1023, which select() (paho's loop_start) cannot watch: the back end must
+    still reconnect and consume, and say it was down meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1500
+    if soft < need and hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    held: list[socket.socket] = []
+    backend: MqttBackend | None = None
+    try:
+        with MosquittoBroker(persistence=True) as mosq:
+            backend = MqttBackend(mosq.host, mosq.port, "fd")
+            link = backend.link
+            t_stop = time.monotonic()
+            mosq.stop()  # terminated: saves the back end's session
+            assert _until(lambda: link.down_for() is not None)
+            held = [socket.socket() for _ in range(1100)]  # the swarm, reconnecting
+            mosq.start()
+            assert _until(link.connected), link.reason
+            sock = backend.client.socket()
+            assert sock is not None and sock.fileno() >= 1024
+            for s in held:
+                s.close()
+            pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+            pub.connect(mosq.host, mosq.port)
+            pub.loop_start()
+            pub.publish("safecity/v1/fd/vib-1/event/vibration",
+                        json.dumps({"event_id": "e-1"}), qos=1).wait_for_publish(5)
+            pub.disconnect()
+            pub.loop_stop()
+            assert _until(lambda: "e-1" in backend.tally.first)
+            back = link.back_after(t_stop)
+            assert back is not None and back > 0
+        assert backend.connects == [False, True]  # the session survived the restart
+    finally:
+        for s in held:
+            s.close()
+        if backend is not None:
+            backend.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_alarms_a_disconnected_back_end_never_got_are_named_so() -> None:
+    link = Link()
+    link.up()
+    link.down("ConnectionRefusedError: [Errno 111] Connection refused")
+    res = LoadResult("mosquitto", 2)
+    res.aftershock = _burst(Tally(), link, {"a": 1.0, "b": 1.0}, ["a", "b"], res, "aftershock")
+    assert res.aftershock.lost == 2 and res.aftershock.backend_down_s is not None
+    assert "aftershock: the back end was NOT CONNECTED" in res.notes[0]
+    assert "Connection refused" in res.notes[0]
+    assert "0/2 (2) back end down" in table([res])
 
 
 def test_bad_load_arguments_are_named(capsys: pytest.CaptureFixture[str],
