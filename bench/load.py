@@ -34,7 +34,7 @@ def _figures(r: LoadResult) -> list[Figure]:
                f"{q.alarms} vibration clients alarming within 1 s; last in after "
                f"{q.all_in_s} s"),
         Figure(g, f"{b}: quake alarm latency p50", q.p50_ms, "ms",
-               note="publish to the back end's consumer"),
+               note="from the moment each alarm is due to the back end's consumer"),
         Figure(g, f"{b}: quake alarm latency p99", q.p99_ms, "ms"),
         Figure(g, f"{b}: quake alarm latency max", q.max_ms, "ms"),
         Figure(g, f"{b}: broker CPU per member (steady)", str(r.member_cpu_pct),
