@@ -49,23 +49,27 @@ def test_board_moves_with_its_session_and_comes_back(cluster: NatsCluster,
             assert sent.is_published(), "the survivors did not store the command"
 
             # The next member; or the one after, when the next refuses sessions while the
-            # survivors re-elect (NATS closes the connection then).
-            moved = wait_doc(backend, "/b1/status",
-                             lambda d: d["state"] == "online" and d["broker"] != here[0], 30)
+            # survivors re-elect (NATS closes the connection then). Named by the board's
+            # birth or its telemetry: a survivor that cannot store a retained message
+            # while it re-elects drops it ("unable to store retained message" in its log).
+            moved = wait_doc(backend, "/b1/", lambda d: d.get("broker") not in (None, here[0])
+                             and d.get("state", "online") == "online", 30)
             assert moved["boot"] == first["boot"]  # a move, not a reset
             start = wait_doc(backend, "/b1/event/gas", lambda d: d["phase"] == "start", 30)
             assert start["severity"] == "critical"
             ack = wait_doc(backend, "/b1/cmd/ack", lambda d: d["id"] == "fo-1", 30)
             assert ack["ok"] and ack["result"]["pong"]
-            wait_doc(backend, "/b1/telemetry", lambda d: d.get("broker") == moved["broker"], 20)
 
             cluster.restart_member(0)
 
+            def named(ms: list[Received]) -> list[str | None]:
+                return [m.json().get("broker") for m in ms
+                        if m.topic.endswith(("/b1/status", "/b1/telemetry"))]
+
             def back(ms: list[Received]) -> bool:
-                """A birth on the first choice after one elsewhere (a QoS 1 status may
-                also come twice: at least once)."""
-                on = [m.json().get("broker") for m in ms if m.topic.endswith("/b1/status")]
-                away = [i for i, x in enumerate(on) if x != here[0]]
+                """The first choice named again after another broker."""
+                on = named(ms)
+                away = [i for i, x in enumerate(on) if x not in (None, here[0])]
                 return bool(away) and here[0] in on[away[0]:]
 
             backend.wait_for(back, 60)
@@ -74,20 +78,22 @@ def test_board_moves_with_its_session_and_comes_back(cluster: NatsCluster,
             log = b.log_text()
             assert "fw mqtt failback" in log and f"next_broker 127.0.0.1:{p[1]}" in log
             statuses = docs(backend, "/b1/status")
-        # The way back is a clean DISCONNECT: no Last Will between the board's last birth
-        # elsewhere and its birth on the first choice. (The kill takes the board's will with
-        # the member; a survivor that closes a session while it re-elects fires it, once:
-        # docs/scale.md.) Every birth is of the same boot: moves, never a reset.
-        home = max(i for i, s in enumerate(statuses)
-                   if s["state"] == "online" and s["broker"] == here[0])
-        assert home > 0 and statuses[home - 1]["state"] == "online", statuses
+            on = [x for x in named(backend.messages) if x is not None]
+        # Every birth is of the same boot: moves, never a reset. The kill takes the board's
+        # will with the member; a survivor that closes a session while it re-elects fires
+        # it (docs/scale.md): no other offline.
         assert all(s["boot"] == first["boot"] for s in statuses), statuses
         assert all(s.get("reason") == "connection_lost" for s in statuses
                    if s["state"] == "offline"), statuses
+        # The way back is a clean DISCONNECT: when no survivor closed the board's session
+        # (the board's log says who closed what), no will fired at all.
+        closed = [ln for ln in log.split("next_broker", 1)[1].splitlines()
+                  if ln.startswith("fw mqtt down") and ln != "fw mqtt down disconnect"]
+        if not closed:
+            assert all(s["state"] == "online" for s in statuses), statuses
         # Back on the first choice at last. (Its first attempt there may be closed while the
         # restarted member catches up; the board then goes on along its list and looks again
-        # after failback_s: seen in one run in three.)
-        on = [s["broker"] for s in statuses if s["state"] == "online"]
+        # after failback_s.)
         assert on[0] == here[0] and on[-1] == here[0] and moved["broker"] in on, on
         events = docs(backend, "/b1/event/gas")
         # At least once (a PUBACK held while the survivors re-elect brings a DUP): each
