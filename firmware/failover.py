@@ -15,7 +15,8 @@ import select
 import socket
 import time
 
-_PENDING = (11, 107, 115, 119, 128)  # errno of a TCP connect under way (as mqtt.py)
+from mqtt import _PENDING  # errno of a TCP connect under way (mqtt.py is resident)
+
 _CHECK_MS = 3000  # a first choice that has not accepted within this does not answer
 
 

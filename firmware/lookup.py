@@ -58,8 +58,5 @@ def broker(self, now):
     cl = self.client
     if run(self, cl.resolve, cl.host) is not None:
         if self.nb > 1:  # the next broker of the list, but not before RETRY_MS either
-            import failover
-
-            failover.refused(self, now)
-            app.drop("failover")
+            self._fo("refused")
         self.mqtt_next = time.ticks_add(now, max(self.mqtt_backoff, RETRY_MS))

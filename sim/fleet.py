@@ -167,10 +167,8 @@ class Fleet:
                          ticks_start_ms=spec.ticks_start_ms, smallint_check=spec.smallint_check)
         board.supervise_s = SUPERVISE_S
         if link is None and len(self._ports) > 1:  # its member first, then the others
-            first = self.members[node_id]
-            others = self._ports[first + 1:] + self._ports[:first]
-            board.config.setdefault("failover_brokers",
-                                    ",".join(f"{self._host}:{p}" for p in others))
+            board.config.setdefault("failover_brokers", ",".join(
+                f"{self._host}:{p}" for p in self._order(node_id)[1:]))
             board.config.setdefault("failback_s", BOARD_FAILBACK_S)
         if spec.broker_name is not None:  # named: the board looks the broker up (and waits)
             board.config["broker_host"] = spec.broker_name
@@ -185,8 +183,7 @@ class Fleet:
             self.where.scenario_dir / spec.config
         clip, model = template_media(template, self.where.shared, self.where.var)
         work = self.where.work / "cameras" / node_id
-        first = self.members[node_id]
-        order = self._ports[first:] + self._ports[:first]
+        order = self._order(node_id)
         brokers = None if link is not None or len(order) == 1 else order
         cfg = camera_config(template, work / "node.toml", clip=clip, model=model,
                             port=link.port if link else self._port, state_dir=work / "state",
@@ -195,6 +192,11 @@ class Fleet:
                             node={"id": node_id, "site": self.scenario.site},
                             camera={"speed": self.scenario.time_scale})
         return CamNode(node_id, "camera", CameraNode(node_id, cfg, work), link)
+
+    def _order(self, node_id: str) -> list[int]:
+        """The member ports in the node's order of preference: its own member first."""
+        first = self.members[node_id]
+        return self._ports[first:] + self._ports[:first]
 
     def boards(self) -> list[BoardNode]:
         return [n for n in self.nodes.values() if isinstance(n, BoardNode)]

@@ -140,18 +140,12 @@ class Member:
         c.loop(0.1)
         return bool(answer and answer[0])
 
-    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    def ready(self) -> bool:
         """Healthy by /healthz, then ready for MQTT sessions."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server {self.name} exited: "
-                                   f"{self.log_path.read_text()[-2000:]}")
-            if self.healthy() and (not self.mqtt_probe or self.mqtt_ready()):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"nats-server {self.name} not healthy within {timeout:g}s: "
-                           f"{self.log_path.read_text()[-2000:]}")
+        return self.healthy() and (not self.mqtt_probe or self.mqtt_ready())
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        wait_ready([self], timeout)
 
     def kill(self) -> None:
         """A crash: SIGKILL, nothing flushed."""
@@ -185,6 +179,26 @@ class Member:
         if self.pid is not None and self.paused:
             os.kill(self.pid, signal.SIGCONT)
             self.paused = False
+
+
+def wait_ready(members: list[Member], timeout: float) -> None:
+    """Until every one of `members` is ready, failing at once when any exits: a member that
+    could not bind its port leaves the others without the peers that JetStream's replicas
+    need, and waiting on them would hide why."""
+    deadline = time.monotonic() + timeout
+    pending = list(members)
+    while pending:
+        for m in members:
+            if m.proc is not None and m.proc.poll() is not None:
+                raise RuntimeError(f"nats-server {m.name} exited: "
+                                   f"{m.log_path.read_text()[-2000:]}")
+        pending = [m for m in pending if not m.ready()]
+        if pending and time.monotonic() >= deadline:
+            m = pending[0]
+            raise RuntimeError(f"nats-server {m.name} not healthy within {timeout:g}s: "
+                               f"{m.log_path.read_text()[-2000:]}")
+        if pending:
+            time.sleep(0.2)
 
 
 class NatsCluster:
@@ -266,7 +280,7 @@ class NatsCluster:
                 if m.pid is None:
                     m.launch()
             try:
-                self._wait_all(timeout)
+                wait_ready(self.members, timeout)
                 return self
             except RuntimeError as exc:
                 if "address already in use" not in str(exc) or attempt == 2:
@@ -274,26 +288,6 @@ class NatsCluster:
                     raise
                 self._configure()
         return self
-
-    def _wait_all(self, timeout: float) -> None:
-        """Until every member is healthy, failing at once when any member exits: a member
-        that could not bind its port leaves the others without the peers that JetStream's
-        replicas need, and waiting on them would hide why."""
-        deadline = time.monotonic() + timeout
-        pending = list(self.members)
-        while pending:
-            for m in self.members:
-                if m.proc is not None and m.proc.poll() is not None:
-                    raise RuntimeError(f"nats-server {m.name} exited: "
-                                       f"{m.log_path.read_text()[-2000:]}")
-            pending = [m for m in pending
-                       if not (m.healthy() and (not m.mqtt_probe or m.mqtt_ready()))]
-            if pending and time.monotonic() >= deadline:
-                m = pending[0]
-                raise RuntimeError(f"nats-server {m.name} not healthy within {timeout:g}s: "
-                                   f"{m.log_path.read_text()[-2000:]}")
-            if pending:
-                time.sleep(0.2)
 
     def restart_member(self, index: int, timeout: float = HEALTH_TIMEOUT_S) -> None:
         """Start a stopped or killed member again and wait until it is healthy."""
@@ -325,8 +319,7 @@ class NatsCluster:
         consumers it led have no leader yet (measured: a will then took 5 s to arrive);
         messages through those wait until the survivors elect new ones."""
         deadline = time.monotonic() + timeout
-        for m in self.live():
-            m.wait_healthy(max(0.0, deadline - time.monotonic()))
+        wait_ready(self.live(), timeout)
         live = {m.name for m in self.live()}
         while True:
             try:
