@@ -111,6 +111,12 @@ class MqttConfig(_Model):
     failback_s: float = Field(300.0, ge=1)
     """While on another broker, how often (jittered) the node checks whether its first
     choice answers again and moves back to it."""
+    max_inflight: int | None = Field(None, ge=1, le=100)
+    """QoS 1 messages sent and not yet acknowledged, at most. Unset: 16 on one broker, 1
+    with a brokers list. A cluster that loses a stream's leader holds the publishes to it
+    until it has elected another, and can then store a later one before an earlier one
+    (seen on NATS 2.15): one at a time, each waiting for the PUBACK of the one before (as
+    the boards do), keeps a node's events in order at the cost of one round trip each."""
     max_payload_bytes: int = Field(NATS_MAX_PAYLOAD, ge=4096)
     """The broker's largest message (NATS `max_payload`, Mosquitto `message_size_limit`):
     published snapshots must fit under it."""
@@ -160,6 +166,13 @@ class MqttConfig(_Model):
     def addresses(self) -> list[BrokerAddress]:
         """The brokers in order of preference (one when only host and port are given)."""
         return list(self.brokers) or [BrokerAddress(host=self.host, port=self.port)]
+
+    @property
+    def inflight(self) -> int:
+        """`max_inflight`, or its default for this broker list."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        return 1 if len(self.addresses) > 1 else 16
 
 
 class CameraConfig(_Model):

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import MqttConfig
+from edge_agent.config import BrokerAddress, MqttConfig
 from edge_agent.uplink import messages
 from edge_agent.uplink.client import Uplink
 from edge_agent.uplink.messages import EventNumbering, Identity
 from edge_agent.uplink.spool import Spool
 from edge_agent.uplink.topics import Topics
-from sim.broker import MosquittoBroker
+from sim.broker import MosquittoBroker, free_port
+from sim.proxy import FaultyLink
 from tests.mqtt_helpers import Recorder, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,45 @@ def test_birth_retained_events_in_order_and_schema_valid(broker, tmp_path):
     assert retained.retain and retained.json()["state"] == "offline"
     rec.close()
     late.close()
+
+
+def test_with_a_broker_list_each_event_waits_for_the_ack_of_the_one_before(broker, tmp_path):
+    # A cluster can store a later publish before an earlier one it held while re-electing;
+    # a node that knows a list sends the next only after the PUBACK of the one before. Seen
+    # from the broker: consecutive events at least one round trip of the slow link apart.
+    link = FaultyLink(broker.port)
+    ident = Identity("site-a", "cam-01", "camera", 1)
+    cfg = MqttConfig(brokers=[BrokerAddress(host="127.0.0.1", port=link.port),
+                              BrokerAddress(host="127.0.0.1", port=free_port())],
+                     keepalive_s=30)
+    up = Uplink(cfg, Topics("safecity/v1", "site-a", "cam-01"), ident,
+                Spool(tmp_path / "spool.db"))
+    numbering = EventNumbering(ident)
+    rec = Recorder(broker.host, broker.port, "safecity/#")
+    up.start()
+    try:
+        assert up.wait_connected(10)
+        rec.wait_for(lambda m: any(x.topic.endswith("/status") for x in m), 10)
+        link.delay_s = 0.5  # each chunk, each way
+        ids = [send_event(up, numbering, i) for i in range(4)]
+        assert up.flush(30)
+        msgs = rec.wait_for(lambda m: sum("/event/" in x.topic for x in m) >= 4, 30)
+        events = [m for m in msgs if "/event/" in m.topic]
+        assert [m.json()["event_id"] for m in events] == ids
+        gaps = [b.at - a.at for a, b in zip(events, events[1:], strict=False)]
+        assert min(gaps) >= 0.8, f"sent before the one before was acknowledged: {gaps}"
+    finally:
+        up.stop()
+        rec.close()
+        link.close()
+
+
+def test_in_flight_defaults_follow_the_broker_list():
+    one = MqttConfig()
+    two = MqttConfig(brokers=[BrokerAddress(host="a", port=1883),
+                              BrokerAddress(host="b", port=1883)])
+    assert (one.inflight, two.inflight) == (16, 1)
+    assert MqttConfig(max_inflight=4, brokers=two.brokers).inflight == 4
 
 
 def test_broker_outage_loses_nothing_and_marks_historical(tmp_path):

@@ -31,8 +31,6 @@ from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-WINDOW = 16
-"""Spooled messages in flight at once; also paho's max_inflight_messages."""
 RESEND_AFTER_S = 10.0
 """After a reconnect paho retransmits what was in flight; if no PUBACK comes by then,
 the spool republishes those rows itself (same event_id, so consumers de-duplicate)."""
@@ -123,7 +121,7 @@ class Uplink:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"{ident.site}-{ident.node}",
                                    clean_session=False)
-        self._client.max_inflight_messages_set(WINDOW)
+        self._client.max_inflight_messages_set(cfg.inflight)
         self._client.max_queued_messages_set(0)
         # paho doubles the delay from min to max with no jitter of its own, and knows one
         # broker: after every failure the Failover picks the broker and the jittered wait, so
@@ -428,7 +426,7 @@ class Uplink:
                 return
             rows = self.spool.get([self._inflight.pop(mid)[0] for mid in stale])
             self._send(rows, gen)
-        room = WINDOW - len(self._inflight)
+        room = self.cfg.inflight - len(self._inflight)
         if room <= 0:
             return
         rows = self.spool.after(self._last_sent, room)
