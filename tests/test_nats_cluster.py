@@ -59,14 +59,21 @@ def test_every_member_healthy_and_routed(cluster: NatsCluster) -> None:
     assert f"max_payload: {MAX_PAYLOAD}" in cluster.members[0].config_path.read_text()
 
 
+def _stored(info: mqtt.MQTTMessageInfo) -> None:
+    """The broker acknowledged it (PUBACK); bounds are generous: two cores run two
+    clusters and other tests at once."""
+    info.wait_for_publish(15)
+    assert info.is_published(), "no PUBACK within 15 s"
+
+
 def test_qos1_and_retained_cross_members(cluster: NatsCluster) -> None:
     pub = _Pub(cluster.mqtt_ports[0], "x-pub")
-    pub.client.publish("safecity/v1/xs/n1/status", b'{"state":"online"}', qos=1,
-                       retain=True).wait_for_publish(5)
+    _stored(pub.client.publish("safecity/v1/xs/n1/status", b'{"state":"online"}', qos=1,
+                               retain=True))
     sub = Recorder("127.0.0.1", cluster.mqtt_ports[1], "safecity/v1/xs/#", client_id="x-sub")
-    assert sub.wait_for(_any(lambda m: m.topic.endswith("/status") and m.retain), 5)
-    pub.client.publish("safecity/v1/xs/n1/event/gas", b"1", qos=1).wait_for_publish(5)
-    assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 5)
+    assert sub.wait_for(_any(lambda m: m.topic.endswith("/status") and m.retain), 15)
+    _stored(pub.client.publish("safecity/v1/xs/n1/event/gas", b"1", qos=1))
+    assert sub.wait_for(_any(lambda m: m.topic.endswith("/event/gas")), 15)
     pub.close()
     sub.close()
 
@@ -77,11 +84,11 @@ def test_session_backlog_redelivered_on_another_member(cluster: NatsCluster) -> 
     sub.close()
     pub = _Pub(cluster.mqtt_ports[2], "bs-pub")
     for i in range(5):
-        pub.client.publish(f"safecity/v1/bs/n1/event/e{i}", b"x", qos=1).wait_for_publish(5)
+        _stored(pub.client.publish(f"safecity/v1/bs/n1/event/e{i}", b"x", qos=1))
     pub.close()
     back = Recorder("127.0.0.1", cluster.mqtt_ports[1], "safecity/v1/bs/#",
                     client_id="bs-sub", persistent=True)
-    assert back.wait_for(_any(lambda m: m.topic.endswith("/e4")), 10)
+    assert back.wait_for(_any(lambda m: m.topic.endswith("/e4")), 15)
     got = sorted(m.topic.rsplit("/", 1)[1] for m in back.messages)
     assert got == [f"e{i}" for i in range(5)]
     back.close()
@@ -89,19 +96,10 @@ def test_session_backlog_redelivered_on_another_member(cluster: NatsCluster) -> 
 
 def test_will_fires_for_a_killed_client(cluster: NatsCluster) -> None:
     sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/ws/#", client_id="ws-sub")
-    code = ("import time, paho.mqtt.client as m\n"
-            "c = m.Client(m.CallbackAPIVersion.VERSION2, client_id='ws-node')\n"
-            "c.will_set('safecity/v1/ws/n1/status', b'offline', qos=1, retain=True)\n"
-            f"c.connect('127.0.0.1', {cluster.mqtt_ports[2]}, keepalive=5)\n"
-            "c.loop_start(); print('up', flush=True); time.sleep(60)\n")
-    node = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert node.stdout is not None and node.stdout.readline().strip() == b"up"
-        time.sleep(0.5)
-        node.kill()
-    finally:
-        node.wait()
-    assert sub.wait_for(_any(lambda m: m.payload == b"offline"), 10)
+    node = _node_with_will(cluster.mqtt_ports[2], "ws", "n1")
+    node.kill()
+    node.wait()
+    assert sub.wait_for(_any(lambda m: m.payload == b"offline"), 15)
     sub.close()
 
 
@@ -113,8 +111,8 @@ def test_mqtt_topics_map_to_subjects(cluster: NatsCluster) -> None:
         sub = await nc.subscribe("safecity.v1.ms.>")
         await nc.flush()
         pub = _Pub(cluster.mqtt_ports[1], "ms-pub")
-        pub.client.publish("safecity/v1/ms/n1/event/gas", b"1", qos=1).wait_for_publish(5)
-        pub.client.publish("safecity/v1/ms/n.2/event/gas", b"2", qos=1).wait_for_publish(5)
+        _stored(pub.client.publish("safecity/v1/ms/n1/event/gas", b"1", qos=1))
+        _stored(pub.client.publish("safecity/v1/ms/n.2/event/gas", b"2", qos=1))
         subjects = [(await sub.next_msg(timeout=5)).subject for _ in range(2)]
         pub.close()
         await nc.close()
@@ -129,7 +127,7 @@ def _crosses(sub: Recorder, pub_port: int, tag: str) -> None:
     plain subscribers were seen to lag: docs/scale.md)."""
     pub = _Pub(pub_port, f"{tag}-pub")
     try:
-        pub.client.publish(f"safecity/v1/{tag}/n1/event/gas", b"1", qos=1).wait_for_publish(10)
+        _stored(pub.client.publish(f"safecity/v1/{tag}/n1/event/gas", b"1", qos=1))
         assert sub.wait_for(_any(lambda m: m.topic == f"safecity/v1/{tag}/n1/event/gas"), 20)
     finally:
         pub.close()
@@ -163,12 +161,15 @@ def test_member_paused_then_resumed(fresh: NatsCluster) -> None:
     sub.close()
 
 
-def _node_with_will(port: int, node: str) -> subprocess.Popen[bytes]:
+def _node_with_will(port: int, site: str, node: str) -> subprocess.Popen[bytes]:
+    """A client with a Last Will, in a process of its own to kill; returns once the broker
+    accepted it (a will exists only from the CONNACK on)."""
     code = ("import time, paho.mqtt.client as m\n"
-            f"c = m.Client(m.CallbackAPIVersion.VERSION2, client_id='wd-{node}')\n"
-            f"c.will_set('safecity/v1/wd/{node}/status', b'offline', qos=1, retain=True)\n"
+            f"c = m.Client(m.CallbackAPIVersion.VERSION2, client_id='{site}-{node}')\n"
+            f"c.will_set('safecity/v1/{site}/{node}/status', b'offline', qos=1, retain=True)\n"
+            "c.on_connect = lambda *a: print('up', flush=True)\n"
             f"c.connect('127.0.0.1', {port}, keepalive=30)\n"
-            "c.loop_start(); print('up', flush=True); time.sleep(120)\n")
+            "c.loop_start(); time.sleep(120)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert p.stdout is not None and p.stdout.readline().strip() == b"up"
     return p
@@ -180,14 +181,14 @@ def test_a_killed_member_takes_its_clients_wills_with_it(fresh: NatsCluster) -> 
     cluster = fresh
     sub = Recorder("127.0.0.1", cluster.mqtt_ports[0], "safecity/v1/wd/#", client_id="wd-sub",
                    persistent=True)
-    killed = _node_with_will(cluster.mqtt_ports[1], "n-killed")
-    vanished = _node_with_will(cluster.mqtt_ports[2], "n-vanished")
+    killed = _node_with_will(cluster.mqtt_ports[1], "wd", "n-killed")
+    vanished = _node_with_will(cluster.mqtt_ports[2], "wd", "n-vanished")
     try:
         time.sleep(0.5)
         cluster.member_down(1, "kill")
         cluster.wait_live_healthy()
         vanished.kill()
-        assert sub.wait_for(_any(lambda m: "/n-vanished/" in m.topic), 10)
+        assert sub.wait_for(_any(lambda m: "/n-vanished/" in m.topic), 15)
         time.sleep(2)
         assert not any("/n-killed/" in m.topic for m in sub.messages)
     finally:
@@ -209,11 +210,10 @@ def test_the_back_end_records_a_repeated_event_once(cluster: NatsCluster) -> Non
            "details": {}}
     try:
         for _ in range(2):  # at least once: the same message twice
-            pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc),
-                               qos=1).wait_for_publish(5)
+            _stored(pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc),
+                                       qos=1))
         doc["phase"] = "end"
-        pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc),
-                           qos=1).wait_for_publish(5)
+        _stored(pub.client.publish("safecity/v1/dd/n1/event/gas", json.dumps(doc), qos=1))
         deadline = time.monotonic() + 10
         while len(rec.snapshot()) + rec.duplicates < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
