@@ -111,6 +111,10 @@ class MqttConfig(_Model):
     failback_s: float = Field(300.0, ge=1)
     """While on another broker, how often (jittered) the node checks whether its first
     choice answers again and moves back to it."""
+    connect_timeout_s: float = Field(10.0, gt=0, le=120)
+    """An attempt with no CONNACK this long after the TCP connection failed: the node tries
+    the next broker. A hung broker's kernel still accepts TCP, and paho alone would wait a
+    whole keepalive for the answer."""
     max_inflight: int | None = Field(None, ge=1, le=100)
     """QoS 1 messages sent and not yet acknowledged, at most. Unset: 16 on one broker, 1
     with a brokers list. A cluster that loses a stream's leader holds the publishes to it

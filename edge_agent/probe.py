@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import changes
 from edge_agent.capture import open_source
@@ -22,7 +20,7 @@ from edge_agent.capture.frame import Image
 from edge_agent.config import Config, MqttConfig
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.types import Detection
-from edge_agent.uplink.client import authenticate, connect_cause
+from edge_agent.uplink.connect import mqtt_answer
 
 CAMERA_TIMEOUT_S = 15.0
 """A camera that gives no frame in this long fails (an RTSP stream can take seconds)."""
@@ -116,35 +114,15 @@ def grab_frame(cfg: Config) -> tuple[Image | None, str]:
 
 
 def check_broker(cfg: MqttConfig, client_id: str) -> Part:
-    """Connect as the node would (credentials, TLS) and wait for the broker's answer."""
-    where = f"{cfg.host}:{cfg.port}"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    answer: list[str] = []
-    done = threading.Event()
-
-    def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object,
-                   props: object = None) -> None:
-        answer.append(str(reason))
-        done.set()
-
-    client.on_connect = on_connect
-    try:
-        authenticate(client, cfg)
-        client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-    except (OSError, ValueError) as exc:
-        return Part("broker", False, f"{where}: {connect_cause(exc)}")
-    client.loop_start()
-    try:
-        if not done.wait(BROKER_TIMEOUT_S):
-            return Part("broker", False, f"{where}: no answer within {BROKER_TIMEOUT_S:.0f} s")
-        if answer[0] != "Success":
-            return Part("broker", False, f"{where}: refused by the broker: {answer[0]}")
+    """Connect to each broker of the list as the node would (credentials, TLS) and wait
+    for its answer: a member a node cannot reach is found at installation, not in a
+    failover."""
+    found = [(b, mqtt_answer(cfg, b, client_id, BROKER_TIMEOUT_S)) for b in cfg.addresses]
+    if all(why is None for _, why in found):
         tls = ", TLS" if cfg.tls is not None else ""
         user = f" as {cfg.username}" if cfg.username else ""
-        return Part("broker", True, f"{where}: connected{user}{tls}")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        return Part("broker", True, "; ".join(f"{b}: connected{user}{tls}" for b, _ in found))
+    return Part("broker", False, "; ".join(f"{b}: {why or 'connected'}" for b, why in found))
 
 
 def annotate(image: Image, found: list[Detection]) -> Image:

@@ -3,8 +3,11 @@ order. A lost connection moves to the next one after a random 0..failover_jitter
 boards of a cluster member that died do not all come back in the same second; a failed
 attempt moves on too, each full round of failures doubling the wait (1 s up to 15 s, a
 random half of it to all of it). On another broker the board checks every failback_s
-(jittered by half either way) whether its first choice accepts a TCP connection, and goes
-back with a clean DISCONNECT (no Last Will). The session lives in the cluster, so a move
+(jittered by half either way) whether its first choice answers an MQTT CONNECT of its own
+(clean session, client id "<id>-look"; over TLS, whether it accepts a TCP connection, as a
+second TLS session would not fit the heap), and goes back with a clean DISCONNECT (no Last
+Will). A hung broker's kernel still accepts TCP: on that alone a board would leave a good
+broker for one that never answers, every failback_s. The session lives in the cluster, so a move
 loses nothing the broker queued, and the alarm in flight is sent again on the next broker.
 
 Loaded only when a board with more than one broker moves or checks, then dropped. Never
@@ -90,11 +93,32 @@ def stop_check(self):
             pass
 
 
+def _look_packet(cl):
+    """CONNECT with a clean session under the board's id + "-look", its credentials, no
+    Last Will: the broker makes and drops a session of its own, never the board's."""
+    cid = cl.client_id + b"-look"
+    flags = 0x02
+    body = bytearray(b"\x00\x04MQTT\x04\x00\x00\x00")
+    for f, v in ((0, cid), (0x80, cl.user), (0x40, cl.user and cl.password)):
+        if v:
+            flags |= f
+            body += len(v).to_bytes(2, "big") + v
+    body[7] = flags
+    n = len(body)
+    head = bytearray(b"\x10")
+    while True:
+        head.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return head + body
+
+
 def check(self, now):
     """One step of the look at the first choice, from the loop while a look is due: start a
-    non-blocking TCP connect, then see on later passes whether it was accepted. Accepted:
-    a clean DISCONNECT here and a connect to the first choice at once. Else the next look
-    waits another failback_s."""
+    non-blocking TCP connect, then on later passes send a CONNECT when it was accepted and
+    read the CONNACK (over TLS the accept is the answer). Accepted: a clean DISCONNECT here
+    and a connect to the first choice at once. Else the next look waits another
+    failback_s."""
     if self.probe is None:
         if self.outbox.depth() or self.client.inflight_pid:
             return  # what is queued goes out on this broker first
@@ -118,16 +142,35 @@ def check(self, now):
                 return
         p = select.poll()
         p.register(s, select.POLLOUT)
-        self.probe = (s, p, time.ticks_add(now, _CHECK_MS))
+        self.probe = (s, p, time.ticks_add(now, _CHECK_MS), [False])
         return
-    s, p, until = self.probe
+    s, p, until, sent = self.probe
     ev = 0
     for _, got in p.ipoll(0):
         ev |= got
     if not ev and time.ticks_diff(now, until) < 0:
         return  # not yet
+    ok = not ev & (select.POLLERR | select.POLLHUP | 0x20)
+    if ok and not sent[0] and ev & select.POLLOUT and self.client.tls is None:
+        try:
+            s.send(_look_packet(self.client))  # a few dozen bytes: the socket takes them
+            sent[0] = True
+            p.modify(s, select.POLLIN)
+            return
+        except OSError:
+            ok = False
+    elif ok and sent[0]:
+        try:
+            r = s.recv(4) if ev & select.POLLIN else b""
+            ok = len(r) == 4 and r[0] == 0x20 and r[3] == 0  # CONNACK, accepted
+            if ok:
+                s.send(b"\xe0\x00")  # DISCONNECT: the look's session goes
+        except OSError:
+            ok = False
+    else:
+        ok = ok and bool(ev & select.POLLOUT)
     stop_check(self)
-    if ev & (select.POLLERR | select.POLLHUP | 0x20) or not ev & select.POLLOUT:
+    if not ok:
         print("fw mqtt first_choice_down")
         self.failback_at = time.ticks_add(now, _period(self))
         return

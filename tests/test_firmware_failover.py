@@ -2,11 +2,13 @@
 cluster it moves to the next member when its own dies, keeps its session (a command queued
 while it was away arrives, the alarm raised meanwhile arrives once), names the broker it is
 on, and goes back to its first choice when that returns, without ever saying offline.
-Also: a bad list is named entry by entry, and the waits are spread, not in step."""
+Also: a hung first choice never takes it off a working broker, a bad list is named entry
+by entry, and the waits are spread, not in step."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sim.board import run_upy
+from sim.broker import MosquittoBroker
 from sim.nats_cluster import NatsCluster, find_nats_server
 from tests.firmware_helpers import Address, board, docs, wait_doc
 from tests.mqtt_helpers import Received, Recorder
@@ -193,3 +196,60 @@ print(" ".join(str(w) for w in ws))
     caps = [1000, 2000, 4000, 8000, 15000]
     for cap, r in zip(caps, rounds, strict=True):
         assert all(cap // 2 <= w < cap for w in r), (cap, r)
+
+
+def test_a_hung_first_choice_never_takes_the_board_off_a_working_broker(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """The first choice's kernel accepts TCP and nothing answers (a hung broker): the board
+    gives it up after its 10 s without a CONNACK, and its look there, which waits for a
+    CONNACK too, leaves it where it works."""
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    cfg = {"failover_brokers": f"127.0.0.1:{broker.port}", "failback_s": 10}
+    try:
+        with board(broker, tmp_path, "gas", config=cfg, port=hung.getsockname()[1],
+                   time_scale=4) as (b, rec):
+            st = wait_doc(rec, "/b1/status", lambda d: d["state"] == "online", 30)
+            assert st["broker"] == f"127.0.0.1:{broker.port}"
+            deadline = time.monotonic() + 20
+            while b.log_text().count("first_choice_down") < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            log = b.log_text().split("fw mqtt up", 1)[1]
+            assert log.count("fw mqtt first_choice_down") >= 2, log
+            assert "fw mqtt failback" not in log and "fw mqtt down" not in log, log
+    finally:
+        hung.close()
+
+
+def test_the_look_is_a_clean_session_connect_with_the_boards_credentials(
+        tmp_path: Path) -> None:
+    code = """
+import failover
+class C:
+    client_id = b"s-gas-1"
+    user = b"gas-1"
+    password = b"x" * 120
+print(bytes(failover._look_packet(C())).hex())
+"""
+    pkt = bytes.fromhex(run_upy(code, tmp_path).strip())
+    assert pkt[0] == 0x10
+    n, shift, i = 0, 0, 1
+    while True:  # remaining length, MQTT's variable-length integer
+        n |= (pkt[i] & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not pkt[i - 1] & 0x80:
+            break
+    body = pkt[i:]
+    assert len(body) == n > 127
+    assert body[:7] == b"\x00\x04MQTT\x04"
+    assert body[7] == 0xC2  # user name, password, clean session; no will
+    assert body[8:10] == b"\x00\x00"  # no keepalive: the look lasts 3 s at most
+    fields, j = [], 10
+    while j < len(body):
+        size = int.from_bytes(body[j:j + 2], "big")
+        fields.append(body[j + 2:j + 2 + size])
+        j += 2 + size
+    assert fields == [b"s-gas-1-look", b"gas-1", b"x" * 120]

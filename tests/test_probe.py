@@ -9,6 +9,8 @@ import sys
 import cv2
 import numpy as np
 
+from edge_agent.config import BrokerAddress, MqttConfig
+from edge_agent.probe import check_broker
 from sim.broker import free_port
 from tests.agent_helpers import frame_folder, node_config
 
@@ -59,3 +61,16 @@ def test_a_missing_camera_and_a_down_broker_fail_with_their_reasons(
     assert "FAILED: camera, detector, broker, snapshot" in r.stdout
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "probe.jpg").exists()
+
+
+def test_the_broker_part_asks_every_broker_of_the_list(broker):
+    # A member the node cannot reach is found at installation, not in a failover.
+    dead = free_port()
+    cfg = MqttConfig(brokers=[BrokerAddress(host="127.0.0.1", port=broker.port),
+                              BrokerAddress(host="127.0.0.1", port=dead)])
+    part = check_broker(cfg, "s1-cam-1-probe")
+    assert not part.ok
+    assert f"127.0.0.1:{broker.port}: connected" in part.detail
+    assert f"127.0.0.1:{dead}: ConnectionRefusedError" in part.detail
+    assert check_broker(cfg.model_copy(update={"brokers": cfg.brokers[:1]}),
+                        "s1-cam-1-probe").ok

@@ -10,7 +10,7 @@ import json
 import logging
 import queue
 import random
-import ssl
+import socket
 import sys
 import threading
 import time
@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.config import MqttConfig
 from edge_agent.logs import quote
 from edge_agent.uplink import messages
+from edge_agent.uplink.connect import authenticate, connect_cause, mqtt_answer
 from edge_agent.uplink.failover import Failover
 from edge_agent.uplink.messages import Identity
 from edge_agent.uplink.spool import Spool, Spooled
@@ -31,6 +32,9 @@ from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
+LOOK_TIMEOUT_S = 3.0
+"""How long the look at the first choice waits for its CONNACK (on a thread of its own:
+the pump goes on sending meanwhile)."""
 RESEND_AFTER_S = 10.0
 """After a reconnect paho retransmits what was in flight; if no PUBACK comes by then,
 the spool republishes those rows itself (same event_id, so consumers de-duplicate)."""
@@ -72,28 +76,6 @@ class ConnectFailures:
         self._cause, self.attempts = None, 0
 
 
-def connect_cause(exc: BaseException | None) -> str:
-    """What a failed connection attempt says: the OS's or TLS's reason, not a traceback."""
-    if exc is None:
-        return "unknown"
-    text = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
-    text = text or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
-def authenticate(client: mqtt.Client, cfg: MqttConfig) -> None:
-    """The node's credentials and TLS on a paho client, as the node connects (the uplink,
-    and `edge-agent probe`). Raises OSError or ValueError for TLS files that do not load."""
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, cfg.password)
-    if cfg.tls is not None:
-        client.tls_set(ca_certs=str(cfg.tls.ca_file),
-                       certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                       keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                       cert_reqs=ssl.CERT_REQUIRED)
-        client.tls_insecure_set(cfg.tls.insecure)
-
-
 class Uplink:
     """Connects, announces the node (birth + Last Will), pumps the spool in order."""
 
@@ -122,6 +104,7 @@ class Uplink:
                                    client_id=f"{ident.site}-{ident.node}",
                                    clean_session=False)
         self._client.max_inflight_messages_set(cfg.inflight)
+        self._client.connect_timeout = cfg.connect_timeout_s
         self._client.max_queued_messages_set(0)
         # paho doubles the delay from min to max with no jitter of its own, and knows one
         # broker: after every failure the Failover picks the broker and the jittered wait, so
@@ -139,6 +122,7 @@ class Uplink:
         """Held while the node moves back to its first choice or stops, never both at once."""
         self._moving = False
         self._client.on_connect = self._handle_connect
+        self._client.on_socket_open = self._handle_socket_open
         self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_publish = self._handle_publish
@@ -149,6 +133,11 @@ class Uplink:
         self._connected_at = 0.0
         self._connected_since = 0.0
         """Spool-clock time of the latest connection: messages stored before it waited."""
+        self._attempt_at: float | None = None
+        """When the TCP (and TLS) connection of the attempt under way opened; None once it
+        is answered or closed."""
+        self._looks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._looking = False
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[int, int]] = {}
@@ -253,6 +242,7 @@ class Uplink:
     # -- paho callbacks (network thread: never block, never take the pump's locks) ------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                         reason: ReasonCode, props: Any = None) -> None:
+        self._attempt_at = None
         if reason.is_failure:
             self.failures.failed(f"refused by the broker: {reason}")
             return
@@ -277,6 +267,9 @@ class Uplink:
         log.info("event=mqtt_connected host=%s port=%s broker_index=%d", b.host, b.port,
                  self.failover.index)
 
+    def _handle_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._attempt_at = time.monotonic()
+
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the connection attempt, so
         # the exception in flight is the cause (DNS, refused, timeout, TLS handshake).
@@ -286,6 +279,7 @@ class Uplink:
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, props: Any = None) -> None:
+        self._attempt_at = None
         was = self._connected.is_set()
         self._connected.clear()
         with self._status_lock:
@@ -317,15 +311,45 @@ class Uplink:
             if self._status_live:
                 self._publish_status("online")
 
-    def _failback(self) -> None:
-        """Back to the first choice once it answers (pump thread): a clean DISCONNECT, so no
-        Last Will fires, then a connection to the first broker; what was in flight is
-        retransmitted there, as after any reconnect."""
-        now = time.monotonic()
-        if not self.connected or not self.failover.failback_due(now):
+    def _connack_overdue(self) -> None:
+        """An attempt whose broker accepted TCP but has not answered in connect_timeout_s
+        fails (pump thread): its socket is shut, paho's loop sees the connection lost and
+        the node moves on like after any failed attempt."""
+        at = self._attempt_at
+        if at is None or time.monotonic() - at < self.cfg.connect_timeout_s:
             return
-        if not self.failover.first_choice_answers():
-            self.failover.postpone_failback(now)
+        sock = self._client.socket()
+        if self._connected.is_set() or sock is None:
+            return
+        self._attempt_at = None
+        self.failures.failed(f"no CONNACK within {self.cfg.connect_timeout_s:g} s")
+        with contextlib.suppress(OSError):
+            # the plain socket's shutdown, under TLS too: paho's thread reads EOF and closes
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
+
+    def _failback(self) -> None:
+        """Back to the first choice once it answers MQTT (pump thread): a clean DISCONNECT,
+        so no Last Will fires, then a connection to the first broker; what was in flight is
+        retransmitted there, as after any reconnect. The look runs on a thread of its own."""
+        now = time.monotonic()
+        if not self.connected:
+            return
+        if not self._looking:
+            if self.failover.failback_due(now):
+                self.failover.postpone_failback(now)  # the next look, should this one fail
+                self._looking = True
+                threading.Thread(target=self._look, name="uplink-look", daemon=True).start()
+            return
+        try:
+            why = self._looks.get_nowait()
+        except queue.Empty:
+            return
+        self._looking = False
+        if self.failover.on_first_choice:
+            return  # back there meanwhile by a reconnect of its own
+        if why is not None:
+            log.info("event=mqtt_failback_skipped broker=%s cause=%s",
+                     self.failover.brokers[0], quote(why))
             return
         with self._move_lock:
             if self._stopping.is_set():
@@ -345,6 +369,12 @@ class Uplink:
             finally:
                 self._moving = False
                 self._client.loop_start()
+
+    def _look(self) -> None:
+        ident = self.ident
+        self._looks.put(mqtt_answer(self.cfg, self.failover.brokers[0],
+                                    f"{ident.site}-{ident.node}-look", LOOK_TIMEOUT_S))
+        self._wake.set()
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason: ReasonCode, props: Any = None) -> None:
@@ -405,6 +435,7 @@ class Uplink:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                self._connack_overdue()
                 self._failback()
                 self._republish_birth()
                 self._pump_once()

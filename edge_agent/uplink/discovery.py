@@ -331,7 +331,7 @@ def publish_once(host: str, port: int, msgs: list[tuple[str, bytes]], *,
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from edge_agent.uplink.client import connect_cause
+    from edge_agent.uplink.connect import connect_cause
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if username is not None:

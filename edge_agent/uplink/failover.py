@@ -6,8 +6,6 @@ Only decides; never opens a connection (the uplink does, through paho)."""
 from __future__ import annotations
 
 import random
-import socket
-from collections.abc import Callable
 
 from edge_agent.config import BrokerAddress
 
@@ -66,18 +64,6 @@ class Failover:
 
     def failback_due(self, now: float) -> bool:
         return self._failback_at is not None and now >= self._failback_at
-
-    def first_choice_answers(self, timeout: float = 2.0,
-                             connect: Callable[..., socket.socket] = socket.create_connection
-                             ) -> bool:
-        """Whether the first choice accepts a TCP connection; the next look is planned
-        either way (a failed one waits another failback period)."""
-        first = self.brokers[0]
-        try:
-            with connect((first.host, first.port), timeout=timeout):
-                return True
-        except OSError:
-            return False
 
     def back_to_first(self, now: float) -> None:
         self._failback_at = None
