@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nats
 import paho.mqtt.client as mqtt
+from nats.js.api import ClusterInfo
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sim.broker import free_port
@@ -334,7 +335,10 @@ class NatsCluster:
             time.sleep(0.2)
 
     async def _unled(self, live: set[str]) -> list[str]:
-        """The MQTT streams and consumers whose leader is not one of `live`."""
+        """The MQTT streams and consumers whose leader is not one of `live`, or whose
+        replica on a live member is not current: with one of three members dead a write
+        needs that replica, and until it has caught up a retained message (a Last Will)
+        can time out and be dropped."""
         urls = [f"nats://127.0.0.1:{m.ports.client}" for m in self.live()]
         nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0,
                                 allow_reconnect=False)
@@ -345,11 +349,12 @@ class NatsCluster:
                 name = s.config.name or "?"
                 if not name.startswith("$MQTT_"):
                     continue
-                if s.cluster is None or s.cluster.leader not in live:
+                if s.cluster is None or s.cluster.leader not in live or _behind(s.cluster, live):
                     orphans.append(f"stream {name}")
                     continue
                 for c in await jsm.consumers_info(name):
-                    if c.cluster is None or c.cluster.leader not in live:
+                    if c.cluster is None or c.cluster.leader not in live or \
+                            _behind(c.cluster, live):
                         orphans.append(f"consumer {name}/{c.name}")
             return orphans
         finally:
@@ -370,3 +375,9 @@ class NatsCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _behind(cluster: ClusterInfo, live: set[str]) -> bool:
+    """A replica on a live member that is not current (still catching up) or offline."""
+    return any(r.name in live and (not r.current or r.offline)
+               for r in cluster.replicas or [])
