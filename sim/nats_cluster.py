@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
-import paho.mqtt.client as mqtt
 from nats.js.api import ClusterInfo
-from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.config import BrokerAddress, MqttConfig
+from edge_agent.uplink.connect import mqtt_answer
 from sim.broker import free_port
 
 MEMBERS = 3
@@ -126,20 +126,9 @@ class Member:
     def mqtt_ready(self, timeout: float = 2.0) -> bool:
         """An MQTT session can be opened here now. /healthz says ok before the streams that
         hold MQTT sessions have their leaders back after a member's loss; this asks MQTT."""
-        answer: list[bool] = []
-        c = mqtt.Client(CallbackAPIVersion.VERSION2,
-                        client_id=f"ready-{self.name}-{uuid.uuid4().hex[:8]}")
-        c.on_connect = lambda cl, u, f, reason, p=None: answer.append(not reason.is_failure)
-        try:
-            c.connect("127.0.0.1", self.ports.mqtt, keepalive=5)
-        except OSError:
-            return False
-        deadline = time.monotonic() + timeout
-        while not answer and time.monotonic() < deadline:
-            c.loop(0.1)
-        c.disconnect()  # paho closes the socket once DISCONNECT is written
-        c.loop(0.1)
-        return bool(answer and answer[0])
+        return mqtt_answer(MqttConfig(keepalive_s=5),
+                           BrokerAddress(host="127.0.0.1", port=self.ports.mqtt),
+                           f"ready-{self.name}-{uuid.uuid4().hex[:8]}", timeout) is None
 
     def ready(self) -> bool:
         """Healthy by /healthz, then ready for MQTT sessions."""
